@@ -1,0 +1,155 @@
+"""Reproduce the paper's comparison on offline data: teacher RE, then the small student as CLS,
+RE and REKD plus the three ablations, over several seeds, on Fashion-MNIST and Rotten Tomatoes.
+
+    python bench/reproduce.py                      # full protocol (about 90 min on a 2-core CPU)
+    python bench/reproduce.py --seeds 1 --quick    # a smoke run of the same pipeline
+
+Runs land in --runs-dir (a run already finished is not trained again, so an interrupted
+reproduction picks up where it stopped); the aggregated table goes to bench/results/.
+One teacher per dataset (seed 0) serves every student seed: the paper's question is about
+the students. Jobs run in parallel processes, one torch thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATASETS = {"fmnist": "Fashion-MNIST", "rt": "Rotten Tomatoes"}
+# (row label, overrides on top of the student preset); the teacher run is added for rekd rows
+VARIANTS: list[tuple[str, list[str]]] = [
+    ("CLS (no rationale)", ["mode=cls"]),
+    ("RE", ["mode=re"]),
+    ("REKD", ["mode=rekd"]),
+    ("REKD, alpha = 0 (pure KD)", ["mode=rekd", "loss.alpha=0"]),
+    ("REKD, prediction-only KD", ["mode=rekd", "loss.distill=prediction"]),
+    ("REKD, rationale-only KD", ["mode=rekd", "loss.distill=rationale"]),
+]
+
+
+def slug(label: str) -> str:
+    return {"CLS (no rationale)": "cls", "RE": "re", "REKD": "rekd", "REKD, alpha = 0 (pure KD)": "rekd-alpha0",
+            "REKD, prediction-only KD": "rekd-pred", "REKD, rationale-only KD": "rekd-rat"}[label]
+
+
+def run_job(preset: str, overrides: list[str], run_dir: str) -> dict[str, Any]:
+    """Train one run in this (worker) process; a finished run is read back, not retrained."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from rekd_core.presets import get_preset
+    from rekd_core.runstore import RunStore
+    from rekd_core.trainer import train
+
+    store = RunStore(run_dir)
+    done = store.results()
+    if done and done.get("state") == "completed":
+        return {"run_dir": run_dir, **done, "cached": True}
+    cfg = get_preset(preset).build(overrides + ["train.threads=1"])
+    t0 = time.time()
+    res = train(cfg, run_dir)
+    return {"run_dir": run_dir, **res, "wall_s": time.time() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--seeds", type=int, default=5, help="student seeds per row")
+    ap.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    ap.add_argument("--runs-dir", default=str(ROOT / "bench" / "runs"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--quick", action="store_true", help="demo presets: a smoke test of the pipeline")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+
+    prefix = "demo-" if args.quick else ""
+    runs = Path(args.runs_dir)
+    t_start = time.time()
+    teachers = {ds: str(runs / ds / "teacher") for ds in args.datasets}
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futs = {pool.submit(run_job, f"{prefix}{ds}-teacher", ["train.seed=0"], teachers[ds]): ds
+                for ds in args.datasets}
+        teacher_res: dict[str, Any] = {}
+        jobs = []
+        for ds in args.datasets:
+            for seed in range(args.seeds):
+                for label, ov in VARIANTS:
+                    jobs.append((ds, label, seed, ov))
+        pending: dict[Any, tuple[str, str, int]] = {}
+        # Students that need no teacher start at once; the others as soon as their teacher is done.
+        for ds, label, seed, ov in jobs:
+            if "mode=rekd" not in ov:
+                f = pool.submit(run_job, f"{prefix}{ds}-student", ov + [f"train.seed={seed}"],
+                                str(runs / ds / f"{slug(label)}-s{seed}"))
+                pending[f] = (ds, label, seed)
+        results: list[dict[str, Any]] = []
+        for f in as_completed(list(futs)):
+            ds = futs[f]
+            teacher_res[ds] = f.result()
+            print(f"[{time.time() - t_start:6.0f}s] teacher {ds}: test acc "
+                  f"{teacher_res[ds]['test']['accuracy']:.4f}", flush=True)
+            for d2, label, seed, ov in jobs:
+                if d2 == ds and "mode=rekd" in ov:
+                    f2 = pool.submit(run_job, f"{prefix}{ds}-student",
+                                     ov + [f"train.seed={seed}", f"model.teacher_run={teachers[ds]}"],
+                                     str(runs / ds / f"{slug(label)}-s{seed}"))
+                    pending[f2] = (ds, label, seed)
+        for f in as_completed(list(pending)):
+            ds, label, seed = pending[f]
+            r = f.result()
+            results.append({"dataset": ds, "variant": label, "seed": seed, **r})
+            print(f"[{time.time() - t_start:6.0f}s] {ds:6s} {label:28s} seed {seed}: test acc "
+                  f"{r['test']['accuracy']:.4f}", flush=True)
+    wall = time.time() - t_start
+    write_tables(args, teacher_res, results, wall)
+
+
+def _ms(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * sd:.1f}"
+
+
+def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: list[dict[str, Any]],
+                 wall: float) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "reproduce-quick" if args.quick else "reproduce"
+    lines = [f"Command: `python bench/reproduce.py{' --quick' if args.quick else ''} --seeds {args.seeds} "
+             f"--workers {args.workers}` — wall time {wall / 60:.1f} min on this machine.", ""]
+    for ds in args.datasets:
+        t = teachers[ds]["test"]
+        lines += [f"**{DATASETS[ds]}** — teacher (RE): test accuracy {100 * t['accuracy']:.1f} %, "
+                  f"selected {100 * t['selected']['mean']:.1f} % of positions", "",
+                  "| student | n | test accuracy % | macro-F1 % | selected % | IoU with teacher |",
+                  "|---|---|---|---|---|---|"]
+        for label, _ in VARIANTS:
+            rows = [r for r in results if r["dataset"] == ds and r["variant"] == label]
+            acc = [r["test"]["accuracy"] for r in rows]
+            f1 = [r["test"]["macro_f1"] for r in rows]
+            sel = [r["test"]["selected"]["mean"] for r in rows if "selected" in r["test"]]
+            iou = [r["test"]["iou"] for r in rows if "iou" in r["test"]]
+            iou_s = f"{statistics.mean(iou):.2f}" if iou else "–"
+            lines.append(f"| {label} | {len(rows)} | {_ms(acc)} | {_ms(f1)} | {_ms(sel)} | {iou_s} |")
+        lines.append("")
+    (out / f"{name}.md").write_text("\n".join(lines))
+    (out / f"{name}.json").write_text(json.dumps({"wall_s": wall, "seeds": args.seeds, "teachers": teachers,
+                                                  "runs": results}, indent=1, default=str))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

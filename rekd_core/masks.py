@@ -1,0 +1,46 @@
+"""Gumbel-softmax rationale masks.
+
+Z has shape (B, L, 2): per position, logits of (drop, keep). Training draws a relaxed sample
+S_tau = softmax((Z + G) / tau) and a hard mask with the straight-through estimator; evaluation
+and explanations use the deterministic argmax of Z.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], *, generator: torch.Generator | None,
+                 device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """G = -log(-log U), drawn on `device` (no host round trip in the training loop)."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    # clamp keeps log finite at the ends of the interval
+    u = u.clamp_(torch.finfo(dtype).tiny, 1.0 - torch.finfo(dtype).eps)
+    return -torch.log(-torch.log(u))
+
+
+def relaxed_sample(logits: torch.Tensor, tau: float, noise: torch.Tensor | None) -> torch.Tensor:
+    """S_tau = softmax((Z + G) / tau), shape (B, L, 2); `noise=None` gives the clean softmax(Z / tau)."""
+    z = logits if noise is None else logits + noise
+    return torch.softmax(z / tau, dim=-1)
+
+
+def straight_through(soft: torch.Tensor) -> torch.Tensor:
+    """Hard keep-mask (B, L) with the gradient of the soft keep-probability.
+
+    `hard + (s - s.detach())` is exactly `hard` in the forward pass (x - x == 0 in floating
+    point), unlike `hard - s.detach() + s`, which can be off by one ulp.
+    """
+    keep = soft[..., 1]
+    hard = (soft[..., 1] > soft[..., 0]).to(soft.dtype)
+    return hard + (keep - keep.detach())
+
+
+def hard_mask(logits: torch.Tensor) -> torch.Tensor:
+    """Deterministic evaluation mask: keep where the keep-logit wins (argmax Z)."""
+    return (logits[..., 1] > logits[..., 0]).to(logits.dtype)
+
+
+def selection_probs(logits: torch.Tensor) -> torch.Tensor:
+    """The generator's keep probability per position, softmax(Z)[..., 1] (no noise, tau = 1)."""
+    return torch.softmax(logits.float(), dim=-1)[..., 1]

@@ -1,0 +1,55 @@
+"""The rationale model: generator (backbone + L x 2 head) and predictor (backbone + classifier)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+from .config import TextBackbone, VisionBackbone
+from .features import Inputs
+
+
+class RationaleModel(nn.Module):
+    """`cls` mode has only the predictor, which then reads the whole input."""
+
+    def __init__(self, spec: VisionBackbone | TextBackbone, *, num_classes: int, with_generator: bool,
+                 share_backbone: bool = False, vocab_size: int | None = None,
+                 max_len: int | None = None) -> None:
+        super().__init__()
+        self.predictor = build_backbone(spec, vocab_size=vocab_size, max_len=max_len)
+        self.classifier = nn.Linear(self.predictor.hidden_size, num_classes)
+        self.with_generator = with_generator
+        self.share_backbone = share_backbone
+        if with_generator:
+            if not share_backbone:  # registered once, so the state dict holds no aliased tensors
+                self.generator = build_backbone(spec, vocab_size=vocab_size, max_len=max_len)
+            self.selector = nn.Linear(self.predictor.hidden_size, 2)
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, head parameters): heads start from scratch even on a pretrained backbone."""
+        heads = list(self.classifier.parameters())
+        if self.with_generator:
+            heads += list(self.selector.parameters())
+        head_ids = {id(p) for p in heads}
+        body = [p for p in self.parameters() if id(p) not in head_ids]
+        return body, heads
+
+    @property
+    def generator_backbone(self) -> nn.Module:
+        return self.predictor if self.share_backbone else self.generator
+
+    def generate(self, inputs: Inputs) -> torch.Tensor:
+        """Z: (B, L, 2) logits of (drop, keep) per position, in float32."""
+        h, _ = self.generator_backbone.encode(inputs.x, inputs.attention, None)
+        return self.selector(h).float()
+
+    def predict(self, inputs: Inputs, mask: torch.Tensor | None) -> torch.Tensor:
+        """Q: (B, C) from the rationale M ⊙ X (the full input when mask is None)."""
+        keep = None if mask is None else inputs.effective_mask(mask)
+        _, pooled = self.predictor.encode(inputs.x, inputs.attention, keep)
+        return self.classifier(pooled).float()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

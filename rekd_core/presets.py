@@ -1,0 +1,161 @@
+"""Named experiment configs: the paper's settings, and offline ones sized for a 2-core CPU.
+
+A preset is a plain dict in the config schema (variants are data, not code); `rekd train
+--preset NAME --set k=v` applies overrides on top. Student presets default to mode `re`;
+distil with `--set mode=rekd --set model.teacher_run=RUN_DIR` (the teacher preset's run).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    config: dict[str, Any]
+    offline: bool  # runs here without a network
+
+    def build(self, overrides: list[str] | None = None) -> ExperimentConfig:
+        return parse_config(apply_overrides(self.config, overrides or []))
+
+
+def _vit(name: str, **kw: Any) -> dict[str, Any]:
+    return {"kind": "vit", "name": name, **kw}
+
+
+# --- the paper (Table settings): AdamW 1e-5, batch 32, 35 epochs, lambda_R 0.5, alpha 0.5 -----------
+_PAPER_TRAIN = {"epochs": 35, "batch_size": 32, "eval_every": 1000, "checkpoint_every": 1000, "log_every": 50}
+_PAPER_LOSS = {"alpha": 0.5, "lambda_R": 0.5, "lambda_select": 0.01}
+
+
+def _paper_vision(dataset: str, role: str) -> dict[str, Any]:
+    size = {"teacher": "vit_base_patch16_224", "vit_small": "vit_small_patch16_224",
+            "vit_tiny": "vit_tiny_patch16_224"}[role]
+    spec = _vit(size, img_size=224, patch_size=16, in_chans=3, pretrained=True)
+    return {"name": f"{dataset}-{role}", "task": "vision", "mode": "re",
+            "data": {"dataset": dataset},
+            "model": {"student": spec, "teacher": None if role == "teacher" else
+                      _vit("vit_base_patch16_224", img_size=224, patch_size=16, in_chans=3)},
+            "loss": {**_PAPER_LOSS, "p_target": 0.15}, "optim": {"lr": 1e-5, "weight_decay": 0.01},
+            "train": dict(_PAPER_TRAIN)}
+
+
+def _paper_text(role: str) -> dict[str, Any]:
+    hub = {"teacher": "bert-base-uncased", "bert_small": "prajjwal1/bert-small",
+           "bert_mini": "prajjwal1/bert-mini"}[role]
+    return {"name": f"imdb-{role}", "task": "text", "mode": "re",
+            "data": {"dataset": "imdb", "tokenizer": "bert-base-uncased", "max_len": 256},
+            "model": {"student": {"kind": "bert", "pretrained": hub},
+                      "teacher": None if role == "teacher" else {"kind": "bert", "pretrained": "bert-base-uncased"}},
+            "loss": {**_PAPER_LOSS, "p_target": 0.10}, "optim": {"lr": 1e-5, "weight_decay": 0.01},
+            "train": dict(_PAPER_TRAIN)}
+
+
+# --- offline, on this machine's data ----------------------------------------------------------------
+# Fashion-MNIST at 28 px with 4 px patches: a 7 x 7 grid, 49 positions, 15 % ~ 7 patches.
+_FM_TEACHER = _vit("vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=4,
+                   num_heads=3, mlp_ratio=2.0)
+_FM_STUDENT = _vit("vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=1,
+                   num_heads=2, mlp_ratio=2.0)
+# Rotten Tomatoes snippets (median 26 tokens) fit in 64. At the paper's 10 % a snippet keeps
+# ~2 tokens; 20 % keeps ~5, closer to the number of words that carry a short review's verdict.
+_RT_TEACHER = {"kind": "bert", "pretrained": "minilm-l6"}
+_RT_STUDENT = {"kind": "bert", "hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128}
+
+
+def _fmnist(role: str, *, demo: bool) -> dict[str, Any]:
+    teacher = role == "teacher"
+    cfg: dict[str, Any] = {
+        "name": f"{'demo-' if demo else ''}fmnist-{role}", "task": "vision", "mode": "re",
+        "data": {"dataset": "fashion_mnist"},
+        "model": {"student": _FM_TEACHER if teacher else _FM_STUDENT, "teacher": None if teacher else _FM_TEACHER},
+        "loss": {"alpha": 0.5, "lambda_R": 0.5, "lambda_select": 0.02, "p_target": 0.15},
+        "schedule": {"tau0": 5.0, "tau_final": 0.1, "tau_update_every": 20},
+        "optim": {"lr": 2e-3 if teacher else 3e-3, "weight_decay": 0.01, "grad_clip": 1.0},
+        "train": {"max_steps": 1500 if teacher else 1000, "batch_size": 64, "eval_every": 300 if teacher else 250,
+                  "checkpoint_every": 300 if teacher else 250, "log_every": 20, "threads": 1},
+    }
+    if demo:
+        cfg["data"].update(max_train=3000, max_eval=500)
+        cfg["train"].update(max_steps=150 if teacher else 120, eval_every=50, checkpoint_every=50, log_every=10)
+        cfg["schedule"]["tau_update_every"] = 10
+        cfg["train"].pop("threads")
+    return cfg
+
+
+def _rt(role: str, *, demo: bool) -> dict[str, Any]:
+    teacher = role == "teacher"
+    cfg: dict[str, Any] = {
+        "name": f"{'demo-' if demo else ''}rt-{role}", "task": "text", "mode": "re",
+        "data": {"dataset": "rotten_tomatoes", "tokenizer": "minilm-l6", "max_len": 64},
+        "model": {"student": _RT_TEACHER if teacher else _RT_STUDENT, "teacher": None if teacher else _RT_TEACHER},
+        "loss": {"alpha": 0.5, "lambda_R": 0.5, "lambda_select": 0.05, "p_target": 0.2},
+        "schedule": {"tau0": 5.0, "tau_final": 0.1, "tau_update_every": 10 if teacher else 20},
+        "optim": {"lr": 6e-5 if teacher else 1e-3, "head_lr": 1e-3, "weight_decay": 0.01, "grad_clip": 1.0},
+        "train": {"max_steps": 120 if teacher else 800, "batch_size": 32, "eval_every": 60 if teacher else 200,
+                  "checkpoint_every": 60 if teacher else 200, "log_every": 10 if teacher else 20, "threads": 1},
+    }
+    if demo:
+        cfg["data"].update(max_train=1000, max_eval=200)
+        cfg["train"].update(max_steps=20 if teacher else 100, eval_every=20 if teacher else 50,
+                            checkpoint_every=20 if teacher else 50, log_every=5)
+        cfg["schedule"]["tau_update_every"] = 5
+        cfg["train"].pop("threads")
+    return cfg
+
+
+def _all() -> dict[str, Preset]:
+    out: dict[str, Preset] = {}
+
+    def add(name: str, summary: str, cfg: dict[str, Any], offline: bool) -> None:
+        cfg = copy.deepcopy(cfg)
+        cfg["name"] = name
+        out[name] = Preset(name, summary, cfg, offline)
+
+    for ds, label in (("cifar10", "CIFAR-10"), ("cifar100_coarse", "CIFAR-100 (20 coarse)"),
+                      ("cifar100_fine", "CIFAR-100 (100 fine)")):
+        key = ds.replace("_", "-")
+        add(f"{key}-teacher", f"paper: ViT-Base RE teacher on {label}, 224 px, 16 px patches, 15 %",
+            _paper_vision(ds, "teacher"), False)
+        for student in ("vit_small", "vit_tiny"):
+            add(f"{key}-{student.replace('_', '-')}",
+                f"paper: {student.replace('vit_', 'ViT-').title().replace('Vit-', 'ViT-')} student on {label} (re; rekd with a teacher run)",
+                _paper_vision(ds, student), False)
+    add("imdb-teacher", "paper: BERT-base RE teacher on IMDB, 256 tokens, 10 %", _paper_text("teacher"), False)
+    for student in ("bert_small", "bert_mini"):
+        add(f"imdb-{student.replace('_', '-')}",
+            f"paper: {student.replace('_', '-').upper()} student on IMDB (re; rekd with a teacher run)",
+            _paper_text(student), False)
+    add("fmnist-teacher", "offline: from-scratch ViT (96 wide, 4 blocks) RE teacher, Fashion-MNIST 60k/10k, "
+        "49 patches, 15 %", _fmnist("teacher", demo=False), True)
+    add("fmnist-student", "offline: small ViT (32 wide, 1 block) student, Fashion-MNIST (re; rekd with a teacher run)",
+        _fmnist("student", demo=False), True)
+    add("rt-teacher", "offline: pretrained MiniLM-L6 RE teacher, Rotten Tomatoes 12.7k snippets, 64 tokens, 20 %",
+        _rt("teacher", demo=False), True)
+    add("rt-student", "offline: small random-init BERT (64 wide, 1 layer) student, Rotten Tomatoes "
+        "(re; rekd with a teacher run)", _rt("student", demo=False), True)
+    add("demo-fmnist-teacher", "tiny demo: Fashion-MNIST RE teacher on 3k images, 150 steps (~1 min on CPU)",
+        _fmnist("teacher", demo=True), True)
+    add("demo-fmnist-student", "tiny demo: Fashion-MNIST student, 120 steps (re; rekd with a teacher run)",
+        _fmnist("student", demo=True), True)
+    add("demo-rt-teacher", "tiny demo: Rotten Tomatoes MiniLM RE teacher on 1k snippets, 30 steps",
+        _rt("teacher", demo=True), True)
+    add("demo-rt-student", "tiny demo: Rotten Tomatoes student, 100 steps (re; rekd with a teacher run)",
+        _rt("student", demo=True), True)
+    return out
+
+
+PRESETS: dict[str, Preset] = _all()
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -1,0 +1,160 @@
+"""One training step per mode: CLS, RE and REKD as task objects sharing one loop (trainer.py).
+
+Each task's `step` returns the loss to minimise and the quantities the trainer logs, as
+tensors (no host synchronisation here: the trainer reads them only at log steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from . import losses
+from .config import ExperimentConfig
+from .features import Inputs
+from .masks import gumbel_noise, hard_mask, relaxed_sample, straight_through
+from .models import RationaleModel
+
+
+@dataclass
+class StepOut:
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    logits: torch.Tensor  # Q (B, C)
+    mask: torch.Tensor | None = None  # hard student mask (B, L)
+    teacher_mask: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-example IoU of two 0/1 masks over counted positions (1 when both are empty)."""
+    a = a * valid
+    b = b * valid
+    inter = (a * b).sum(1)
+    union = ((a + b) > 0).float().sum(1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+class ClsTask:
+    """A plain classifier on the whole input: the no-rationale baseline."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+
+    def step(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, idx: torch.Tensor,
+             tau: float, gen: torch.Generator | None) -> StepOut:
+        q = model.predict(inputs, None)
+        ce = losses.prediction_ce(q, y)
+        return StepOut(loss=ce, terms={"ce": ce, "total": ce}, logits=q)
+
+
+class ReTask:
+    """L_RE with a straight-through Gumbel-softmax mask."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+
+    def sample(self, model: RationaleModel, inputs: Inputs, tau: float,
+               gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = model.generate(inputs)
+        g = gumbel_noise(z.shape, generator=gen, device=z.device)
+        s = relaxed_sample(z, tau, g)
+        return z, s, straight_through(s)
+
+    def re_terms(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, m: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        lc = self.cfg.loss
+        q = model.predict(inputs, m)
+        terms = losses.re_loss(q, y, m, inputs.selectable, lambda_select=lc.lambda_select,
+                               p_target=lc.p_target, how=str(lc.length_penalty))
+        return q, terms
+
+    def step(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, idx: torch.Tensor,
+             tau: float, gen: torch.Generator | None) -> StepOut:
+        _, _, m = self.sample(model, inputs, tau, gen)
+        q, terms = self.re_terms(model, inputs, y, m)
+        terms["total"] = terms["re"]
+        return StepOut(loss=terms["re"], terms=terms, logits=q, mask=m.detach())
+
+
+class TeacherOutputs:
+    """The frozen teacher's generator logits Z^T and own-mask prediction Q^T for one split.
+
+    The teacher is in eval mode and inputs are never augmented, so both are fixed functions of
+    the example: they are computed once, in fixed chunks in index order (so the values do not
+    depend on how batches happen to be drawn, which keeps resumed runs exact), and then read by
+    index. When the teacher predictor must read the *student's* mask (reference variant), Q^T
+    changes every step and `predict_with` runs the teacher predictor live instead.
+    """
+
+    def __init__(self, teacher: RationaleModel, z: torch.Tensor, q: torch.Tensor, *,
+                 device: torch.device, autocast: bool) -> None:
+        self.teacher = teacher
+        self.z = z.to(device)  # (N, P, 2), right-padded with zeros past each chunk's length
+        self.q = q.to(device)  # (N, C)
+        self.device = device
+        self.autocast = autocast
+
+    @classmethod
+    @torch.no_grad()
+    def compute(cls, teacher: RationaleModel, batches: Iterable[Inputs], *, num_positions: int,
+                device: torch.device, autocast: bool) -> TeacherOutputs:
+        zs, qs = [], []
+        for inputs in batches:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                z = teacher.generate(inputs)
+                q = teacher.predict(inputs, hard_mask(z))
+            zs.append(torch.nn.functional.pad(z.float(), (0, 0, 0, num_positions - z.shape[1])))
+            qs.append(q.float())
+        return cls(teacher, torch.cat(zs), torch.cat(qs), device=device, autocast=autocast)
+
+    def own(self, idx: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Z^T, Q^T with the teacher's own deterministic mask) for dataset rows `idx`."""
+        return self.z[idx, :length], self.q[idx]
+
+    @torch.no_grad()
+    def predict_with(self, inputs: Inputs, mask: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.teacher.predict(inputs, mask).float()
+
+
+class RekdTask(ReTask):
+    """L_REKD = alpha * L_RE + (1 - alpha) * (lambda_R * L_KD^R + tau^2 * L_KD^Y)."""
+
+    def __init__(self, cfg: ExperimentConfig, teacher: TeacherOutputs) -> None:
+        super().__init__(cfg)
+        self.teacher = teacher
+
+    def step(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, idx: torch.Tensor,
+             tau: float, gen: torch.Generator | None) -> StepOut:
+        lc = self.cfg.loss
+        z_s, s_s, m = self.sample(model, inputs, tau, gen)
+        q_s, terms = self.re_terms(model, inputs, y, m)
+        z_t, q_t_own = self.teacher.own(idx, inputs.selectable.shape[1])
+        m_t = hard_mask(z_t)
+
+        kd_r = kd_y = None
+        if lc.distill in ("both", "rationale"):
+            if lc.kd_rationale_input == "noisy":
+                # reference: both sides are Gumbel samples (the teacher draws its own noise)
+                g_t = gumbel_noise(z_t.shape, generator=gen, device=z_t.device)
+                s_t, s_stu = relaxed_sample(z_t, tau, g_t), s_s
+            else:
+                s_t, s_stu = relaxed_sample(z_t, tau, None), relaxed_sample(z_s, tau, None)
+            kd_r = losses.rationale_kd(s_t, s_stu, inputs.selectable)
+            terms["kd_r"] = kd_r
+        if lc.distill in ("both", "prediction"):
+            if lc.teacher_predictor_mask == "student":
+                # the teacher is a fixed target: no gradient flows back through it
+                q_t = self.teacher.predict_with(inputs, m.detach())
+            else:
+                q_t = q_t_own
+            kd_y = losses.prediction_kd(q_t, q_s, tau)
+            terms["kd_y"] = kd_y
+        mix = losses.rekd_loss(terms["re"], kd_r, kd_y, tau=tau, alpha=lc.alpha, lambda_R=lc.lambda_R)
+        terms.update(mix)
+        iou = mask_iou(m.detach(), m_t, inputs.selectable)
+        return StepOut(loss=mix["total"], terms=terms, logits=q_s, mask=m.detach(), teacher_mask=m_t,
+                       extra={"iou": iou})

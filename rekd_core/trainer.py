@@ -1,0 +1,450 @@
+"""The training loop: one loop for CLS, RE and REKD, reporting through a callback.
+
+The engine knows nothing of queues or HTTP: whoever runs it passes `on_event` (called with
+each event after it is stored in the run directory) and `should_stop` (polled every step).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import (decode_bytes, encode_bytes, load_checkpoint, load_optimizer_tensors,
+                         optimizer_tensors, save_checkpoint)
+from .config import ExperimentConfig, config_to_dict
+from .data import DatasetBundle, load_dataset
+from .features import Featurizer, Prepared, TextFeaturizer, build_featurizer
+from .masks import hard_mask, selection_probs
+from .models import RationaleModel, count_parameters
+from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
+from .runstore import RunStore, now_iso
+from .schedule import tau_at
+from .tasks import ClsTask, ReTask, RekdTask, StepOut, TeacherOutputs, mask_iou
+
+log = logging.getLogger(__name__)
+
+EventFn = Callable[[dict[str, Any]], None]
+
+
+class TeacherMismatch(ValueError):
+    pass
+
+
+def resolve_device(pref: str) -> torch.device:
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(pref)
+
+
+def plan_steps(cfg: ExperimentConfig, n_train: int) -> tuple[int, int]:
+    """(steps per epoch, total steps). Epochs drop the last partial batch."""
+    per_epoch = max(n_train // cfg.train.batch_size, 1)
+    if cfg.train.max_steps is not None:
+        return per_epoch, cfg.train.max_steps
+    return per_epoch, max(1, math.ceil(float(cfg.train.epochs or 1) * per_epoch))
+
+
+def macro_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(y.cpu()), accumulate=True)
+    tp = conf.diag().float()
+    prec = tp / conf.sum(0).clamp_min(1)
+    rec = tp / conf.sum(1).clamp_min(1)
+    f1 = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec), torch.zeros_like(tp))
+    present = (conf.sum(1) + conf.sum(0)) > 0  # classes absent from both sides do not count
+    return float(f1[present].mean()) if bool(present.any()) else 0.0
+
+
+def _frac_stats(frac: torch.Tensor) -> dict[str, float]:
+    return {"mean": float(frac.mean()), "std": float(frac.std(unbiased=False)),
+            "min": float(frac.min()), "max": float(frac.max())}
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, store: RunStore, *, on_event: EventFn | None = None,
+                 should_stop: Callable[[], bool] | None = None, bundle: DatasetBundle | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.on_event = on_event
+        self.should_stop = should_stop or (lambda: False)
+        self._bundle = bundle
+
+    # --- events ---------------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> dict[str, Any]:
+        stored = self.store.append_event(event)
+        if self.on_event is not None:
+            self.on_event(stored)
+        return stored
+
+    # --- setup ----------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device)
+        self.autocast = cfg.train.precision == "bf16"
+        torch.manual_seed(cfg.train.seed)
+        d = cfg.data
+        bundle = self._bundle or load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed,
+                                              max_train=d.max_train, max_eval=d.max_eval, root=d.root)
+        if bundle.modality != cfg.task:
+            raise ValueError(f"data.dataset {d.dataset!r} is a {bundle.modality} dataset but task is {cfg.task!r}")
+        self.bundle = bundle
+        self.class_names = list(bundle.class_names)
+        self.num_classes = len(self.class_names)
+        self.feat: Featurizer = build_featurizer(cfg)
+        self.train_data = self.feat.prepare(bundle.train.x, bundle.train.y, self.device)
+        self.dev_data = self.feat.prepare(bundle.dev.x, bundle.dev.y, self.device)
+        self.test_data = self.feat.prepare(bundle.test.x, bundle.test.y, self.device)
+        self.steps_per_epoch, self.total_steps = plan_steps(cfg, len(self.train_data))
+
+        self.model = build_model(cfg, cfg.model.student, num_classes=self.num_classes, featurizer=self.feat,
+                                 with_generator=cfg.mode != "cls").to(self.device)
+        self.teacher_run: LoadedRun | None = None
+        self.teacher_out: dict[str, TeacherOutputs] = {}
+        if cfg.mode == "rekd":
+            self.teacher_run = self._load_teacher()
+            self.teacher_out = {"train": self._teacher_outputs(self.train_data, "train"),
+                                "dev": self._teacher_outputs(self.dev_data, "dev")}
+            self.task: ClsTask | ReTask = RekdTask(cfg, self.teacher_out["train"])
+        elif cfg.mode == "re":
+            self.task = ReTask(cfg)
+        else:
+            self.task = ClsTask(cfg)
+        body, heads = self.model.param_groups()
+        groups = [{"params": body, "lr": cfg.optim.lr},
+                  {"params": heads, "lr": cfg.optim.head_lr or cfg.optim.lr}]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                     fused=self.device.type == "cuda")
+        self.noise_gen = torch.Generator(device=self.device)
+        self.noise_gen.manual_seed(cfg.train.seed + 7919)
+        self.snapshot_idx = self._snapshot_indices()
+
+    def _load_teacher(self) -> LoadedRun:
+        cfg = self.cfg
+        run = LoadedRun(Path(cfg.model.teacher_run or ""), which=cfg.model.teacher_checkpoint, device=self.device)
+        tc = run.config
+        if tc.mode != "re":
+            raise TeacherMismatch(f"model.teacher_run must be an RE run (it has mode {tc.mode!r})")
+        if tc.data.dataset != cfg.data.dataset or run.class_names != self.class_names:
+            raise TeacherMismatch(
+                f"teacher was trained on {tc.data.dataset!r}, this run uses {cfg.data.dataset!r}")
+        s, t = cfg.model.student, tc.model.student
+        if isinstance(self.feat, TextFeaturizer):
+            if tc.data.tokenizer != cfg.data.tokenizer or tc.data.max_len != cfg.data.max_len:
+                raise TeacherMismatch("teacher and student must share one tokenizer and max_len: teacher has "
+                                      f"{tc.data.tokenizer!r}/{tc.data.max_len}, student {cfg.data.tokenizer!r}/"
+                                      f"{cfg.data.max_len}")
+        elif (t.img_size, t.patch_size, t.in_chans) != (s.img_size, s.patch_size, s.in_chans):  # type: ignore[union-attr]
+            raise TeacherMismatch("teacher and student must see the same patch grid: teacher has img_size/"
+                                  f"patch_size {t.img_size}/{t.patch_size}, student {s.img_size}/{s.patch_size}")  # type: ignore[union-attr]
+        return run
+
+    def _teacher_outputs(self, data: Prepared, split: str) -> TeacherOutputs:
+        """Teacher outputs for a split, cached in the teacher's run directory across student runs.
+
+        The key covers everything the values depend on: the teacher checkpoint file, the data
+        split, how inputs are featurised and the precision; any change computes them afresh.
+        """
+        assert self.teacher_run is not None
+        run = self.teacher_run
+        ckpt = run.checkpoint_path
+        st = ckpt.stat()
+        d = self.cfg.data
+        key_src = {"ckpt": [ckpt.name, st.st_size, st.st_mtime_ns, run.step], "split": split, "n": len(data),
+                   "data": [d.dataset, d.dev_fraction, d.split_seed, d.max_train, d.max_eval, d.tokenizer,
+                            d.max_len], "count_special": self.cfg.loss.count_special,
+                   "bf16": self.autocast, "version": 2}
+        key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
+        path = run.run_dir / "cache" / f"teacher-{split}-{key}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Students distilling from one teacher in parallel compute its outputs once: the others
+        # wait on the lock, then read the file.
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                try:
+                    t, _ = load_checkpoint(path, device=self.device)
+                    return TeacherOutputs(run.model, t["z"], t["q"], device=self.device, autocast=self.autocast)
+                except (ValueError, KeyError) as err:
+                    log.warning("recomputing unreadable teacher cache %s: %s", path, err)
+            chunk = 64
+            order = self.feat.inference_order(data)
+            batches = (self.feat.batch(data, order[i:i + chunk]) for i in range(0, len(data), chunk))
+            out = TeacherOutputs.compute(run.model, batches, num_positions=self.feat.num_positions,
+                                         device=self.device, autocast=self.autocast)
+            unsort = torch.argsort(order)
+            out.z, out.q = out.z[unsort], out.q[unsort]
+            save_checkpoint(path, {"z": out.z, "q": out.q}, key_src)
+        return out
+
+    def _snapshot_indices(self) -> torch.Tensor:
+        n = min(self.cfg.train.eval_examples, len(self.dev_data))
+        g = torch.Generator().manual_seed(self.cfg.data.split_seed + 101)
+        return torch.randperm(len(self.dev_data), generator=g)[:n].sort().values
+
+    # --- batches ----------------------------------------------------------------------------
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        # The permutation is a function of (seed, epoch) alone, so a resumed run needs no sampler state.
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if getattr(self, "_perm_epoch", None) != epoch:
+            g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.train_data), generator=g).to(self.device)
+            self._perm_epoch = epoch
+        bs = self.cfg.train.batch_size
+        return self._perm[pos * bs:(pos + 1) * bs]
+
+    def tau(self, step: int) -> float:
+        s = self.cfg.schedule
+        return tau_at(step, total_steps=self.total_steps, tau0=s.tau0, tau_final=s.tau_final,
+                      update_every=s.tau_update_every)
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _meta(self, step: int, kind: str) -> dict[str, Any]:
+        return {"config": config_to_dict(self.cfg), "class_names": self.class_names, "step": step,
+                "tau": self.tau(max(step - 1, 0)), "kind": kind, "best": self.best, "time": now_iso()}
+
+    def save(self, step: int, kind: str) -> None:
+        tensors = model_weights(self.model)
+        meta = self._meta(step, kind)
+        if kind == "last":
+            opt_t, groups = optimizer_tensors(self.opt)
+            tensors.update(opt_t)
+            meta["optimizer_groups"] = groups
+            meta["rng"] = {"torch": encode_bytes(torch.get_rng_state()),
+                           "noise": encode_bytes(self.noise_gen.get_state())}
+            if self.device.type == "cuda":
+                meta["rng"]["cuda"] = encode_bytes(torch.cuda.get_rng_state(self.device))
+        save_checkpoint(self.store.checkpoints / f"{kind}.safetensors", tensors, meta)
+
+    def _resume(self) -> int:
+        path = self.store.checkpoints / "last.safetensors"
+        if not path.exists():
+            return 0
+        tensors, meta = load_checkpoint(path, device=self.device)
+        load_model_weights(self.model, tensors)
+        load_optimizer_tensors(self.opt, tensors, meta["optimizer_groups"])
+        torch.set_rng_state(decode_bytes(meta["rng"]["torch"]))
+        self.noise_gen.set_state(decode_bytes(meta["rng"]["noise"]))
+        if "cuda" in meta["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(decode_bytes(meta["rng"]["cuda"]), self.device)
+        self.best = meta.get("best") or self.best
+        step = int(meta["step"])
+        self.store.truncate_events_after(step)
+        log.info("resumed %s at step %d", self.store.run_id, step)
+        return step
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: Prepared, *, teacher: TeacherOutputs | None = None,
+                 rows: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Deterministic evaluation (argmax masks, no noise) of the student on `data`."""
+        model = self.model
+        model.eval()
+        if rows is None:
+            # length-sorted order for text (batches trim to similar lengths); undone below
+            rows = self.feat.inference_order(data)
+        rows = rows.to(self.device)
+        outs: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "probs", "frac", "iou")}
+        per_pos: dict[str, list[torch.Tensor]] = {k: [] for k in ("mask", "sel", "t_mask", "t_sel", "t_pred",
+                                                                   "t_probs")}
+        bs = 64 if isinstance(self.feat, TextFeaturizer) else 256
+        for i in range(0, len(rows), bs):
+            idx = rows[i:i + bs]
+            inputs = self.feat.batch(data, idx)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                if model.with_generator:
+                    z = model.generate(inputs)
+                    m = hard_mask(z)
+                    q = model.predict(inputs, m)
+                    sel = inputs.selectable
+                    outs["frac"].append((m * sel).sum(1) / sel.sum(1).clamp_min(1))
+                    per_pos["mask"].append(_pad(m, self.feat.num_positions))
+                    per_pos["sel"].append(_pad(selection_probs(z), self.feat.num_positions))
+                else:
+                    q = model.predict(inputs, None)
+                if teacher is not None:
+                    zt, qt = teacher.own(idx, inputs.selectable.shape[1])
+                    mt = hard_mask(zt)
+                    per_pos["t_mask"].append(_pad(mt, self.feat.num_positions))
+                    per_pos["t_sel"].append(_pad(selection_probs(zt), self.feat.num_positions))
+                    per_pos["t_pred"].append(qt.argmax(-1))
+                    per_pos["t_probs"].append(torch.softmax(qt.float(), -1))
+                    if model.with_generator:
+                        outs["iou"].append(mask_iou(m, mt, inputs.selectable))
+            outs["pred"].append(q.argmax(-1))
+            outs["probs"].append(torch.softmax(q.float(), -1))
+        model.train()
+        cat = {k: torch.cat(v) for k, v in {**outs, **per_pos}.items() if v}
+        unsort = torch.argsort(rows)
+        rows = rows[unsort]
+        cat = {k: v[unsort] for k, v in cat.items()}
+        y = data.y[rows]
+        metrics: dict[str, Any] = {
+            "accuracy": float((cat["pred"] == y).float().mean()),
+            "macro_f1": macro_f1(cat["pred"], y, self.num_classes),
+            "n": int(len(rows)),
+        }
+        if "frac" in cat:
+            metrics["selected"] = _frac_stats(cat["frac"])
+        if "iou" in cat:
+            metrics["iou"] = float(cat["iou"].mean())
+        return metrics, cat
+
+    def _teacher(self, split: str) -> TeacherOutputs | None:
+        return self.teacher_out.get(split) if self.teacher_run is not None else None
+
+    def _snapshot(self, step: int, tau: float) -> None:
+        """Rationales of the fixed dev subset at this step, teacher beside student, for the UI."""
+        if not len(self.snapshot_idx):
+            return
+        from .examples import write_snapshot
+
+        _, out = self.evaluate(self.dev_data, teacher=self._teacher("dev"), rows=self.snapshot_idx)
+        write_snapshot(self.store, step=step, tau=tau, out=out, y=self.dev_data.y[self.snapshot_idx.to(self.device)])
+
+    # --- the loop -----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.store.write_status(state="running", started=now_iso(), pid=None, error=None)
+        self._setup()
+        self.best: dict[str, Any] = {"accuracy": -1.0, "step": 0}
+        step = self._resume()
+        resumed = step > 0
+        if not resumed:
+            from .examples import write_inputs
+
+            write_inputs(self.store, self.bundle, self.feat, self.snapshot_idx, self.class_names)
+        n_params = {"student": count_parameters(self.model)}
+        if self.teacher_run is not None:
+            n_params["teacher"] = count_parameters(self.teacher_run.model)
+        self.emit({"type": "start", "step": step, "total_steps": self.total_steps, "resumed": resumed,
+                   "steps_per_epoch": self.steps_per_epoch, "params": n_params, "device": str(self.device),
+                   "n_train": len(self.train_data), "n_dev": len(self.dev_data), "n_test": len(self.test_data),
+                   "mode": cfg.mode, "class_names": self.class_names})
+        self.store.write_status(state="running", step=step, total_steps=self.total_steps)
+
+        model = self.model
+        model.train()
+        win: dict[str, Any] = self._new_window()
+        t_win = time.perf_counter()
+        while step < self.total_steps:
+            if self.should_stop():
+                self.save(step, "last")
+                self.emit({"type": "checkpoint", "step": step, "kind": "last"})
+                return self._finish("cancelled", step)
+            tau = self.tau(step)
+            idx = self._batch_indices(step)
+            inputs = self.feat.batch(self.train_data, idx)
+            y = self.train_data.y[idx]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                out = self.task.step(model, inputs, y, idx, tau, self.noise_gen)
+            self.opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            self.opt.step()
+            step += 1
+            self._accumulate(win, out, y, inputs.selectable)
+
+            last = step == self.total_steps
+            if step % cfg.train.log_every == 0 or last:
+                dt = time.perf_counter() - t_win
+                self.emit(self._log_event(win, step, tau, dt))
+                win = self._new_window()
+                t_win = time.perf_counter()
+            if step % cfg.train.eval_every == 0 or last:
+                self._eval_event(step, tau)
+            if step % cfg.train.checkpoint_every == 0 or last:
+                self.save(step, "last")
+                self.emit({"type": "checkpoint", "step": step, "kind": "last"})
+                self.store.write_status(step=step, tau=tau, best_dev=self.best)
+        return self._finish("completed", step)
+
+    def _new_window(self) -> dict[str, Any]:
+        return {"n": 0, "correct": 0, "terms": {}, "frac": [], "iou": [], "samples": 0}
+
+    def _accumulate(self, win: dict[str, Any], out: StepOut, y: torch.Tensor, valid: torch.Tensor) -> None:
+        # tensors only: summed on the device, read on the host at the log step
+        win["n"] += 1
+        win["samples"] += int(y.shape[0])
+        win["correct"] = win["correct"] + (out.logits.argmax(-1) == y).sum()
+        for k, v in out.terms.items():
+            win["terms"][k] = win["terms"].get(k, 0.0) + v.detach().float()
+        if out.mask is not None:
+            win["frac"].append((out.mask * valid).sum(1) / valid.sum(1).clamp_min(1))
+        if "iou" in out.extra:
+            win["iou"].append(out.extra["iou"])
+
+    def _log_event(self, win: dict[str, Any], step: int, tau: float, dt: float) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "type": "log", "step": step, "epoch": step / self.steps_per_epoch, "tau": tau,
+            "lr": self.opt.param_groups[0]["lr"],
+            "loss": {k: float(v) / win["n"] for k, v in win["terms"].items()},
+            "train_acc": float(win["correct"]) / max(win["samples"], 1),
+            "samples_per_s": win["samples"] / max(dt, 1e-9),
+        }
+        if win["frac"]:
+            ev["selected"] = _frac_stats(torch.cat(win["frac"]))
+        if win["iou"]:
+            ev["iou"] = float(torch.cat(win["iou"]).mean())
+        return ev
+
+    def _eval_event(self, step: int, tau: float) -> None:
+        metrics, _ = self.evaluate(self.dev_data, teacher=self._teacher("dev"))
+        self.emit({"type": "eval", "split": "dev", "step": step, "tau": tau, **metrics})
+        self._snapshot(step, tau)
+        if metrics["accuracy"] > self.best["accuracy"]:
+            self.best = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "step": step}
+            self.save(step, "best")
+            self.emit({"type": "checkpoint", "step": step, "kind": "best", "accuracy": metrics["accuracy"]})
+
+    def _finish(self, state: str, step: int) -> dict[str, Any]:
+        results: dict[str, Any] = {"state": state, "step": step, "total_steps": self.total_steps,
+                                   "best_dev": self.best}
+        if state == "completed":
+            best = self.store.checkpoints / "best.safetensors"
+            if best.exists():
+                tensors, _ = load_checkpoint(best, device=self.device)
+                load_model_weights(self.model, tensors)
+            if self.teacher_run is not None:
+                self.teacher_out["test"] = self._teacher_outputs(self.test_data, "test")
+            test, _ = self.evaluate(self.test_data, teacher=self._teacher("test"))
+            results["test"] = test
+            self.emit({"type": "test", "split": "test", "step": step, "checkpoint_step": self.best["step"], **test})
+            self.store.write_results(results)
+        self.emit({"type": "end", "step": step, "state": state})
+        self.store.write_status(state=state, step=step, finished=now_iso(), best_dev=self.best,
+                                test=results.get("test"))
+        return results
+
+
+def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad (B, L') to (B, length) so batches trimmed to different lengths concatenate."""
+    if t.shape[1] == length:
+        return t
+    return torch.nn.functional.pad(t, (0, length - t.shape[1]))
+
+
+def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in `run_dir`; returns its results."""
+    store = RunStore.create(run_dir, cfg)
+    trainer = Trainer(cfg, store, on_event=on_event, should_stop=should_stop)
+    try:
+        return trainer.fit()
+    except Exception as err:
+        store.write_status(state="failed", error=f"{type(err).__name__}: {err}", finished=now_iso())
+        store.append_event({"type": "error", "message": f"{type(err).__name__}: {err}"})
+        raise
