@@ -17,8 +17,11 @@ from .runstore import new_run_id
 def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
     from tqdm import tqdm
 
-    bar = tqdm(total=total_hint, unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=total_hint, unit="step", dynamic_ncols=True)
     state: dict[str, Any] = {}
+
+    def say(msg: str) -> None:
+        bar.write(msg, file=sys.stderr)  # tqdm.write defaults to stdout, which carries the JSON result
 
     def on_event(ev: dict[str, Any]) -> None:
         kind = ev["type"]
@@ -26,7 +29,7 @@ def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
             bar.reset(total=ev["total_steps"])
             bar.update(ev["step"])
             state["step"] = ev["step"]
-            bar.write(f"run {ev.get('mode')} on {ev['device']}: {ev['n_train']} train / {ev['n_dev']} dev / "
+            say(f"run {ev.get('mode')} on {ev['device']}: {ev['n_train']} train / {ev['n_dev']} dev / "
                       f"{ev['n_test']} test, {ev['params']['student']:,} student parameters"
                       + (" (resumed)" if ev["resumed"] else ""))
         elif kind == "log":
@@ -41,9 +44,9 @@ def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
             bar.set_postfix(post, refresh=True)
         elif kind == "eval":
             sel = f", selected {100 * ev['selected']['mean']:.1f} %" if "selected" in ev else ""
-            bar.write(f"step {ev['step']}: dev accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}{sel}")
+            say(f"step {ev['step']}: dev accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}{sel}")
         elif kind == "test":
-            bar.write(f"test (best dev checkpoint, step {ev['checkpoint_step']}): accuracy {ev['accuracy']:.4f}, "
+            say(f"test (best dev checkpoint, step {ev['checkpoint_step']}): accuracy {ev['accuracy']:.4f}, "
                       f"macro-F1 {ev['macro_f1']:.4f}")
         elif kind == "end":
             bar.close()
@@ -132,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as err:
-        print(f"rekd: {err}", file=sys.stderr)
+        print(f"rekd: {err}")
         return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"rekd: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:  # incl. DatasetUnavailable: says how to get it
+        print(f"rekd: {err}")
         return 2
 
 

@@ -144,7 +144,7 @@ def _all() -> dict[str, Preset]:
         _fmnist("teacher", demo=True), True)
     add("demo-fmnist-student", "tiny demo: Fashion-MNIST student, 120 steps (re; rekd with a teacher run)",
         _fmnist("student", demo=True), True)
-    add("demo-rt-teacher", "tiny demo: Rotten Tomatoes MiniLM RE teacher on 1k snippets, 30 steps",
+    add("demo-rt-teacher", "tiny demo: Rotten Tomatoes MiniLM RE teacher on 1k snippets, 20 steps (a few minutes: MiniLM is the slow part)",
         _rt("teacher", demo=True), True)
     add("demo-rt-student", "tiny demo: Rotten Tomatoes student, 100 steps (re; rekd with a teacher run)",
         _rt("student", demo=True), True)

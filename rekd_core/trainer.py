@@ -215,9 +215,16 @@ class Trainer:
         return {"config": config_to_dict(self.cfg), "class_names": self.class_names, "step": step,
                 "tau": self.tau(max(step - 1, 0)), "kind": kind, "best": self.best, "time": now_iso()}
 
-    def save(self, step: int, kind: str) -> None:
+    def save(self, step: int, kind: str, window: dict[str, Any] | None = None) -> None:
         tensors = model_weights(self.model)
         meta = self._meta(step, kind)
+        if window is not None:
+            # the open log window, so the first log after a resume covers the same steps
+            meta["window"] = {"n": window["n"], "samples": window["samples"], "correct": float(window["correct"]),
+                              "terms": {k: float(v) for k, v in window["terms"].items()}}
+            for key in ("frac", "iou"):
+                if window[key]:
+                    tensors[f"window.{key}"] = torch.cat(window[key])
         if kind == "last":
             opt_t, groups = optimizer_tensors(self.opt)
             tensors.update(opt_t)
@@ -240,6 +247,14 @@ class Trainer:
         if "cuda" in meta["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(decode_bytes(meta["rng"]["cuda"]), self.device)
         self.best = meta.get("best") or self.best
+        self._restored_window = None
+        if "window" in meta:
+            w = meta["window"]
+            self._restored_window = {
+                "n": w["n"], "samples": w["samples"], "correct": torch.tensor(w["correct"], device=self.device),
+                "terms": {k: torch.tensor(v, device=self.device) for k, v in w["terms"].items()},
+                "frac": [tensors["window.frac"]] if "window.frac" in tensors else [],
+                "iou": [tensors["window.iou"]] if "window.iou" in tensors else []}
         step = int(meta["step"])
         self.store.truncate_events_after(step)
         log.info("resumed %s at step %d", self.store.run_id, step)
@@ -337,11 +352,11 @@ class Trainer:
 
         model = self.model
         model.train()
-        win: dict[str, Any] = self._new_window()
+        win: dict[str, Any] = getattr(self, "_restored_window", None) or self._new_window()
         t_win = time.perf_counter()
         while step < self.total_steps:
             if self.should_stop():
-                self.save(step, "last")
+                self.save(step, "last", window=win)
                 self.emit({"type": "checkpoint", "step": step, "kind": "last"})
                 return self._finish("cancelled", step)
             tau = self.tau(step)
@@ -367,7 +382,7 @@ class Trainer:
             if step % cfg.train.eval_every == 0 or last:
                 self._eval_event(step, tau)
             if step % cfg.train.checkpoint_every == 0 or last:
-                self.save(step, "last")
+                self.save(step, "last", window=win)
                 self.emit({"type": "checkpoint", "step": step, "kind": "last"})
                 self.store.write_status(step=step, tau=tau, best_dev=self.best)
         return self._finish("completed", step)

@@ -1,0 +1,50 @@
+import os
+
+import pytest
+import torch
+
+# Tests are small: one thread is faster than contending for two, and keeps results repeatable.
+torch.set_num_threads(1)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def tiny_vision(mode: str = "re", **train):
+    return {
+        "name": f"t-vision-{mode}", "task": "vision", "mode": mode,
+        "data": {"dataset": "fashion_mnist", "max_train": 256, "max_eval": 64},
+        "model": {"student": {"kind": "vit", "img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 32,
+                              "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}},
+        "schedule": {"tau_update_every": 2},
+        "optim": {"lr": 3e-3},
+        "train": {"max_steps": 6, "batch_size": 32, "eval_every": 3, "checkpoint_every": 3, "log_every": 2,
+                  "eval_examples": 8, **train},
+    }
+
+
+def tiny_text(mode: str = "re", **train):
+    return {
+        "name": f"t-text-{mode}", "task": "text", "mode": mode,
+        "data": {"dataset": "rotten_tomatoes", "max_train": 128, "max_eval": 32, "max_len": 32},
+        "model": {"student": {"kind": "bert", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                              "intermediate_size": 64}},
+        "loss": {"p_target": 0.2},
+        "schedule": {"tau_update_every": 2},
+        "optim": {"lr": 1e-3},
+        "train": {"max_steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3, "log_every": 2,
+                  "eval_examples": 6, **train},
+    }
+
+
+@pytest.fixture(scope="session")
+def teacher_runs(tmp_path_factory):
+    """A trained (tiny) RE teacher per modality, shared by the tests that distil from one."""
+    from rekd_core.config import parse_config
+    from rekd_core.trainer import train
+
+    root = tmp_path_factory.mktemp("teachers")
+    out = {}
+    for name, make in (("vision", tiny_vision), ("text", tiny_text)):
+        run_dir = root / name
+        train(parse_config(make("re")), run_dir)
+        out[name] = run_dir
+    return out
