@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as err:
-        print(f"rekd: {err}")
+        print(f"rekd: {err}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, RuntimeError) as err:  # incl. DatasetUnavailable: says how to get it
-        print(f"rekd: {err}")
+        print(f"rekd: {err}", file=sys.stderr)
         return 2
 
 
