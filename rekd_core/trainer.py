@@ -18,17 +18,23 @@ from typing import Any
 
 import torch
 
-from .checkpoint import (decode_bytes, encode_bytes, load_checkpoint, load_optimizer_tensors,
-                         optimizer_tensors, save_checkpoint)
+from .checkpoint import (
+    decode_bytes,
+    encode_bytes,
+    load_checkpoint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    save_checkpoint,
+)
 from .config import ExperimentConfig, config_to_dict
 from .data import DatasetBundle, load_dataset
 from .features import Featurizer, Prepared, TextFeaturizer, build_featurizer
 from .masks import hard_mask, selection_probs
-from .models import RationaleModel, count_parameters
+from .models import count_parameters
 from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso
 from .schedule import tau_at
-from .tasks import ClsTask, ReTask, RekdTask, StepOut, TeacherOutputs, mask_iou
+from .tasks import ClsTask, RekdTask, ReTask, StepOut, TeacherOutputs, mask_iou
 
 log = logging.getLogger(__name__)
 
