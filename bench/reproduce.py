@@ -71,7 +71,12 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=str(ROOT / "bench" / "runs"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--quick", action="store_true", help="demo presets: a smoke test of the pipeline")
+    ap.add_argument("--tables-only", action="store_true", help="rebuild the tables from the run directories")
     args = ap.parse_args()
+    if args.tables_only:
+        teachers, results = collect(args)
+        write_tables(args, teachers, results)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
 
     prefix = "demo-" if args.quick else ""
@@ -94,7 +99,6 @@ def main() -> None:
                 f = pool.submit(run_job, f"{prefix}{ds}-student", ov + [f"train.seed={seed}"],
                                 str(runs / ds / f"{slug(label)}-s{seed}"))
                 pending[f] = (ds, label, seed)
-        results: list[dict[str, Any]] = []
         for f in as_completed(list(futs)):
             ds = futs[f]
             teacher_res[ds] = f.result()
@@ -109,11 +113,9 @@ def main() -> None:
         for f in as_completed(list(pending)):
             ds, label, seed = pending[f]
             r = f.result()
-            results.append({"dataset": ds, "variant": label, "seed": seed, **r})
             print(f"[{time.time() - t_start:6.0f}s] {ds:6s} {label:28s} seed {seed}: test acc "
                   f"{r['test']['accuracy']:.4f}", flush=True)
-    wall = time.time() - t_start
-    write_tables(args, teacher_res, results, wall)
+    write_tables(args, *collect(args))
 
 
 def _ms(xs: list[float]) -> str:
@@ -123,17 +125,57 @@ def _ms(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f} ± {100 * sd:.1f}"
 
 
-def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: list[dict[str, Any]],
-                 wall: float) -> None:
+def paired(results: list[dict[str, Any]], ds: str, a: str, b: str) -> str:
+    """Seed-paired difference of test accuracy, a - b (same seed: same init, batches, noise)."""
+    acc = {(r["variant"], r["seed"]): r["test"]["accuracy"] for r in results if r["dataset"] == ds}
+    diffs = [acc[(a, s)] - acc[(b, s)] for (v, s) in acc if v == a and (b, s) in acc]
+    if not diffs:
+        return f"{a} − {b}: no paired seeds yet"
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    wins = sum(d > 0 for d in diffs)
+    return (f"{a} − {b} test accuracy, paired by seed: {100 * statistics.mean(diffs):+.1f} ± {100 * sd:.1f} "
+            f"points; {a} ahead in {wins} of {len(diffs)} seeds.")
+
+
+def _span(run_dir: Path) -> tuple[float, float]:
+    """(first event time, last event time) of a run: its own record of when it trained."""
+    times = [json.loads(line)["time"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return min(times), max(times)
+
+
+def collect(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Results of every finished run, read back from the run directories."""
+    runs = Path(args.runs_dir)
+    teachers: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
+    for ds in args.datasets:
+        t = json.loads((runs / ds / "teacher" / "results.json").read_text())
+        teachers[ds] = {**t, "span": _span(runs / ds / "teacher")}
+        for seed in range(args.seeds):
+            for label, _ in VARIANTS:
+                d = runs / ds / f"{slug(label)}-s{seed}"
+                if (d / "results.json").exists():
+                    r = json.loads((d / "results.json").read_text())
+                    results.append({"dataset": ds, "variant": label, "seed": seed, "span": _span(d), **r})
+    return teachers, results
+
+
+def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: list[dict[str, Any]]) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "reproduce-quick" if args.quick else "reproduce"
+    spans = [t["span"] for t in teachers.values()] + [r["span"] for r in results]
+    wall = max(b for _, b in spans) - min(a for a, _ in spans)
+    busy = sum(b - a for a, b in spans)
     lines = [f"Command: `python bench/reproduce.py{' --quick' if args.quick else ''} --seeds {args.seeds} "
-             f"--workers {args.workers}` — wall time {wall / 60:.1f} min on this machine.", ""]
+             f"--workers {args.workers}` — {len(spans)} runs, {busy / 60:.0f} min of training in "
+             f"{wall / 60:.0f} min wall time on this 2-core CPU ({args.workers} runs at a time, one thread each).",
+             ""]
     for ds in args.datasets:
         t = teachers[ds]["test"]
-        lines += [f"**{DATASETS[ds]}** — teacher (RE): test accuracy {100 * t['accuracy']:.1f} %, "
-                  f"selected {100 * t['selected']['mean']:.1f} % of positions", "",
+        tmin = (teachers[ds]["span"][1] - teachers[ds]["span"][0]) / 60
+        lines += [f"**{DATASETS[ds]}** — teacher (RE, seed 0, {tmin:.0f} min): test accuracy "
+                  f"{100 * t['accuracy']:.1f} %, selected {100 * t['selected']['mean']:.1f} % of positions", "",
                   "| student | n | test accuracy % | macro-F1 % | selected % | IoU with teacher |",
                   "|---|---|---|---|---|---|"]
         for label, _ in VARIANTS:
@@ -144,7 +186,7 @@ def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: li
             iou = [r["test"]["iou"] for r in rows if "iou" in r["test"]]
             iou_s = f"{statistics.mean(iou):.2f}" if iou else "–"
             lines.append(f"| {label} | {len(rows)} | {_ms(acc)} | {_ms(f1)} | {_ms(sel)} | {iou_s} |")
-        lines.append("")
+        lines += ["", paired(results, ds, "REKD", "RE"), ""]
     (out / f"{name}.md").write_text("\n".join(lines))
     (out / f"{name}.json").write_text(json.dumps({"wall_s": wall, "seeds": args.seeds, "teachers": teachers,
                                                   "runs": results}, indent=1, default=str))

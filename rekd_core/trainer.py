@@ -338,7 +338,7 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.store.write_status(state="running", started=now_iso(), pid=None, error=None)
+        self.store.write_status(state="running", started=now_iso(), error=None)
         self._setup()
         self.best: dict[str, Any] = {"accuracy": -1.0, "step": 0}
         step = self._resume()
@@ -462,6 +462,13 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | Non
           should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir`; returns its results."""
     store = RunStore.create(run_dir, cfg)
+    stored = store.config()
+    if stored != cfg:
+        raise ValueError(f"{run_dir} holds a run with another config; resume it with that config "
+                         "or start a new run directory")
+    done = store.results()
+    if done is not None and done.get("state") == "completed":
+        return done  # idempotent: a finished run is not trained (or evaluated) again
     trainer = Trainer(cfg, store, on_event=on_event, should_stop=should_stop)
     try:
         return trainer.fit()

@@ -136,3 +136,14 @@ def test_teacher_outputs_are_cached_in_the_teacher_run(teacher_runs):
     assert caches, "REKD students should have cached the frozen teacher's outputs"
     t = load_file(str(caches[0]))
     assert t["z"].shape[1:] == (16, 2)  # 4x4 grid of 7 px patches, (drop, keep) logits
+
+
+def test_finished_run_is_not_trained_again_and_other_configs_are_refused(tmp_path):
+    cfg = parse_config(tiny_vision("cls", max_steps=2, eval_every=2, checkpoint_every=2))
+    first = train(cfg, tmp_path / "r")
+    n_events = len(_events(tmp_path / "r"))
+    assert train(cfg, tmp_path / "r") == first
+    assert len(_events(tmp_path / "r")) == n_events  # nothing re-emitted
+    other = parse_config(tiny_vision("cls", max_steps=3, eval_every=2, checkpoint_every=2))
+    with pytest.raises(ValueError, match="another config"):
+        train(other, tmp_path / "r")
