@@ -48,7 +48,7 @@ def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
         elif kind == "test":
             say(f"test (best dev checkpoint, step {ev['checkpoint_step']}): accuracy {ev['accuracy']:.4f}, "
                       f"macro-F1 {ev['macro_f1']:.4f}")
-        elif kind == "end":
+        elif kind == "finished":
             bar.close()
 
     return bar, on_event
@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed engine command, turning expected errors into a message and exit code 2."""
     try:
         return int(args.func(args))
     except ConfigError as err:

@@ -219,27 +219,35 @@ class ExperimentConfig(_Strict):
 
 
 class ConfigError(ValueError):
-    """A config that was refused; the message names each field and what it allows."""
+    """A config that was refused; `errors` names each field and what it allows."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [{"field": "(config)", "message": message}]
 
 
-def format_validation_error(err: ValidationError) -> str:
-    lines = []
+def validation_errors(err: ValidationError) -> list[dict[str, str]]:
+    out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(config)"
+        parts = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        # drop pydantic's union-member tags (e.g. 'vit', 'bert') from the field path
+        loc = ".".join(p for p in parts if p not in ("vit", "bert")) or "(config)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "literal_error":
             msg = f"got {e.get('input')!r}; {msg}"
-        lines.append(f"{loc}: {msg}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+        out.append({"field": loc, "message": msg})
+    return out
 
 
 def parse_config(data: dict[str, Any]) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        errors = validation_errors(err)
+        text = "invalid config:\n  " + "\n  ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise ConfigError(text, errors) from None
 
 
 def _parse_value(text: str) -> Any:

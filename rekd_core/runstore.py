@@ -113,17 +113,16 @@ class RunStore:
         return event
 
     def truncate_events_after(self, step: int) -> None:
-        """On resume, drop events of steps after the checkpoint: they will be emitted again.
+        """On resume, drop the events of steps after the checkpoint: training replays them.
 
-        Ids of kept events are unchanged and new ones continue after the highest id ever
-        written, so a reader that saw a dropped event never sees its id reused.
+        Ids stay dense: the replayed events take the ids of the dropped ones, so the file has
+        no gap and no duplicate step. On CPU a resumed run replays them with the same values;
+        a live reader that saw the dropped ones skips their ids (it has seen them).
         """
         evs = self.events()
-        if not evs:
-            return
-        kept = [e for e in evs if e.get("step", 0) <= step and e.get("type") not in ("end", "test")]
+        kept = [e for e in evs if e.get("step", 0) <= step and e.get("type") not in ("finished", "test", "error")]
         if len(kept) != len(evs):
             tmp = self.events_path.with_suffix(".jsonl.part")
             tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
             os.replace(tmp, self.events_path)
-        self._next_event_id = evs[-1]["id"] + 1
+        self._next_event_id = (kept[-1]["id"] + 1) if kept else 1

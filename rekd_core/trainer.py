@@ -1,7 +1,9 @@
 """The training loop: one loop for CLS, RE and REKD, reporting through a callback.
 
 The engine knows nothing of queues or HTTP: whoever runs it passes `on_event` (called with
-each event after it is stored in the run directory) and `should_stop` (polled every step).
+each event after it is stored in the run directory) and `should_stop` (polled every step:
+truthy stops with a checkpoint and marks the run cancelled; "preempt" stops and writes nothing,
+for a worker that has lost its claim on the run).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _frac_stats(frac: torch.Tensor) -> dict[str, float]:
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, store: RunStore, *, on_event: EventFn | None = None,
-                 should_stop: Callable[[], bool] | None = None, bundle: DatasetBundle | None = None) -> None:
+                 should_stop: Callable[[], bool | str] | None = None, bundle: DatasetBundle | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.on_event = on_event
@@ -361,7 +363,11 @@ class Trainer:
         win: dict[str, Any] = getattr(self, "_restored_window", None) or self._new_window()
         t_win = time.perf_counter()
         while step < self.total_steps:
-            if self.should_stop():
+            stop = self.should_stop()
+            if stop == "preempt":
+                # someone else owns the run now (e.g. a lost lease): leave every file to them
+                return {"state": "preempted", "step": step}
+            if stop:
                 self.save(step, "last", window=win)
                 self.emit({"type": "checkpoint", "step": step, "kind": "last"})
                 return self._finish("cancelled", step)
@@ -445,9 +451,10 @@ class Trainer:
             results["test"] = test
             self.emit({"type": "test", "split": "test", "step": step, "checkpoint_step": self.best["step"], **test})
             self.store.write_results(results)
-        self.emit({"type": "end", "step": step, "state": state})
+        # status first: a reader woken by the finished event finds the final state on disk
         self.store.write_status(state=state, step=step, finished=now_iso(), best_dev=self.best,
                                 test=results.get("test"))
+        self.emit({"type": "finished", "step": step, "state": state})
         return results
 
 
@@ -459,7 +466,7 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | None = None,
-          should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+          should_stop: Callable[[], bool | str] | None = None) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir`; returns its results."""
     store = RunStore.create(run_dir, cfg)
     stored = store.config()
@@ -473,6 +480,9 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | Non
     try:
         return trainer.fit()
     except Exception as err:
-        store.write_status(state="failed", error=f"{type(err).__name__}: {err}", finished=now_iso())
-        store.append_event({"type": "error", "message": f"{type(err).__name__}: {err}"})
+        reason = f"{type(err).__name__}: {err}"
+        store.write_status(state="failed", error=reason, finished=now_iso())
+        step = store.status().get("step", 0)
+        trainer.emit({"type": "error", "step": step, "message": reason})
+        trainer.emit({"type": "finished", "step": step, "state": "failed", "error": reason})
         raise

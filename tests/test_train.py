@@ -35,7 +35,7 @@ def test_few_steps_end_to_end(modality, mode, tmp_path, teacher_runs):
     assert [e["id"] for e in evs] == list(range(1, len(evs) + 1))  # monotonic ids
     assert seen == evs  # the callback saw exactly what was stored
     types = [e["type"] for e in evs]
-    assert types[0] == "start" and types[-2:] == ["test", "end"]
+    assert types[0] == "start" and types[-2:] == ["test", "finished"]
     logs = [e for e in evs if e["type"] == "log"]
     assert [e["step"] for e in logs] == [2, 4, 6]
     for e in logs:
@@ -104,6 +104,8 @@ def test_stopped_and_resumed_run_ends_with_identical_weights(modality, mode, tmp
         return [(e["type"], e["step"], e.get("loss"), e.get("accuracy")) for e in _events(run)
                 if e["type"] in ("log", "eval")]
     assert history(tmp_path / "straight") == history(tmp_path / "resumed")
+    ids = [e["id"] for e in _events(tmp_path / "resumed")]
+    assert ids == list(range(1, len(ids) + 1))  # dense: no gap, no reuse
     start = [e for e in _events(tmp_path / "resumed") if e["type"] == "start"]
     assert [e["resumed"] for e in start] == [False, True]
 

@@ -1,0 +1,52 @@
+"""Presets and health."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from rekd_core.presets import PRESETS
+from worker import keys
+
+from ..deps import SettingsDep, SyncRedisDep
+
+router = APIRouter(tags=["meta"])
+
+
+class PresetInfo(BaseModel):
+    name: str
+    summary: str
+    offline: bool
+    config: dict
+
+
+class Health(BaseModel):
+    ok: bool
+    redis: bool
+    workers: list[str]
+    queue_depth: int | None
+    runs_dir: str
+    detail: str | None = None
+
+
+@router.get("/api/presets", response_model=list[PresetInfo])
+def presets() -> list[PresetInfo]:
+    return [PresetInfo(name=p.name, summary=p.summary, offline=p.offline, config=p.config) for p in PRESETS.values()]
+
+
+@router.get("/api/health", response_model=Health)
+def health(settings: SettingsDep, r: SyncRedisDep) -> Health:
+    try:
+        r.ping()
+        beats = {k.decode(): float(v) for k, v in r.hgetall(keys.WORKERS).items()}
+        depth = int(r.llen(settings.queue))
+    except redis.RedisError as err:
+        return Health(ok=False, redis=False, workers=[], queue_depth=None, runs_dir=str(settings.runs_dir),
+                      detail=f"Redis unreachable: {err}")
+    # a worker beats every 2 s; one silent for 15 s is gone
+    alive = sorted(w for w, t in beats.items() if time.time() - t < 15)
+    return Health(ok=bool(alive), redis=True, workers=alive, queue_depth=depth, runs_dir=str(settings.runs_dir),
+                  detail=None if alive else "no worker is alive: start one with `rekd worker`")

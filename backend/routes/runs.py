@@ -1,0 +1,276 @@
+"""Runs: launch, list, inspect, cancel, delete, and the live event stream (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from rekd_core.config import ConfigError, apply_overrides, parse_config
+from rekd_core.presets import get_preset
+from rekd_core.runstore import RunStore, new_run_id, now_iso
+from worker import keys
+from worker.events import StreamPublisher
+from worker.lease import Lease
+
+from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
+from ..runs_fs import run_dir_or_404
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["runs"])
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class RunCreate(BaseModel):
+    """A full config, or a preset name plus overrides (`{"optim.lr": 3e-4}` or `["optim.lr=3e-4"]`)."""
+
+    config: dict[str, Any] | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] | list[str] = Field(default_factory=list)
+
+
+class RunCreated(BaseModel):
+    id: str
+    state: str
+
+
+class RunSummary(BaseModel):
+    id: str
+    name: str | None = None
+    state: str
+    mode: str | None = None
+    task: str | None = None
+    dataset: str | None = None
+    step: int = 0
+    total_steps: int | None = None
+    progress: float = 0.0
+    tau: float | None = None
+    best_dev_accuracy: float | None = None
+    test_accuracy: float | None = None
+    attempts: int = 0
+    created: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    error: str | None = None
+
+
+class RunDetail(RunSummary):
+    config: dict[str, Any]
+    results: dict[str, Any] | None = None
+
+
+class CancelResult(BaseModel):
+    id: str
+    state: str
+
+
+def summarize(root: Path) -> RunSummary:
+    store = RunStore(root)
+    st = store.status()
+    try:
+        cfg = json.loads((root / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        cfg = {}
+    total = st.get("total_steps")
+    step = int(st.get("step", 0))
+    best = st.get("best_dev") or {}
+    test = st.get("test") or {}
+    return RunSummary(
+        id=root.name, name=cfg.get("name"), state=st.get("state", "unknown"), mode=cfg.get("mode"),
+        task=cfg.get("task"), dataset=(cfg.get("data") or {}).get("dataset"), step=step, total_steps=total,
+        progress=min(step / total, 1.0) if total else 0.0, tau=st.get("tau"),
+        best_dev_accuracy=best.get("accuracy") if best.get("accuracy", -1) >= 0 else None,
+        test_accuracy=test.get("accuracy"), attempts=int(st.get("attempts", 0)), created=st.get("created"),
+        started=st.get("started"), finished=st.get("finished"), error=st.get("error"),
+    )
+
+
+def _enqueue(run_id: str, queue: str) -> None:
+    from worker.app import TRAIN_TASK, app  # the Celery app is only needed to send
+
+    app.send_task(TRAIN_TASK, args=[run_id], queue=queue)
+
+
+def _config_from(body: RunCreate) -> Any:
+    if (body.config is None) == (body.preset is None):
+        raise HTTPException(422, [{"loc": ["body"], "msg": "give exactly one of `config` or `preset`",
+                                   "type": "value_error"}])
+    overrides = body.overrides if isinstance(body.overrides, list) else [
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in body.overrides.items()]
+    try:
+        if body.preset is not None:
+            return get_preset(body.preset).build(overrides)
+        return parse_config(apply_overrides(body.config or {}, overrides))
+    except ConfigError as err:
+        where = "preset" if body.preset is not None and "unknown preset" in str(err) else "config"
+        raise HTTPException(422, [{"loc": ["body", where, *e["field"].split(".")], "msg": e["message"],
+                                   "type": "value_error"} for e in err.errors]) from None
+
+
+@router.post("/api/runs", status_code=201, response_model=RunCreated, dependencies=[TokenDep],
+             responses={422: {"description": "invalid config: each error names its field"}})
+def create_run(body: RunCreate, settings: SettingsDep, response: Response) -> RunCreated:
+    cfg = _config_from(body)
+    run_id = new_run_id(cfg.name)
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    RunStore.create(settings.run_dir(run_id), cfg)
+    try:
+        _enqueue(run_id, settings.queue)
+    except Exception as err:  # broker unreachable: the run stays on disk, marked, not silently lost
+        RunStore(settings.run_dir(run_id)).write_status(state="failed", error=f"could not queue: {err}",
+                                                        finished=now_iso())
+        raise HTTPException(503, f"the queue is unreachable ({err}); the run was recorded as failed") from None
+    response.headers["Location"] = f"/api/runs/{run_id}"
+    return RunCreated(id=run_id, state="queued")
+
+
+@router.get("/api/runs", response_model=list[RunSummary])
+def list_runs(settings: SettingsDep) -> list[RunSummary]:
+    if not settings.runs_dir.exists():
+        return []
+    runs = [summarize(p.parent) for p in settings.runs_dir.glob("*/config.json")]
+    return sorted(runs, key=lambda r: r.created or "", reverse=True)
+
+
+@router.get("/api/runs/{run_id}", response_model=RunDetail, responses={404: {"description": "no such run"}})
+def get_run(run_id: str, settings: SettingsDep) -> RunDetail:
+    root = run_dir_or_404(settings, run_id)
+    cfg = json.loads((root / "config.json").read_text())
+    return RunDetail(**summarize(root).model_dump(), config=cfg, results=RunStore(root).results())
+
+
+@router.post("/api/runs/{run_id}/cancel", response_model=CancelResult, status_code=202, dependencies=[TokenDep],
+             responses={404: {"description": "no such run"}, 409: {"description": "the run has already ended"}})
+def cancel_run(run_id: str, settings: SettingsDep, r: SyncRedisDep) -> CancelResult:
+    root = run_dir_or_404(settings, run_id)
+    store = RunStore(root)
+    state = store.status().get("state")
+    if state in TERMINAL:
+        raise HTTPException(409, f"run {run_id} has already ended ({state})")
+    r.set(keys.cancel(run_id), "1", ex=7 * 24 * 3600)
+    # Not started yet? Take its lease for a moment so no worker can start it meanwhile, and
+    # end it here; a worker that receives its message later finds it cancelled and skips it.
+    lease = Lease(r, run_id, "api-cancel", ttl_s=10)
+    if lease.acquire():
+        try:
+            if store.status().get("state") == "queued":
+                store.write_status(state="cancelled", finished=now_iso())
+                publish = StreamPublisher(r, run_id, settings.stream_maxlen)
+                publish(store.append_event({"type": "finished", "step": 0, "state": "cancelled"}))
+                return CancelResult(id=run_id, state="cancelled")
+        finally:
+            lease.release()
+    return CancelResult(id=run_id, state="cancelling")  # the worker stops at its next step
+
+
+@router.delete("/api/runs/{run_id}", status_code=204, dependencies=[TokenDep],
+               responses={404: {"description": "no such run"}, 409: {"description": "the run has not ended"}})
+def delete_run(run_id: str, settings: SettingsDep, r: SyncRedisDep) -> Response:
+    root = run_dir_or_404(settings, run_id)
+    state = RunStore(root).status().get("state")
+    if state not in TERMINAL:
+        raise HTTPException(409, f"run {run_id} is {state}; cancel it first, then delete it")
+    shutil.rmtree(root)
+    try:
+        r.delete(keys.stream(run_id), keys.cancel(run_id))
+    except redis.RedisError:
+        pass  # the stream expires on its own
+    return Response(status_code=204)
+
+
+# --- Server-Sent Events -----------------------------------------------------------------------
+
+class _FileTail:
+    """New events of a run's events.jsonl since the last read (the durable copy of the stream)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # rewritten on resume: read it again, ids already sent are skipped
+            self.offset = 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # a line being written is read next time
+        self.offset += end
+        out = []
+        for line in chunk[:end].splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+async def event_stream(root: Path, run_id: str, last: int, r: Any) -> AsyncIterator[bytes]:
+    """Every event with id > last, exactly once, ending after the `finished` event.
+
+    The file is read first (late joiners and finished runs), then the live Redis stream is
+    followed with blocking reads; if Redis is away or an id is skipped, the file fills in.
+    """
+    tail = _FileTail(root / "events.jsonl")
+    key = keys.stream(run_id)
+    yield b"retry: 1000\n\n"
+    quiet_since = time.monotonic()
+    while True:
+        batch = [e for e in tail.read() if e["id"] > last]
+        for ev in batch:
+            last = ev["id"]
+            yield _sse(ev)
+            if ev["type"] == "finished":
+                return
+        if batch:
+            quiet_since = time.monotonic()
+        try:
+            resp = await r.xread({key: f"{last}-0"}, block=1000, count=200)
+        except (redis.RedisError, OSError):
+            resp = None
+            await asyncio.sleep(1.0)
+        for _, entries in resp or []:
+            for _sid, fields in entries:
+                ev = json.loads(fields[b"data"] if b"data" in fields else fields["data"])
+                if ev["id"] <= last:
+                    continue
+                if ev["id"] != last + 1:
+                    break  # a gap in the live stream: the file has the missing ones (next loop)
+                last = ev["id"]
+                quiet_since = time.monotonic()
+                yield _sse(ev)
+                if ev["type"] == "finished":
+                    return
+        if time.monotonic() - quiet_since > 15:
+            quiet_since = time.monotonic()
+            yield b": keep-alive\n\n"
+
+
+@router.get("/api/runs/{run_id}/events", responses={
+    200: {"description": "text/event-stream of the run's events (id, event type, JSON data)",
+          "content": {"text/event-stream": {}}}, 404: {"description": "no such run"}})
+async def run_events(run_id: str, settings: SettingsDep, r: AsyncRedisDep,
+                     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+                     after: Annotated[int | None, Query(ge=0, description="same as Last-Event-ID")] = None,
+                     ) -> StreamingResponse:
+    root = run_dir_or_404(settings, run_id)
+    last = last_event_id if last_event_id is not None else (after or 0)
+    return StreamingResponse(event_stream(root, run_id, last, r), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

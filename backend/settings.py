@@ -1,0 +1,40 @@
+"""All configuration of the service layer (API and worker), read from the environment once.
+
+No other module reads the environment: everything takes a `Settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REKD_", extra="ignore")
+
+    redis_url: str | None = Field(None, description="Redis URL; unset: `rekd up` starts an embedded redis-server")
+    runs_dir: Path = Field(Path("runs"), description="where run directories live (the source of truth)")
+    queue: str = Field("rekd", description="the Celery queue runs are sent to")
+    lease_ttl_s: float = Field(30.0, gt=0, description="a run's lease expires this long after its last renewal")
+    max_attempts: int = Field(3, ge=1, description="times a run may be started before it is failed as crash-looping")
+    reconcile_every_s: float = Field(10.0, gt=0, description="how often workers look for runs whose worker vanished")
+    visibility_timeout_s: int = Field(3600, gt=0, description="broker redelivery of unacknowledged tasks")
+    stream_maxlen: int = Field(100_000, gt=0, description="events kept per run in its live Redis stream")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted request body for /api/explain")
+    max_image_pixels: int = Field(4096 * 4096, gt=0, description="larger images are refused (decompression bombs)")
+    max_text_chars: int = Field(20_000, gt=0, description="longest text accepted for explanation")
+    explain_cache_size: int = Field(4, ge=1, description="trained models kept loaded for /api/explain")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: str | None = Field(None, description="if set, mutating endpoints require it as a Bearer token")
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,38 @@
+"""The Celery app, configured from Settings: JSON only, late acks, prefetch 1, one run at a time.
+
+Start a worker with `rekd worker` (or `celery -A worker.app worker --pool solo`). The solo pool
+trains in the worker process itself, so killing the worker kills its run (no orphaned child
+holding a lease), and one worker process trains one run, as a GPU wants.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from backend.settings import Settings, get_settings
+
+TRAIN_TASK = "rekd.train_run"
+
+
+def make_app(settings: Settings) -> Celery:
+    if not settings.redis_url:
+        raise RuntimeError("REKD_REDIS_URL is not set (`rekd up` sets it for the processes it starts)")
+    app = Celery("rekd", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # never pickle
+        result_serializer="json",
+        task_ignore_result=True,  # results live in the run directory
+        task_acks_late=True,  # a task is acknowledged when it ends, so a dead worker's run is redelivered
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker holds no queued run it cannot start
+        task_default_queue=settings.queue,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = make_app(get_settings())

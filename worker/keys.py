@@ -1,0 +1,22 @@
+"""Redis key names, in one place: the API and the worker must agree on them."""
+
+PREFIX = "rekd"
+
+
+def stream(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:events"
+
+
+def lease(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:lease"
+
+
+def cancel(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:cancel"
+
+
+def requeued(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:requeued"
+
+
+WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix time)

@@ -1,0 +1,75 @@
+"""Find runs whose worker vanished and queue them again; keep this worker's heartbeat.
+
+A run is orphaned when its status says `running` but nobody holds its lease: its worker died
+(SIGKILL, OOM, a lost machine). Its broker message would only come back after the visibility
+timeout, so the reconciler re-queues it now; the lease keeps the two deliveries from ever
+training at once, and the run resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from backend.settings import Settings
+
+from . import keys
+
+log = logging.getLogger(__name__)
+
+
+def orphaned_runs(settings: Settings, r: redis.Redis) -> list[str]:
+    out = []
+    if not settings.runs_dir.exists():
+        return out
+    for status_path in settings.runs_dir.glob("*/status.json"):
+        try:
+            status = json.loads(status_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        run_id = status_path.parent.name
+        if status.get("state") != "running":
+            continue
+        # grace: a run just picked up writes `running` after taking its lease, never before
+        if time.time() - status_path.stat().st_mtime < settings.lease_ttl_s:
+            continue
+        if not r.exists(keys.lease(run_id)):
+            out.append(run_id)
+    return out
+
+
+def reconcile_once(settings: Settings, r: redis.Redis, send: Callable[[str], None]) -> list[str]:
+    sent = []
+    for run_id in orphaned_runs(settings, r):
+        # several workers reconcile: the first to mark the run re-queues it
+        if r.set(keys.requeued(run_id), "1", nx=True, ex=max(int(settings.lease_ttl_s), 1)):
+            log.warning("run %s lost its worker; queueing it again to resume from its checkpoint", run_id)
+            send(run_id)
+            sent.append(run_id)
+    return sent
+
+
+def start_background(settings: Settings, r: redis.Redis, worker_id: str,
+                     send: Callable[[str], None]) -> threading.Event:
+    """Heartbeat (for /api/health) and reconciliation, in a daemon thread of the worker process."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        next_reconcile = 0.0
+        while not stop.is_set():
+            try:
+                r.hset(keys.WORKERS, worker_id, time.time())
+                if time.monotonic() >= next_reconcile:
+                    next_reconcile = time.monotonic() + settings.reconcile_every_s
+                    reconcile_once(settings, r, send)
+            except redis.RedisError as err:
+                log.warning("heartbeat/reconcile: %s", err)
+            stop.wait(2.0)
+
+    threading.Thread(target=loop, name="rekd-reconciler", daemon=True).start()
+    return stop

@@ -1,0 +1,93 @@
+"""What one delivery of a run does: lease, attempt count, train (resuming), release.
+
+Idempotent: a run already finished, cancelled or failed is left alone; a run whose lease is
+held elsewhere is left to its holder. So a redelivered or duplicated message is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+
+from backend.settings import Settings
+from rekd_core.runstore import RunStore, now_iso
+from rekd_core.trainer import train
+
+from . import keys
+from .events import StreamPublisher
+from .lease import Lease
+
+log = logging.getLogger(__name__)
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class StopWhen:
+    """should_stop for the trainer: a cancel request or a lost lease; Redis read at most every 0.5 s."""
+
+    def __init__(self, r: redis.Redis, run_id: str, lease: Lease) -> None:
+        self.r, self.key, self.lease = r, keys.cancel(run_id), lease
+        self.next_check = 0.0
+        self.cancelled = False
+
+    def __call__(self) -> bool | str:
+        if self.lease.lost.is_set():
+            return "preempt"
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + 0.5
+            try:
+                self.cancelled = bool(self.r.exists(self.key))
+            except redis.RedisError:
+                pass  # keep training through a Redis outage
+        return self.cancelled
+
+
+def _finish_without_training(store: RunStore, publish: StreamPublisher, state: str, reason: str | None) -> None:
+    store.write_status(state=state, finished=now_iso(), error=reason)
+    step = store.status().get("step", 0)
+    if reason:
+        publish(store.append_event({"type": "error", "step": step, "message": reason}))
+    extra = {"error": reason} if reason else {}
+    publish(store.append_event({"type": "finished", "step": step, "state": state, **extra}))
+
+
+def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: str) -> dict[str, Any]:
+    store = RunStore(settings.run_dir(run_id))
+    if not (store.root / "config.json").exists():
+        log.error("run %s has no directory under %s; dropping the message", run_id, settings.runs_dir)
+        return {"run_id": run_id, "state": "missing"}
+    status = store.status()
+    if status.get("state") in TERMINAL:
+        return {"run_id": run_id, "state": status["state"], "skipped": True}
+    lease = Lease(r, run_id, worker_id, settings.lease_ttl_s)
+    if not lease.acquire():
+        log.info("run %s is leased by another worker; leaving it to them", run_id)
+        return {"run_id": run_id, "state": "leased-elsewhere"}
+    publish = StreamPublisher(r, run_id, settings.stream_maxlen)
+    try:
+        if r.exists(keys.cancel(run_id)):
+            _finish_without_training(store, publish, "cancelled", None)
+            return {"run_id": run_id, "state": "cancelled"}
+        attempts = int(status.get("attempts", 0)) + 1
+        if attempts > settings.max_attempts:
+            reason = (f"gave up after {attempts - 1} starts that did not finish (the worker died or was lost "
+                      f"each time; last worker {status.get('worker')})")
+            _finish_without_training(store, publish, "failed", reason)
+            return {"run_id": run_id, "state": "failed", "error": reason}
+        store.write_status(attempts=attempts, worker=worker_id)
+        cfg = store.config()
+        stop = StopWhen(r, run_id, lease)
+        with lease.kept_alive():
+            try:
+                res = train(cfg, store.root, on_event=publish, should_stop=stop)
+            except Exception as err:  # the trainer recorded the failure; the message must not come back
+                log.exception("run %s failed", run_id)
+                return {"run_id": run_id, "state": "failed", "error": f"{type(err).__name__}: {err}"}
+        if lease.lost.is_set():
+            return {"run_id": run_id, "state": "lease-lost"}
+        return {"run_id": run_id, "state": res["state"]}
+    finally:
+        lease.release()

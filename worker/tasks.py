@@ -1,0 +1,56 @@
+"""The one task: train a run by id (thin; the work is in runner.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import redis
+from celery.signals import worker_ready, worker_shutdown
+
+from backend.settings import get_settings
+
+from . import keys
+from .app import TRAIN_TASK, app
+from .reconcile import start_background
+from .runner import run_training
+
+log = logging.getLogger(__name__)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+_redis: redis.Redis | None = None
+_bg_stop = None
+
+
+def get_redis() -> redis.Redis:
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(get_settings().redis_url or "", socket_timeout=10, health_check_interval=30)
+    return _redis
+
+
+def enqueue(run_id: str) -> None:
+    app.send_task(TRAIN_TASK, args=[run_id], queue=get_settings().queue)
+
+
+@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
+def train_run(run_id: str) -> dict[str, Any]:
+    return run_training(run_id, settings=get_settings(), r=get_redis(), worker_id=WORKER_ID)
+
+
+@worker_ready.connect
+def _on_ready(**_: Any) -> None:
+    global _bg_stop
+    _bg_stop = start_background(get_settings(), get_redis(), WORKER_ID, enqueue)
+    log.info("rekd worker %s ready", WORKER_ID)
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    if _bg_stop is not None:
+        _bg_stop.set()
+    try:
+        get_redis().hdel(keys.WORKERS, WORKER_ID)
+    except redis.RedisError:
+        pass
