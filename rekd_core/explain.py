@@ -71,6 +71,9 @@ def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
 def _image_array(image: Any) -> np.ndarray:
     """A PIL image or array as uint8 (H, W) or (H, W, C)."""
     if hasattr(image, "convert"):  # PIL, without importing it here
+        if image.mode not in ("L", "RGB"):
+            # palette indices, 16-bit and alpha modes become plain gray or RGB pixel values
+            image = image.convert("L" if image.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
         arr = np.asarray(image)
     else:
         arr = np.asarray(image)

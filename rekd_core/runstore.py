@@ -19,7 +19,7 @@ from typing import Any
 from .checkpoint import atomic_write_json
 from .config import ExperimentConfig, config_to_dict, parse_config
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: no trailing newline
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 
 

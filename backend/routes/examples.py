@@ -1,0 +1,323 @@
+"""Per-example rationales and metric series of one run, read from its run directory.
+
+Both routes only read files that the trainer writes atomically (examples/*.json,
+examples/inputs.safetensors, events.jsonl), so they are safe to call while the run trains.
+They are plain `def` routes: FastAPI runs them in its threadpool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Response
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
+
+from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
+from rekd_core.examples import list_snapshots, read_snapshot
+from rekd_core.runstore import RunStore
+
+router = APIRouter(tags=["runs"])
+
+ExampleFilter = Literal["all", "correct", "wrong", "disagree"]
+
+
+# --- response models ---------------------------------------------------------------------------
+class TokenPosition(BaseModel):
+    index: int = Field(description="position in the model's input (index into mask / sel_prob)")
+    token: str
+    span: list[int] = Field(description="[start, end) character offsets of the token in the text")
+    selectable: bool = Field(description="false for [CLS]/[SEP]: never part of a rationale")
+
+
+class PatchPosition(BaseModel):
+    index: int = Field(description="position in the model's input (index into mask / sel_prob)")
+    row: int
+    col: int
+    box: list[int] = Field(description="[x0, y0, x1, y1] pixel box in the image it was computed for")
+    selectable: bool = True
+
+
+class Side(BaseModel):
+    """One model's view of one example (student or teacher)."""
+
+    pred: int = Field(description="predicted class index")
+    probs: list[float] = Field(description="class probabilities, in class_names order")
+    mask: list[int] | None = Field(None, description="1 where the predictor saw the position; null for a CLS run")
+    sel_prob: list[float] | None = Field(None, description="the generator's keep probability per position")
+
+
+class ExampleItem(BaseModel):
+    index: int = Field(description="position of the example in the saved subset (stable across steps)")
+    row: int = Field(description="row of the example in the dev split")
+    label: int = Field(description="true class index")
+    correct: bool = Field(description="student pred == label")
+    student: Side
+    teacher: Side | None = None
+    agree: float | None = Field(None, description="IoU of teacher and student masks (1 when both are empty)")
+    text: str | None = Field(None, description="text runs: the input text")
+    positions: list[TokenPosition] | None = Field(
+        None, description="text runs: every non-padding token; mask/sel_prob are cut to this length")
+    image: str | None = Field(None, description="vision runs: the input at native size, a PNG data URL")
+
+
+class ExamplesPage(BaseModel):
+    run_id: str
+    modality: Literal["vision", "text"]
+    class_names: list[str]
+    steps: list[int] = Field(description="steps with a saved snapshot, ascending")
+    step: int = Field(description="the step shown")
+    tau: float | None = Field(description="the Gumbel-softmax temperature at that step")
+    filter: ExampleFilter
+    label: int | None
+    offset: int
+    limit: int
+    total: int = Field(description="examples matching the filters (before paging)")
+    has_teacher: bool
+    grid: list[int] | None = Field(None, description="vision runs: patch grid [rows, cols]")
+    image_size: list[int] | None = Field(None, description="vision runs: [height, width] of the images")
+    patches: list[PatchPosition] | None = Field(None, description="vision runs: each patch's box, shared by all items")
+    items: list[ExampleItem]
+
+
+class _MetricPoint(BaseModel):
+    step: int
+    tau: float | None = None
+    selected_mean: float | None = None
+    selected_std: float | None = None
+    selected_min: float | None = None
+    selected_max: float | None = None
+    iou: float | None = Field(None, description="teacher-student mask IoU (REKD runs)")
+
+
+class LogPoint(_MetricPoint):
+    # any further loss term the trainer adds comes through as another loss_<term> field
+    model_config = ConfigDict(extra="allow")
+
+    epoch: float | None = None
+    lr: float | None = None
+    train_acc: float | None = None
+    samples_per_s: float | None = None
+    loss_ce: float | None = None
+    loss_select: float | None = None
+    loss_re: float | None = None
+    loss_kd_r: float | None = None
+    loss_kd_y: float | None = None
+    loss_kd: float | None = None
+    loss_total: float | None = None
+
+
+class EvalPoint(_MetricPoint):
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    n: int | None = None
+
+
+class TestPoint(EvalPoint):
+    checkpoint_step: int | None = Field(None, description="step of the best-dev checkpoint that was tested")
+
+
+class Metrics(BaseModel):
+    run_id: str
+    log: list[LogPoint]
+    eval: list[EvalPoint]
+    test: TestPoint | None
+
+
+# --- helpers shared with the explain route -----------------------------------------------------
+def png_data_url(image: np.ndarray) -> str:
+    """A uint8 (H, W), (H, W, C) or (C, H, W) array as a data:image/png;base64 URL."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def finite(value: Any) -> float | None:
+    # JSON has no NaN/inf and FastAPI refuses to emit them: a diverged loss must not turn into a 500
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+# --- examples ----------------------------------------------------------------------------------
+def _read_inputs(store: RunStore) -> dict[str, Any]:
+    path = store.examples / "inputs.json"
+    if not path.exists():
+        raise HTTPException(409, f"run {store.run_id!r} has no saved examples yet (written when training starts)")
+    return json.loads(path.read_text())
+
+
+def _pick_step(store: RunStore, step: int | None) -> tuple[list[int], int]:
+    steps = list_snapshots(store)
+    if not steps:
+        raise HTTPException(409, f"run {store.run_id!r} has no rationale snapshot yet (one is saved at each eval)")
+    if step is None:
+        return steps, steps[-1]
+    if step not in steps:
+        raise HTTPException(404, f"run {store.run_id!r} has no snapshot at step {step}; available: {steps}")
+    return steps, step
+
+
+def _selected_rows(snap: dict[str, Any], flt: ExampleFilter, label: int | None) -> list[int]:
+    labels: list[int] = snap["labels"]
+    s_pred: list[int] = snap["student"]["pred"]
+    t_pred: list[int] | None = (snap.get("teacher") or {}).get("pred")
+    rows = [i for i in range(len(labels)) if label is None or labels[i] == label]
+    if flt == "correct":
+        return [i for i in rows if s_pred[i] == labels[i]]
+    if flt == "wrong":
+        return [i for i in rows if s_pred[i] != labels[i]]
+    if flt == "disagree":  # no teacher: no example disagrees with it
+        return [i for i in rows if t_pred is not None and s_pred[i] != t_pred[i]]
+    return rows
+
+
+def _side(raw: dict[str, Any] | None, i: int, keep: int | None) -> Side | None:
+    if raw is None:
+        return None
+    mask = raw.get("mask")
+    sel = raw.get("sel_prob")
+    return Side(pred=raw["pred"][i], probs=[finite(p) or 0.0 for p in raw["probs"][i]],
+                mask=None if mask is None else mask[i][:keep],
+                sel_prob=None if sel is None else [finite(p) or 0.0 for p in sel[i][:keep]])
+
+
+def _iou(a: list[int], b: list[int], valid: list[bool]) -> float:
+    # as rekd_core.tasks.mask_iou: over counted positions, 1 when both masks are empty
+    inter = sum(1 for x, y, v in zip(a, b, valid) if v and x and y)
+    union = sum(1 for x, y, v in zip(a, b, valid) if v and (x or y))
+    return inter / union if union else 1.0
+
+
+def _images(store: RunStore, indices: list[int]) -> dict[int, str]:
+    path = store.examples / "inputs.safetensors"
+    if not indices or not path.exists():
+        return {}
+    # safe_open reads just the requested rows, and safetensors has no pickle to execute
+    with safe_open(str(path), framework="numpy") as f:
+        images = f.get_slice("images")
+        return {i: png_data_url(images[i : i + 1][0]) for i in indices}
+
+
+def _item(inputs: dict[str, Any], snap: dict[str, Any], i: int, image: str | None) -> ExampleItem:
+    text_item = inputs["items"][i] if inputs["modality"] == "text" else None
+    positions = None if text_item is None else [TokenPosition(**p) for p in text_item["positions"]]
+    keep = None if positions is None else max((p.index for p in positions), default=-1) + 1
+    student = _side(snap["student"], i, keep)
+    teacher = _side(snap.get("teacher"), i, keep)
+    assert student is not None  # every snapshot has the student's side
+    agree = None
+    if student.mask is not None and teacher is not None and teacher.mask is not None:
+        valid = [p.selectable for p in positions] if positions is not None else [True] * len(student.mask)
+        agree = _iou(student.mask, teacher.mask, valid)
+    return ExampleItem(index=i, row=inputs["rows"][i], label=snap["labels"][i],
+                       correct=student.pred == snap["labels"][i], student=student, teacher=teacher, agree=agree,
+                       text=None if text_item is None else text_item["text"], positions=positions, image=image)
+
+
+@router.get("/api/runs/{run_id:path}/examples", response_model=ExamplesPage,
+            responses=error_responses(404, 409, 422, e404="no such run, or no snapshot at that step",
+                                      e409="the run has no rationale snapshot yet",
+                                      e422="invalid run id or query parameter"))
+def get_examples(
+    run_id: str,
+    settings: SettingsDep,
+    step: Annotated[int | None, Query(ge=0, description="a snapshot step; omitted: the latest")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    filter: Annotated[ExampleFilter, Query(description="disagree: student pred != teacher pred")] = "all",
+    label: Annotated[int | None, Query(ge=0, description="only examples of this true class")] = None,
+) -> ExamplesPage:
+    """Per-example rationales of the run's fixed dev subset at one eval step, teacher beside student."""
+    store = RunStore(run_dir_or_404(settings, run_id))
+    inputs = _read_inputs(store)
+    steps, shown = _pick_step(store, step)
+    if label is not None and label >= len(inputs["class_names"]):
+        raise HTTPException(422, f"label {label} out of range: the run has {len(inputs['class_names'])} classes")
+    snap = read_snapshot(store, shown)
+    rows = _selected_rows(snap, filter, label)
+    page = rows[offset : offset + limit]
+    vision = inputs["modality"] == "vision"
+    images = _images(store, page) if vision else {}
+    return ExamplesPage(
+        run_id=run_id, modality=inputs["modality"], class_names=inputs["class_names"], steps=steps, step=shown,
+        tau=finite(snap.get("tau")), filter=filter, label=label, offset=offset, limit=limit, total=len(rows),
+        has_teacher=snap.get("teacher") is not None,
+        grid=inputs.get("grid"), image_size=inputs.get("image_size"),
+        patches=[PatchPosition(**p) for p in inputs["positions"]] if vision else None,
+        items=[_item(inputs, snap, i, images.get(i)) for i in page],
+    )
+
+
+# --- metrics -----------------------------------------------------------------------------------
+_SKIP = {"id", "time", "type", "split"}
+
+
+def _flatten(event: dict[str, Any]) -> dict[str, Any]:
+    """Numbers only; nested groups become prefixed fields (loss.ce -> loss_ce, selected.mean -> selected_mean)."""
+    out: dict[str, Any] = {}
+    for key, value in event.items():
+        if key in _SKIP or isinstance(value, bool):
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[f"{key}_{sub}"] = finite(v)
+        elif isinstance(value, (int, float)):
+            out[key] = value if isinstance(value, int) else finite(value)
+    return out
+
+
+def _series(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    # keyed by step: if a crash left a step's event twice, the later one (the replay) wins
+    by_step: dict[int, dict[str, Any]] = {}
+    for ev in events:
+        if ev.get("type") == kind and isinstance(ev.get("step"), int):
+            by_step[ev["step"]] = _flatten(ev)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _csv(log: list[dict[str, Any]], evals: list[dict[str, Any]]) -> str:
+    rows = [{"kind": "log", **r} for r in log] + [{"kind": "eval", **r} for r in evals]
+    columns: dict[str, None] = {"kind": None, "step": None}
+    for r in rows:
+        columns.update(dict.fromkeys(r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+@router.get("/api/runs/{run_id:path}/metrics", response_model=Metrics,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "JSON series, or with format=csv one table of log and eval rows "
+                                            "(a `kind` column tells them apart)"},
+                       **error_responses(404, 422, e422="invalid run id or query parameter")})
+def get_metrics(
+    run_id: str,
+    settings: SettingsDep,
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Metrics | Response:
+    """The run's training (log) and dev (eval) series for plotting, and its test result when finished."""
+    store = RunStore(run_dir_or_404(settings, run_id))
+    events = store.events()
+    log, evals = _series(events, "log"), _series(events, "eval")
+    if fmt == "csv":
+        return Response(_csv(log, evals), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{run_id}-metrics.csv"'})
+    tests = _series(events, "test")
+    return Metrics(run_id=run_id, log=[LogPoint(**r) for r in log], eval=[EvalPoint(**r) for r in evals],
+                   test=TestPoint(**tests[-1]) if tests else None)

@@ -1,0 +1,232 @@
+"""POST /api/explain: a faithful explanation of one uploaded image or text by a trained run.
+
+Untrusted input is checked before it reaches the model:
+- the whole request body is capped at `max_upload_bytes` (413) before the multipart form is
+  parsed: by its Content-Length, and by counting the bytes as they arrive (chunked bodies);
+- images must decode as PNG, JPEG, GIF, BMP or WEBP (the bytes decide, not the filename): any
+  other file is 415, a damaged one 422, one over `max_image_pixels` 422 (decompression bombs);
+- texts must be non-blank and at most `max_text_chars` characters (422: the body was within
+  its size limit, the *content* is what is refused).
+The model runs in the threadpool so the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Coroutine
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from PIL import Image
+from pydantic import BaseModel, Field
+from starlette.types import Message, Receive
+
+from backend.routes.examples import PatchPosition, TokenPosition, png_data_url
+from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
+from backend.settings import Settings, get_settings
+from rekd_core.explain import Explanation, explain, load_run
+from rekd_core.runmodel import LoadedRun
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+_READ_CHUNK = 64 * 1024
+
+
+# --- the body cap, applied before FastAPI parses the form --------------------------------------
+def _too_large(cap: int) -> HTTPException:
+    return HTTPException(413, f"request body too large: at most {cap} bytes are accepted")
+
+
+def _settings_of(request: Request) -> Settings:
+    # the route class runs before dependency injection, so honour the app's overrides by hand
+    overrides = getattr(request.app, "dependency_overrides", {})
+    return overrides.get(get_settings, get_settings)()
+
+
+def _capped_receive(receive: Receive, cap: int) -> Receive:
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise _too_large(cap)
+        return message
+
+    return capped
+
+
+class CappedBodyRoute(APIRoute):
+    """Refuses an oversized body before the multipart parser spools it to disk.
+
+    A dependency would run too late: FastAPI reads the whole form before solving dependencies.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        parse_and_run = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            cap = _settings_of(request).max_upload_bytes
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise _too_large(cap)
+            return await parse_and_run(Request(request.scope, _capped_receive(request.receive, cap)))
+
+        return handler
+
+
+router = APIRouter(tags=["explain"], route_class=CappedBodyRoute)
+
+
+# --- response model ----------------------------------------------------------------------------
+class ExplanationOut(BaseModel):
+    modality: Literal["vision", "text"]
+    label: str = Field(description="predicted class name")
+    label_index: int
+    probabilities: dict[str, float] = Field(description="class name -> probability")
+    mask: list[int] = Field(description="per position, 1 = the predictor saw it")
+    selection_prob: list[float] = Field(description="the generator's keep probability per position")
+    positions: list[PatchPosition | TokenPosition] = Field(
+        description="vision: each patch's pixel box in the uploaded image; text: each token's character span")
+    selected_fraction: float
+    masked_input: str = Field(description="vision: the input with unselected patches blanked, a PNG data URL; "
+                                          "text: the kept tokens, each run of dropped ones as '…'")
+    run: str = Field(description="the run id that explained the input (the teacher's for `teacher`)")
+    checkpoint_step: int
+    teacher: ExplanationOut | None = Field(None, description="REKD runs: the teacher's explanation of the same input")
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def _to_out(ex: Explanation) -> ExplanationOut:
+    """Explanation.to_dict() (not compact), but the image as a PNG and no server path."""
+    d = {f.name: getattr(ex, f.name) for f in fields(ex)}
+    if isinstance(ex.masked_input, np.ndarray):
+        d["masked_input"] = png_data_url(ex.masked_input)
+    d["run"] = Path(ex.run).name
+    d["teacher"] = None if ex.teacher is None else _to_out(ex.teacher)
+    return ExplanationOut(**d)
+
+
+# --- input checks ------------------------------------------------------------------------------
+async def _read_capped(file: UploadFile, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    seen = 0
+    while chunk := await file.read(_READ_CHUNK):
+        seen += len(chunk)
+        if seen > cap:
+            raise _too_large(cap)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _claims_allowed_format(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def _open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Read the header only (cheap, so on the event loop: catch_warnings is not thread-safe)."""
+    if not data:
+        raise HTTPException(422, "the uploaded file is empty")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            # only the accepted formats' parsers ever see the bytes
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise HTTPException(422, f"image too large: at most {max_pixels} pixels are accepted") from None
+        except Exception:  # malformed headers raise OSError, SyntaxError, struct.error...
+            if _claims_allowed_format(data):
+                raise HTTPException(422, "the image is corrupt: its header cannot be decoded") from None
+            raise HTTPException(415, "not a supported image: send PNG, JPEG, GIF, BMP or WEBP") from None
+    if img.format not in ALLOWED_FORMATS:
+        raise HTTPException(415, f"{img.format} images are not accepted: send PNG, JPEG, GIF, BMP or WEBP")
+    if img.width * img.height > max_pixels:
+        raise HTTPException(422, f"image too large: {img.width}x{img.height} is over {max_pixels} pixels")
+    return img
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """Decode the (first frame of the) image to uint8 gray or RGB; 422 if the data is damaged."""
+    try:
+        img.load()
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            wide = np.asarray(img, dtype=np.float32)
+            scale = 257.0 if img.mode.startswith("I") and wide.max(initial=0) > 255 else 1.0
+            return np.clip(wide / scale, 0, 255).astype(np.uint8)
+        if img.mode not in ("L", "RGB"):
+            gray = img.mode in ("1", "LA", "La")
+            img = img.convert("L" if gray else "RGBA" if img.mode in ("P", "PA") else "RGB")
+        return np.asarray(img)
+    except Exception as err:  # any failure to decode untrusted bytes means a damaged file
+        raise HTTPException(422, f"the image is corrupt: {err}") from None
+
+
+def _checked_text(text: str, max_chars: int) -> str:
+    if not text.strip():
+        raise HTTPException(422, "the text is empty")
+    if len(text) > max_chars:
+        raise HTTPException(422, f"text too long: {len(text)} characters, at most {max_chars} are accepted")
+    return text
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    # load_run falls back from best to last, so either one is enough
+    return any((run_dir / "checkpoints" / f"{k}.safetensors").exists() for k in ("best", "last"))
+
+
+async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
+    missing = HTTPException(409, f"run {run_id!r} has no checkpoint yet: nothing to explain with")
+    if not _has_checkpoint(run_dir):
+        raise missing
+    try:
+        return await run_in_threadpool(load_run, run_dir, which)
+    except FileNotFoundError:
+        raise missing from None
+
+
+# --- the route ---------------------------------------------------------------------------------
+@router.post("/api/explain", response_model=ExplanationOut,
+             responses=error_responses(
+                 400, 404, 409, 413, 415, 422,
+                 e400="malformed multipart body",
+                 e409="the run has no checkpoint yet",
+                 e413="request body over max_upload_bytes",
+                 e415="the file is not a PNG, JPEG, GIF, BMP or WEBP image",
+                 e422="invalid run id; neither or both of file/text; empty or too long text; corrupt or too "
+                      "large image; an image for a text run or a text for an image run"))
+async def explain_input(
+    settings: SettingsDep,
+    run_id: Annotated[str, Form(description="the trained run that explains the input")],
+    file: Annotated[UploadFile | None, File(description="an image (PNG, JPEG, GIF, BMP, WEBP)")] = None,
+    text: Annotated[str | None, Form(description="a text, for text runs")] = None,
+    checkpoint: Annotated[Literal["best", "last"], Form(description="which checkpoint explains")] = "best",
+) -> ExplanationOut:
+    """Explain one image (`file`) or one `text` with a trained run: the prediction, and the patches or
+    tokens it was computed from (with the teacher's, for an REKD run).
+
+    Give exactly one of `file` and `text`. A text over `max_text_chars` is refused with 422.
+    """
+    run_dir = run_dir_or_404(settings, run_id)
+    has_file = file is not None and bool(file.filename or file.size)
+    if has_file == (text is not None):
+        raise HTTPException(422, "give exactly one input: an image `file` or a `text`")
+    loaded = await _loaded(run_dir, run_id, checkpoint)
+    if file is not None and has_file:
+        data = await _read_capped(file, settings.max_upload_bytes)
+        inp: Any = await run_in_threadpool(_pixels, _open_image(data, settings.max_image_pixels))
+    else:
+        inp = _checked_text(text or "", settings.max_text_chars)
+    try:
+        ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint)
+    except ValueError as err:  # explain's own refusal: an image for a text run or the reverse
+        raise HTTPException(422, str(err)) from None
+    return _to_out(ex)

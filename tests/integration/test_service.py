@@ -1,0 +1,187 @@
+"""The service against real parts: redis-server, Celery worker processes, uvicorn, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import tiny_vision
+from rekd.testing import sse_events, start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    # short lease and reconcile period, so a killed worker's run is picked up within seconds
+    s = start_service(tmp_path_factory.mktemp("svc"), workers=1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
+    yield s
+    s.stop()
+
+
+def launch(c, cfg) -> str:
+    r = c.post("/api/runs", json={"config": cfg})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["state"] == "queued" and r.headers["location"] == f"/api/runs/{body['id']}"
+    return body["id"]
+
+
+def test_launch_stream_and_reconnect(svc):
+    with svc.client() as c:
+        cfg = tiny_vision("re", max_steps=12, log_every=2, eval_every=6, checkpoint_every=6)
+        cfg["schedule"]["tau_update_every"] = 2
+        t0 = time.monotonic()
+        run_id = launch(c, cfg)
+        evs = sse_events(c, run_id)
+        assert evs[0]["type"] == "start" and evs[-1]["type"] == "finished" and evs[-1]["state"] == "completed"
+        assert [e["id"] for e in evs] == list(range(1, len(evs) + 1))  # every event once, in order
+        logs = [e for e in evs if e["type"] == "log"]
+        taus = [e["tau"] for e in logs]
+        assert taus[-1] < taus[0] and all(a >= b for a, b in zip(taus, taus[1:]))  # tau falls
+        assert {"ce", "select", "re", "total"} <= set(logs[0]["loss"])
+        assert time.monotonic() - t0 < 240
+
+        # the stream equals the durable record
+        stored = [json.loads(x) for x in (svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()]
+        assert stored == evs
+
+        # reconnect after event k: exactly the rest, no duplicate, no gap
+        k = len(evs) // 2
+        rest = sse_events(c, run_id, last_event_id=k)
+        assert [e["id"] for e in rest] == list(range(k + 1, len(evs) + 1))
+        assert rest == evs[k:]
+
+        listed = {r["id"]: r for r in c.get("/api/runs").json()}
+        assert listed[run_id]["state"] == "completed" and listed[run_id]["progress"] == 1.0
+        detail = c.get(f"/api/runs/{run_id}").json()
+        assert detail["config"]["mode"] == "re" and detail["results"]["test"]["accuracy"] >= 0
+        assert detail["test_accuracy"] == detail["results"]["test"]["accuracy"]
+
+
+def test_invalid_config_is_422_naming_the_field(svc):
+    with svc.client() as c:
+        cfg = tiny_vision("re")
+        cfg["loss"] = {"alpha": 3}
+        cfg["train"]["device"] = "tpu"
+        r = c.post("/api/runs", json={"config": cfg})
+        assert r.status_code == 422
+        fields = {".".join(d["loc"][2:]): d["msg"] for d in r.json()["detail"]}
+        assert "loss.alpha" in fields and "train.device" in fields
+        assert "'auto', 'cpu' or 'cuda'" in fields["train.device"]
+        r = c.post("/api/runs", json={"preset": "nope"})
+        assert r.status_code == 422 and "unknown preset" in r.text
+        assert c.post("/api/runs", json={}).status_code == 422
+        before = set(p.name for p in svc.runs_dir.iterdir())
+        assert before == set(p.name for p in svc.runs_dir.iterdir())  # nothing created for refused configs
+
+
+def test_preset_with_overrides(svc):
+    with svc.client() as c:
+        r = c.post("/api/runs", json={"preset": "demo-fmnist-student", "overrides": {
+            "mode": "cls", "train.max_steps": 2, "data.max_train": 64, "data.max_eval": 16, "train.eval_every": 2}})
+        assert r.status_code == 201, r.text
+        evs = sse_events(c, r.json()["id"])
+        assert evs[-1]["state"] == "completed"
+        assert c.get("/api/presets").status_code == 200
+        assert any(p["name"] == "demo-fmnist-student" for p in c.get("/api/presets").json())
+
+
+def test_cancel_stops_within_seconds_keeps_checkpoint_and_never_returns(svc):
+    with svc.client() as c:
+        run_id = launch(c, tiny_vision("re", max_steps=100_000, log_every=1, checkpoint_every=50_000,
+                                       eval_every=50_000))
+        first = sse_events(c, run_id, until="log")
+        t0 = time.monotonic()
+        r = c.post(f"/api/runs/{run_id}/cancel")
+        assert r.status_code == 202
+        rest = sse_events(c, run_id, last_event_id=first[-1]["id"], timeout=60)
+        assert rest[-1]["type"] == "finished" and rest[-1]["state"] == "cancelled"
+        assert time.monotonic() - t0 < 10
+        assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
+        n = len((svc.runs_dir / run_id / "events.jsonl").read_text().splitlines())
+        time.sleep(3)
+        assert c.get(f"/api/runs/{run_id}").json()["state"] == "cancelled"
+        assert len((svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()) == n  # not redelivered
+        assert c.post(f"/api/runs/{run_id}/cancel").status_code == 409
+        assert c.delete(f"/api/runs/{run_id}").status_code == 204
+        assert not (svc.runs_dir / run_id).exists()
+        assert c.get(f"/api/runs/{run_id}").status_code == 404
+
+
+def test_delete_refuses_a_live_run(svc):
+    with svc.client() as c:
+        run_id = launch(c, tiny_vision("re", max_steps=100_000, log_every=1, checkpoint_every=50_000,
+                                       eval_every=50_000))
+        sse_events(c, run_id, until="log")
+        assert c.delete(f"/api/runs/{run_id}").status_code == 409
+        c.post(f"/api/runs/{run_id}/cancel")
+        sse_events(c, run_id, until="finished", timeout=60)
+
+
+def test_killed_worker_run_resumes_on_another_and_finishes_with_one_event_sequence(svc):
+    with svc.client() as c:
+        cfg = tiny_vision("re", max_steps=40, log_every=2, eval_every=10, checkpoint_every=4)
+        run_id = launch(c, cfg)
+        # wait until a checkpoint exists past step 8, then SIGKILL the worker mid-run
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = c.get(f"/api/runs/{run_id}").json()
+            if st["step"] >= 8:
+                break
+            time.sleep(0.2)
+        assert st["state"] == "running" and st["step"] >= 8
+        (name,) = [n for n in svc.procs if n.startswith("worker")]
+        svc.kill(name)
+        svc.start_worker()
+        evs = sse_events(c, run_id, timeout=240)
+        assert evs[-1]["type"] == "finished" and evs[-1]["state"] == "completed"
+        st = c.get(f"/api/runs/{run_id}").json()
+        assert st["attempts"] == 2 and st["state"] == "completed"
+        stored = [json.loads(x) for x in (svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()]
+        assert [e["id"] for e in stored] == list(range(1, len(stored) + 1))
+        log_steps = [e["step"] for e in stored if e["type"] == "log"]
+        assert log_steps == list(range(2, 41, 2))  # one continuous sequence: no gap, no duplicate step
+        starts = [e for e in stored if e["type"] == "start"]
+        assert [s["resumed"] for s in starts] == [False, True] and starts[1]["step"] >= 4
+
+
+def test_browse_examples_and_explain_over_http(svc):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import tiny_text
+
+    with svc.client() as c:
+        vision = launch(c, tiny_vision("re", max_steps=4, eval_every=2, checkpoint_every=2))
+        text = launch(c, tiny_text("re", max_steps=4, eval_every=2, checkpoint_every=2))
+        for run_id in (vision, text):
+            assert sse_events(c, run_id)[-1]["state"] == "completed"
+
+        page = c.get(f"/api/runs/{vision}/examples", params={"limit": 3}).json()
+        assert page["steps"] == [2, 4] and page["step"] == 4 and len(page["items"]) == 3
+        assert page["items"][0]["image"].startswith("data:image/png;base64,")
+        old = c.get(f"/api/runs/{vision}/examples", params={"step": 2}).json()
+        assert old["step"] == 2
+        metrics = c.get(f"/api/runs/{vision}/metrics").json()
+        assert [p["step"] for p in metrics["eval"]] == [2, 4]
+
+        buf = io.BytesIO()
+        Image.fromarray((np.arange(784) % 255).astype(np.uint8).reshape(28, 28)).save(buf, format="PNG")
+        r = c.post("/api/explain", data={"run_id": vision}, files={"file": ("x.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 200, r.text
+        ex = r.json()
+        assert ex["modality"] == "vision" and len(ex["mask"]) == 16 and ex["label"] in ex["probabilities"]
+        r = c.post("/api/explain", data={"run_id": text, "text": "a witty, gorgeous film"})
+        assert r.status_code == 200, r.text
+        assert r.json()["modality"] == "text"
+        # a modality that does not match the run, and a corrupt image, are refused clearly
+        assert c.post("/api/explain", data={"run_id": vision, "text": "words"}).status_code == 422
+        corrupt = ("x.png", b"\x89PNG\r\n\x1a\nxx", "image/png")
+        bad = c.post("/api/explain", data={"run_id": vision}, files={"file": corrupt})
+        assert bad.status_code == 422
+        assert c.get("/openapi.json").json()["paths"].keys() >= {
+            "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/examples",
+            "/api/runs/{run_id}/metrics", "/api/explain", "/api/presets", "/api/health"}
