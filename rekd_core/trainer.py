@@ -2,8 +2,9 @@
 
 The engine knows nothing of queues or HTTP: whoever runs it passes `on_event` (called with
 each event after it is stored in the run directory) and `should_stop` (polled every step:
-truthy stops with a checkpoint and marks the run cancelled; "preempt" stops and writes nothing,
-for a worker that has lost its claim on the run).
+truthy stops with a checkpoint and marks the run cancelled; "suspend" checkpoints and leaves
+it queued, to be resumed; "preempt" stops and writes nothing, for a worker that has lost its
+claim on the run).
 """
 
 from __future__ import annotations
@@ -367,6 +368,12 @@ class Trainer:
             if stop == "preempt":
                 # someone else owns the run now (e.g. a lost lease): leave every file to them
                 return {"state": "preempted", "step": step}
+            if stop == "suspend":
+                # the process is shutting down: checkpoint and hand the run back, unfinished
+                self.save(step, "last", window=win)
+                self.emit({"type": "checkpoint", "step": step, "kind": "last"})
+                self.store.write_status(state="queued", step=step)
+                return {"state": "suspended", "step": step}
             if stop:
                 self.save(step, "last", window=win)
                 self.emit({"type": "checkpoint", "step": step, "kind": "last"})

@@ -14,7 +14,7 @@ from rekd_core.presets import PRESETS
 
 def rekd(*args, cwd=None):
     exe = shutil.which("rekd")
-    cmd = [exe] if exe else [sys.executable, "-m", "rekd_core.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "rekd"]
     return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, timeout=600)
 
 

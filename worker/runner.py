@@ -7,7 +7,9 @@ held elsewhere is left to its holder. So a redelivered or duplicated message is 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -27,14 +29,17 @@ TERMINAL = ("completed", "failed", "cancelled")
 class StopWhen:
     """should_stop for the trainer: a cancel request or a lost lease; Redis read at most every 0.5 s."""
 
-    def __init__(self, r: redis.Redis, run_id: str, lease: Lease) -> None:
+    def __init__(self, r: redis.Redis, run_id: str, lease: Lease, shutting_down: threading.Event) -> None:
         self.r, self.key, self.lease = r, keys.cancel(run_id), lease
+        self.shutting_down = shutting_down
         self.next_check = 0.0
         self.cancelled = False
 
     def __call__(self) -> bool | str:
         if self.lease.lost.is_set():
             return "preempt"
+        if self.shutting_down.is_set():
+            return "suspend"
         now = time.monotonic()
         if now >= self.next_check:
             self.next_check = now + 0.5
@@ -54,7 +59,9 @@ def _finish_without_training(store: RunStore, publish: StreamPublisher, state: s
     publish(store.append_event({"type": "finished", "step": step, "state": state, **extra}))
 
 
-def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: str) -> dict[str, Any]:
+def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: str,
+                 shutting_down: threading.Event | None = None,
+                 requeue: Callable[[str], None] | None = None) -> dict[str, Any]:
     store = RunStore(settings.run_dir(run_id))
     if not (store.root / "config.json").exists():
         log.error("run %s has no directory under %s; dropping the message", run_id, settings.runs_dir)
@@ -79,7 +86,7 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
             return {"run_id": run_id, "state": "failed", "error": reason}
         store.write_status(attempts=attempts, worker=worker_id)
         cfg = store.config()
-        stop = StopWhen(r, run_id, lease)
+        stop = StopWhen(r, run_id, lease, shutting_down or threading.Event())
         with lease.kept_alive():
             try:
                 res = train(cfg, store.root, on_event=publish, should_stop=stop)
@@ -88,6 +95,11 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
                 return {"run_id": run_id, "state": "failed", "error": f"{type(err).__name__}: {err}"}
         if lease.lost.is_set():
             return {"run_id": run_id, "state": "lease-lost"}
+        if res["state"] == "suspended":
+            # a clean hand-back is not a crash: it does not count against max_attempts
+            store.write_status(attempts=attempts - 1)
+            if requeue is not None:
+                requeue(run_id)
         return {"run_id": run_id, "state": res["state"]}
     finally:
         lease.release()

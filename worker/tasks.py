@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from typing import Any
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from backend.settings import get_settings
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 _redis: redis.Redis | None = None
 _bg_stop = None
+SHUTTING_DOWN = threading.Event()
 
 
 def get_redis() -> redis.Redis:
@@ -36,7 +38,15 @@ def enqueue(run_id: str) -> None:
 
 @app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
 def train_run(run_id: str) -> dict[str, Any]:
-    return run_training(run_id, settings=get_settings(), r=get_redis(), worker_id=WORKER_ID)
+    return run_training(run_id, settings=get_settings(), r=get_redis(), worker_id=WORKER_ID,
+                        shutting_down=SHUTTING_DOWN, requeue=enqueue)
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    # SIGTERM / Ctrl-C: the running run checkpoints at its next step and goes back to the queue,
+    # instead of holding the shutdown until it finishes or is killed mid-step
+    SHUTTING_DOWN.set()
 
 
 @worker_ready.connect

@@ -185,3 +185,29 @@ def test_browse_examples_and_explain_over_http(svc):
         assert c.get("/openapi.json").json()["paths"].keys() >= {
             "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/examples",
             "/api/runs/{run_id}/metrics", "/api/explain", "/api/presets", "/api/health"}
+
+
+def test_graceful_worker_shutdown_hands_the_run_back(svc):
+    import os
+    import signal
+
+    with svc.client() as c:
+        cfg = tiny_vision("re", max_steps=60, log_every=2, eval_every=30, checkpoint_every=30)
+        run_id = launch(c, cfg)
+        deadline = time.monotonic() + 120
+        while c.get(f"/api/runs/{run_id}").json()["step"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (name,) = [n for n in svc.procs if n.startswith("worker")]
+        proc = svc.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # a prompt warm shutdown, not a hang until the run ends
+        st = c.get(f"/api/runs/{run_id}").json()
+        assert st["state"] == "queued" and 4 <= st["step"] < 60
+        assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
+        svc.start_worker()
+        evs = sse_events(c, run_id, timeout=240)
+        assert evs[-1]["state"] == "completed"
+        st = c.get(f"/api/runs/{run_id}").json()
+        assert st["attempts"] == 1  # a hand-back is not a crash
+        log_steps = [e["step"] for e in evs if e["type"] == "log"]
+        assert log_steps == list(range(2, 61, 2))

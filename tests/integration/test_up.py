@@ -1,0 +1,54 @@
+"""`rekd up`: one command brings up Redis (embedded), a worker and the API; Ctrl-C stops them all."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import tiny_vision
+from rekd.services import free_port, wait_for_port
+from rekd.testing import sse_events
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REKD_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "rekd", "up", "--port", str(port), "--runs-dir", str(tmp_path)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=120, proc=proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            deadline = time.monotonic() + 90
+            while not c.get("/api/health").json()["workers"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert c.get("/api/health").json()["ok"]
+            r = c.post("/api/runs", json={"config": tiny_vision("cls", max_steps=2, eval_every=2,
+                                                                 checkpoint_every=2)})
+            assert r.status_code == 201
+            assert sse_events(c, r.json()["id"])[-1]["state"] == "completed"
+        assert (tmp_path / ".redis").is_dir()  # the embedded Redis keeps its data under the runs dir
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert f"http://127.0.0.1:{port}" in out and "[worker0]" in out and "[api]" in out
+    assert proc.returncode == 0
+    # nothing it started is left: no process still has the runs dir in its command line
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert left == [], left
+
+
+def test_up_refuses_a_public_bind_without_a_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REKD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-m", "rekd", "up", "--host", "0.0.0.0", "--runs-dir", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "REKD_API_TOKEN" in out.stderr
