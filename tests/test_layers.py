@@ -29,3 +29,8 @@ def test_no_pickle_based_loading_anywhere():
     for path in ROOT.glob("rekd_core/*.py"):
         text = path.read_text()
         assert "torch.load(" not in text and "import pickle" not in text, path
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ui").glob("**/*.py")), ids=lambda p: p.name)
+def test_ui_talks_http_only(path):
+    assert not (_imports(path) & {"torch", "timm", "transformers", "rekd_core", "worker", "backend"})
