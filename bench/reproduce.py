@@ -141,6 +141,16 @@ def paired(results: list[dict[str, Any]], ds: str, a: str, b: str) -> str:
             f"points; {a} ahead in {wins} of {len(diffs)} seeds.")
 
 
+def distinct_masks(run_dir: Path) -> float | None:
+    """Share of the saved dev examples whose final rationale differs from every other's:
+    1.0 = input-specific rationales, ~0 = one fixed set of positions for every input."""
+    snaps = sorted((run_dir / "examples").glob("step-*.json"))
+    if not snaps:
+        return None
+    masks = (json.loads(snaps[-1].read_text())["student"] or {}).get("mask")
+    return len({tuple(m) for m in masks}) / len(masks) if masks else None
+
+
 def _span(run_dir: Path) -> tuple[float, float]:
     """(first event time, last event time) of a run: its own record of when it trained."""
     times = [json.loads(line)["time"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
@@ -160,7 +170,8 @@ def collect(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, An
                 d = runs / ds / f"{slug(label)}-s{seed}"
                 if (d / "results.json").exists():
                     r = json.loads((d / "results.json").read_text())
-                    results.append({"dataset": ds, "variant": label, "seed": seed, "span": _span(d), **r})
+                    results.append({"dataset": ds, "variant": label, "seed": seed, "span": _span(d),
+                                    "distinct_masks": distinct_masks(d), **r})
     return teachers, results
 
 
@@ -178,10 +189,13 @@ def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: li
     for ds in args.datasets:
         t = teachers[ds]["test"]
         tmin = (teachers[ds]["span"][1] - teachers[ds]["span"][0]) / 60
+        tdm = distinct_masks(Path(args.runs_dir) / ds / "teacher")
         lines += [f"**{DATASETS[ds]}** — teacher (RE, seed 0, {tmin:.0f} min): test accuracy "
-                  f"{100 * t['accuracy']:.1f} %, selected {100 * t['selected']['mean']:.1f} % of positions", "",
-                  "| student | n | test accuracy % | macro-F1 % | selected % | IoU with teacher |",
-                  "|---|---|---|---|---|---|"]
+                  f"{100 * t['accuracy']:.1f} %, selected {100 * t['selected']['mean']:.1f} % of positions, "
+                  f"distinct rationales {100 * (tdm or 0):.0f} %", "",
+                  "| student | n | test accuracy % | macro-F1 % | selected % | IoU with teacher "
+                  "| distinct rationales |",
+                  "|---|---|---|---|---|---|---|"]
         for label, _ in VARIANTS:
             rows = [r for r in results if r["dataset"] == ds and r["variant"] == label]
             acc = [r["test"]["accuracy"] for r in rows]
@@ -189,7 +203,9 @@ def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: li
             sel = [r["test"]["selected"]["mean"] for r in rows if "selected" in r["test"]]
             iou = [r["test"]["iou"] for r in rows if "iou" in r["test"]]
             iou_s = f"{statistics.mean(iou):.2f}" if iou else "–"
-            lines.append(f"| {label} | {len(rows)} | {_ms(acc)} | {_ms(f1)} | {_ms(sel)} | {iou_s} |")
+            dm = [r["distinct_masks"] for r in rows if r.get("distinct_masks") is not None and "selected" in r["test"]]
+            dm_s = f"{100 * statistics.mean(dm):.0f} %" if dm else "–"
+            lines.append(f"| {label} | {len(rows)} | {_ms(acc)} | {_ms(f1)} | {_ms(sel)} | {iou_s} | {dm_s} |")
         lines += ["", paired(results, ds, "REKD", "RE"), ""]
     (out / f"{name}.md").write_text("\n".join(lines))
     (out / f"{name}.json").write_text(json.dumps({"wall_s": wall, "seeds": args.seeds, "teachers": teachers,
