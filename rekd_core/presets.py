@@ -66,7 +66,9 @@ _FM_STUDENT = _vit("vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1
 # Rotten Tomatoes snippets (median 26 tokens) fit in 64. At the paper's 10 % a snippet keeps
 # ~2 tokens; 20 % keeps ~5, closer to the number of words that carry a short review's verdict.
 _RT_TEACHER = {"kind": "bert", "pretrained": "minilm-l6"}
-_RT_SCRATCH_TEACHER = {"kind": "bert", "hidden_size": 256, "num_layers": 2, "num_heads": 4, "intermediate_size": 512}
+# Chosen by dev accuracy among from-scratch candidates trained here (128x1: 60.1 % dev;
+# 128x2 and 256x2 stayed at the majority class, 57.8 %): RE on short reviews is hard to start.
+_RT_SCRATCH_TEACHER = {"kind": "bert", "hidden_size": 128, "num_layers": 1, "num_heads": 2, "intermediate_size": 256}
 _RT_STUDENT = {"kind": "bert", "hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128}
 
 
@@ -146,8 +148,8 @@ def _all() -> dict[str, Preset]:
     scratch = _rt("teacher", demo=False)
     scratch["model"]["student"] = _RT_SCRATCH_TEACHER
     scratch["optim"] = {"lr": 1e-3, "weight_decay": 0.01, "grad_clip": 1.0}
-    scratch["train"].update(max_steps=800, batch_size=32, eval_every=200, checkpoint_every=200, log_every=20)
-    add("rt-teacher-scratch", "offline: random-init BERT (256 wide, 2 layers) RE teacher, Rotten Tomatoes, 20 % "
+    scratch["train"].update(max_steps=1200, batch_size=32, eval_every=300, checkpoint_every=300, log_every=20)
+    add("rt-teacher-scratch", "offline: random-init BERT (128 wide, 1 layer) RE teacher, Rotten Tomatoes, 20 % "
         "(the teacher bench/reproduce.py uses: the MiniLM one does not converge in a CPU budget)", scratch, True)
     add("rt-student", "offline: small random-init BERT (64 wide, 1 layer) student, Rotten Tomatoes "
         "(re; rekd with a teacher run)", _rt("student", demo=False), True)
