@@ -67,11 +67,6 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dic
     return tensors, meta
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-
-
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Flatten an optimizer state into tensors ('optim.<param>.<name>') and JSON param groups."""
     sd = opt.state_dict()

@@ -2,8 +2,9 @@
 
 examples/inputs.json          which dev rows, their labels, and for text their tokens
 examples/inputs.safetensors   for images, the rows' pixels at native size (uint8)
-examples/step-XXXXXXX.json    at one step: student (and teacher) prediction, probabilities,
-                              the binary mask and the selection probability per position
+examples/step-<step>.json     at one step (zero-padded to 7 digits): student (and teacher)
+                              prediction, probabilities, the binary mask and the selection
+                              probability per position
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .features import Inputs, TextFeaturizer, VisionFeaturizer
+from .features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from .masks import hard_mask, selection_probs
 from .runmodel import LoadedRun
 
@@ -132,9 +132,7 @@ def _explain_loaded(run: LoadedRun, inp: Any) -> Explanation:
         if not isinstance(inp, str):
             raise ValueError("this run explains texts, but an image was given")
         inputs, positions = feat.positions(inp)
-        inputs = Inputs(x=inputs.x.to(dev), attention=inputs.attention.to(dev) if inputs.attention is not None
-                        else None, selectable=inputs.selectable.to(dev),
-                        keep=None if inputs.keep is None else inputs.keep.to(dev))
+        inputs = to_device_inputs(inputs, dev)
         positions = positions[: inputs.selectable.shape[1]]
 
     if model.with_generator:

@@ -2,7 +2,7 @@
 
 runs/<run_id>/config.json  events.jsonl  status.json  results.json
               checkpoints/{last,best}.safetensors
-              examples/inputs.json, inputs.safetensors, step-XXXXXXX.json
+              examples/inputs.json, inputs.safetensors, step-<7-digit step>.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from .checkpoint import atomic_write_json
 from .config import ExperimentConfig, config_to_dict, parse_config
 
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: no trailing newline
-STATES = ("queued", "running", "completed", "failed", "cancelled")
 
 
 def now_iso() -> str:
