@@ -128,11 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line and set up logging (shared with the product command, rekd/cli.py)."""
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return run(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse(build_parser(), argv))
 
 
 def run(args: argparse.Namespace) -> int:
