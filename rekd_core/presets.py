@@ -3,6 +3,9 @@
 A preset is a plain dict in the config schema (variants are data, not code); `rekd train
 --preset NAME --set k=v` applies overrides on top. Student presets default to mode `re`;
 distil with `--set mode=rekd --set model.teacher_run=RUN_DIR` (the teacher preset's run).
+
+A pipeline is a teacher preset and the students that go with it (CLS, RE, REKD), as data too:
+the service trains the teacher first and gives the distilled student its run directory.
 """
 
 from __future__ import annotations
@@ -173,3 +176,66 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+# --- pipelines: a teacher, then the students compared against it -------------------------------------
+ROLES = ("teacher", "cls", "re", "rekd")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of a pipeline: a preset, its overrides, and whether it distils from the teacher stage."""
+
+    role: str
+    preset: str
+    overrides: tuple[str, ...] = ()
+    needs_teacher: bool = False
+
+    def build(self, overrides: list[str] | None = None, teacher_run: str | None = None) -> ExperimentConfig:
+        """The stage's config: preset, then the stage's overrides, then `overrides` (every stage's).
+
+        `teacher_run` is set last and as a value, not through an override string, so a path is
+        never re-read as YAML and an override cannot point a student at another teacher.
+        """
+        data = apply_overrides(get_preset(self.preset).config, [*self.overrides, *(overrides or [])])
+        if self.needs_teacher:
+            if not teacher_run:
+                raise ConfigError(f"stage {self.role!r} distils from the teacher: it needs the teacher's run directory")
+            data.setdefault("model", {})["teacher_run"] = teacher_run
+        return parse_config(data)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    summary: str
+    stages: tuple[Stage, ...]
+
+    @property
+    def teacher(self) -> Stage:
+        return next(s for s in self.stages if s.role == "teacher")
+
+
+def _teacher_and_students(name: str, summary: str) -> Pipeline:
+    teacher, student = f"{name}-teacher", f"{name}-student"
+    return Pipeline(name, summary, (
+        Stage("teacher", teacher, (f"name={name}-teacher",)),
+        Stage("cls", student, ("mode=cls", f"name={name}-cls")),
+        Stage("re", student, ("mode=re", f"name={name}-re")),
+        Stage("rekd", student, ("mode=rekd", f"name={name}-rekd"), needs_teacher=True),
+    ))
+
+
+PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
+    _teacher_and_students("demo-fmnist", "tiny demo, Fashion-MNIST: an RE teacher, then the small student as "
+                          "CLS, RE and REKD (distilled from that teacher)"),
+    _teacher_and_students("demo-rt", "tiny demo, Rotten Tomatoes: a MiniLM RE teacher, then the small student as "
+                          "CLS, RE and REKD (distilled from that teacher)"),
+)}
+
+
+def get_pipeline(name: str) -> Pipeline:
+    try:
+        return PIPELINES[name]
+    except KeyError:
+        raise ConfigError(f"unknown pipeline {name!r}; choose one of: {', '.join(PIPELINES)}") from None
