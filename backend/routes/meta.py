@@ -1,13 +1,15 @@
-"""Presets and health."""
+"""Presets, the config schema and health."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from rekd_core.config import ExperimentConfig
 from rekd_core.presets import PRESETS
 from worker import keys
 
@@ -35,6 +37,13 @@ class Health(BaseModel):
 @router.get("/api/presets", response_model=list[PresetInfo])
 def presets() -> list[PresetInfo]:
     return [PresetInfo(name=p.name, summary=p.summary, offline=p.offline, config=p.config) for p in PRESETS.values()]
+
+
+@router.get("/api/config/schema", response_model=dict[str, Any],
+            description="The JSON schema of an experiment config (the body of `POST /api/runs` under `config`), "
+                        "with its `$defs`: the one schema the CLI, the API and the stored runs share.")
+def config_schema() -> dict[str, Any]:
+    return ExperimentConfig.model_json_schema()
 
 
 @router.get("/api/health", response_model=Health)
