@@ -11,7 +11,9 @@ from celery import Celery
 
 from backend.settings import Settings, get_settings
 
-TRAIN_TASK = "rekd.train_run"
+from .keys import TRAIN_TASK
+
+__all__ = ["TRAIN_TASK", "app", "make_app"]
 
 
 def make_app(settings: Settings) -> Celery:

@@ -1,6 +1,7 @@
-"""Redis key names, in one place: the API and the worker must agree on them."""
+"""Redis key names and the task name, in one place: the API and the worker must agree on them."""
 
 PREFIX = "rekd"
+TRAIN_TASK = "rekd.train_run"  # the API sends by name, without importing the task module
 
 
 def stream(run_id: str) -> str:

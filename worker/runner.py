@@ -1,7 +1,12 @@
-"""What one delivery of a run does: lease, attempt count, train (resuming), release.
+"""What one delivery of a run does: lease, teacher check, attempt count, train (resuming), release.
 
 Idempotent: a run already finished, cancelled or failed is left alone; a run whose lease is
 held elsewhere is left to its holder. So a redelivered or duplicated message is harmless.
+
+A distilled (REKD) run trains only once its teacher run has completed. A pipeline sends the
+student after the teacher's task returns, but that task returns however the teacher ended,
+and a hand-posted student or a teacher handed back at a worker shutdown is not ordered at
+all: so the student fails here if its teacher failed, and waits (queued) while it has not ended.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from backend.settings import Settings
+from rekd_core.config import ExperimentConfig
 from rekd_core.runstore import RunStore, now_iso
 from rekd_core.trainer import train
 
@@ -59,6 +66,24 @@ def _finish_without_training(store: RunStore, publish: StreamPublisher, state: s
     publish(store.append_event({"type": "finished", "step": step, "state": state, **extra}))
 
 
+def teacher_verdict(cfg: ExperimentConfig) -> tuple[str, str | None]:
+    """("train", None), ("wait", teacher id) or ("fail", reason) for a run about to train."""
+    if cfg.mode != "rekd" or not cfg.model.teacher_run:
+        return "train", None
+    path = Path(cfg.model.teacher_run)
+    teacher_id = path.name
+    if not path.is_dir():
+        return "fail", f"teacher run {teacher_id} is missing: no directory {path}"
+    st = RunStore(path).status()
+    state = st.get("state")
+    if state in ("failed", "cancelled"):
+        return "fail", f"teacher run {teacher_id} ended {state}" + (f": {st['error']}" if st.get("error") else "")
+    if state in ("queued", "running"):
+        return "wait", teacher_id
+    # completed, or a directory without a status (made by hand): the trainer checks its checkpoint
+    return "train", None
+
+
 def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: str,
                  shutting_down: threading.Event | None = None,
                  requeue: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -78,6 +103,19 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
         if r.exists(keys.cancel(run_id)):
             _finish_without_training(store, publish, "cancelled", None)
             return {"run_id": run_id, "state": "cancelled"}
+        cfg = store.config()
+        verdict, detail = teacher_verdict(cfg)
+        if verdict == "fail":
+            # nothing was tried: not an attempt, and no crash to count
+            store.write_status(waiting_for=None)
+            _finish_without_training(store, publish, "failed", detail)
+            return {"run_id": run_id, "state": "failed", "error": detail}
+        if verdict == "wait":
+            if status.get("waiting_for") != detail:
+                store.write_status(waiting_for=detail)
+            return {"run_id": run_id, "state": "waiting", "waiting_for": detail}
+        if status.get("waiting_for"):
+            store.write_status(waiting_for=None)
         attempts = int(status.get("attempts", 0)) + 1
         if attempts > settings.max_attempts:
             reason = (f"gave up after {attempts - 1} starts that did not finish (the worker died or was lost "
@@ -85,7 +123,6 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
             _finish_without_training(store, publish, "failed", reason)
             return {"run_id": run_id, "state": "failed", "error": reason}
         store.write_status(attempts=attempts, worker=worker_id)
-        cfg = store.config()
         stop = StopWhen(r, run_id, lease, shutting_down or threading.Event())
         with lease.kept_alive():
             try:

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import redis
+from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from backend.settings import get_settings
@@ -36,10 +37,21 @@ def enqueue(run_id: str) -> None:
     app.send_task(TRAIN_TASK, args=[run_id], queue=get_settings().queue)
 
 
-@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
-def train_run(run_id: str) -> dict[str, Any]:
-    return run_training(run_id, settings=get_settings(), r=get_redis(), worker_id=WORKER_ID,
-                        shutting_down=SHUTTING_DOWN, requeue=enqueue)
+def teacher_wait_s(retries: int) -> float:
+    """Delay before a student looks at its teacher again: every 5 s for the first half minute,
+    then doubling up to a minute, so a student queued behind a day-long teacher polls rarely."""
+    return min(5.0 * 2 ** (retries // 6), 60.0)
+
+
+# max_retries=None: a student waits for its teacher as long as the teacher trains
+@app.task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def train_run(self: Task, run_id: str) -> dict[str, Any]:
+    out = run_training(run_id, settings=get_settings(), r=get_redis(), worker_id=WORKER_ID,
+                       shutting_down=SHUTTING_DOWN, requeue=enqueue)
+    if out["state"] == "waiting":
+        # the run's lease is released by now; the retry is the same task (and chain) again, later
+        raise self.retry(countdown=teacher_wait_s(self.request.retries))
+    return out
 
 
 @worker_shutting_down.connect
