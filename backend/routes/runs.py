@@ -16,15 +16,16 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from rekd_core.config import ConfigError, apply_overrides, parse_config
+from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, parse_config
 from rekd_core.presets import get_preset
-from rekd_core.runstore import RunStore, new_run_id, now_iso
+from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
 from worker import keys
 from worker.events import StreamPublisher
 from worker.lease import Lease
 
 from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
 from ..runs_fs import run_dir_or_404
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
@@ -62,6 +63,7 @@ class RunSummary(BaseModel):
     started: str | None = None
     finished: str | None = None
     error: str | None = None
+    waiting_for: str | None = Field(None, description="queued until this teacher run completes")
 
 
 class RunDetail(RunSummary):
@@ -92,6 +94,7 @@ def summarize(root: Path) -> RunSummary:
         best_dev_accuracy=best.get("accuracy") if best.get("accuracy", -1) >= 0 else None,
         test_accuracy=test.get("accuracy"), attempts=int(st.get("attempts", 0)), created=st.get("created"),
         started=st.get("started"), finished=st.get("finished"), error=st.get("error"),
+        waiting_for=st.get("waiting_for"),
     )
 
 
@@ -101,12 +104,18 @@ def _enqueue(run_id: str, queue: str) -> None:
     app.send_task(TRAIN_TASK, args=[run_id], queue=queue)
 
 
+def override_strings(overrides: dict[str, Any] | list[str]) -> list[str]:
+    """`{"optim.lr": 3e-4}` or `["optim.lr=3e-4"]` as `key=value` strings."""
+    if isinstance(overrides, list):
+        return overrides
+    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+
+
 def _config_from(body: RunCreate) -> Any:
     if (body.config is None) == (body.preset is None):
         raise HTTPException(422, [{"loc": ["body"], "msg": "give exactly one of `config` or `preset`",
                                    "type": "value_error"}])
-    overrides = body.overrides if isinstance(body.overrides, list) else [
-        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in body.overrides.items()]
+    overrides = override_strings(body.overrides)
     try:
         if body.preset is not None:
             return get_preset(body.preset).build(overrides)
@@ -117,10 +126,48 @@ def _config_from(body: RunCreate) -> Any:
                                    "type": "value_error"} for e in err.errors]) from None
 
 
+def _teacher_refused(msg: str) -> HTTPException:
+    return HTTPException(422, [{"loc": ["body", "config", "model", "teacher_run"], "msg": msg,
+                                "type": "value_error"}])
+
+
+def resolve_teacher(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
+    """A distilled run's teacher as an absolute run directory, checked now rather than on a worker.
+
+    `model.teacher_run` may name a run of this service by id, or give a directory. The teacher
+    must be an RE run that has not ended without completing; one still queued or running is
+    fine: the worker waits for it.
+    """
+    given = cfg.model.teacher_run
+    if cfg.mode != "rekd" or not given:
+        return cfg
+    by_id = settings.runs_dir / given
+    if RUN_ID_RE.fullmatch(given) and (by_id / "config.json").is_file():
+        path = by_id.resolve()
+    elif Path(given).is_dir():
+        path = Path(given).resolve()
+    else:
+        raise _teacher_refused(f"{given!r} is neither a run id under the runs directory nor an existing directory")
+    try:
+        teacher = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise _teacher_refused(f"{given!r} is not a run directory (no readable config.json)") from None
+    if teacher.get("mode") != "re":
+        raise _teacher_refused(f"teacher run {path.name} is a {teacher.get('mode')!r} run; "
+                               "a teacher must be an RE run (mode 're')")
+    state = RunStore(path).status().get("state")
+    if state in ("failed", "cancelled"):
+        raise _teacher_refused(f"teacher run {path.name} ended {state}; distil from a completed (or still "
+                               "queued or running) RE run")
+    data = config_to_dict(cfg)
+    data["model"]["teacher_run"] = str(path)
+    return parse_config(data)
+
+
 @router.post("/api/runs", status_code=201, response_model=RunCreated, dependencies=[TokenDep],
              responses={422: {"description": "invalid config: each error names its field"}})
 def create_run(body: RunCreate, settings: SettingsDep, response: Response) -> RunCreated:
-    cfg = _config_from(body)
+    cfg = resolve_teacher(_config_from(body), settings)
     run_id = new_run_id(cfg.name)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     RunStore.create(settings.run_dir(run_id), cfg)
