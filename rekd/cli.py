@@ -42,7 +42,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         rproc, redis_url = services.start_redis(runs_dir / ".redis")
         procs.append(rproc)
         print(f"rekd: embedded Redis at {redis_url} (data in {runs_dir / '.redis'})", file=sys.stderr)
-    env = {**os.environ, "REKD_REDIS_URL": redis_url, "REKD_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "REKD_REDIS_URL": redis_url, "REKD_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1",
+           **services.ui_env(host, port)}
     try:
         for i in range(args.workers):
             procs.append(services.spawn(services.worker_cmd(settings.queue, f"rekd-worker{i}"), env, f"[worker{i}]"))
@@ -88,14 +89,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"rekd: refusing to serve on {host} without REKD_API_TOKEN; pass --insecure to override",
               file=sys.stderr)
         return 2
-    os.execv(sys.executable, services.api_cmd(host, port))
+    os.environ.update(services.ui_env(host, port))
+    os.execv(sys.executable, services.api_cmd(host, port, ui=not args.no_ui))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = core_cli.build_parser()
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    up = sub.add_parser("up", help="start everything on this machine: Redis (embedded), a worker, the API")
+    up = sub.add_parser("up", help="start everything here: Redis (embedded), a worker, the API and the web UI")
     up.add_argument("--host", help="bind address (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="port (default 8000)")
     up.add_argument("--workers", type=int, default=1, help="worker processes (one run each at a time)")
@@ -105,10 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="start one worker (for a deployment: REKD_REDIS_URL, REKD_RUNS_DIR)")
     w.add_argument("--queues", help="comma-separated queues to consume (default: REKD_QUEUE or 'rekd')")
     w.set_defaults(func=cmd_worker)
-    s = sub.add_parser("serve", help="start the API server alone")
+    s = sub.add_parser("serve", help="start the API server (with the web UI at /) without Redis or workers")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--insecure", action="store_true")
+    s.add_argument("--no-ui", action="store_true", help="the API alone, without the web UI at /")
     s.set_defaults(func=cmd_serve)
     return ap
 

@@ -64,9 +64,18 @@ def worker_cmd(queues: str, name: str = "rekd-worker") -> list[str]:
             "--without-mingle", "--without-gossip"]
 
 
-def api_cmd(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "backend.main:app", "--host", host, "--port", str(port),
+def api_cmd(host: str, port: int, ui: bool = True) -> list[str]:
+    """uvicorn serving the API, with the web UI at `/` unless `ui` is False (`rekd.app` mounts it)."""
+    return [sys.executable, "-m", "uvicorn", "rekd.app:app" if ui else "backend.main:app", "--host", host,
+            "--port", str(port),
             "--log-level", "info", "--timeout-graceful-shutdown", "3"]
+
+
+def ui_env(host: str, port: int) -> dict[str, str]:
+    """Where the mounted UI finds the API: this same server, over loopback."""
+    from .app_url import api_url
+
+    return {"REKD_API_URL": api_url(host, port)}
 
 
 def _pump(proc: subprocess.Popen, prefix: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .services import api_cmd, free_port, start_redis, wait_for_port, worker_cmd
+from .services import api_cmd, free_port, start_redis, ui_env, wait_for_port, worker_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ class Service:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_service(tmp: Path, workers: int = 1, **env_extra: str) -> Service:
+def start_service(tmp: Path, workers: int = 1, ui: bool = False, **env_extra: str) -> Service:
     runs = tmp / "runs"
     runs.mkdir()
     logs = tmp / "logs"
@@ -74,11 +74,12 @@ def start_service(tmp: Path, workers: int = 1, **env_extra: str) -> Service:
     redis_proc, url = start_redis(tmp / "redis")
     port = free_port()
     env = {**os.environ, "REKD_REDIS_URL": url, "REKD_RUNS_DIR": str(runs), "REKD_QUEUE": "rekd-test",
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env_extra}
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           **ui_env("127.0.0.1", port), **env_extra}
     svc = Service(base=f"http://127.0.0.1:{port}", runs_dir=runs, redis_url=url, env=env, log_dir=logs)
     svc.procs["redis"] = redis_proc
     api_log = open(logs / "api.log", "wb")
-    svc.procs["api"] = subprocess.Popen(api_cmd("127.0.0.1", port), env=env, cwd=ROOT, stdout=api_log,
+    svc.procs["api"] = subprocess.Popen(api_cmd("127.0.0.1", port, ui=ui), env=env, cwd=ROOT, stdout=api_log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(workers):
         svc.start_worker()

@@ -1,0 +1,116 @@
+"""The UI's only way to the backend: its HTTP API (no torch, no engine imports here)."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """A refused request, with the backend's message and, for 422, the message of each field."""
+
+    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or {}
+
+
+def _field_of(loc: list[Any]) -> str:
+    # ["body", "config", "loss", "alpha"] -> "loss.alpha"; ["body", "name"] -> "name"
+    parts = [str(p) for p in loc]
+    while parts and parts[0] in ("body", "config", "preset", "overrides"):
+        parts = parts[1:]
+    return ".".join(parts) or "request"
+
+
+def error_from(resp: httpx.Response) -> ApiError:
+    try:
+        detail = resp.json().get("detail")
+    except ValueError:
+        detail = resp.text[:300] or resp.reason_phrase
+    if isinstance(detail, list):  # FastAPI / pydantic validation errors
+        fields: dict[str, str] = {}
+        for err in detail:
+            if isinstance(err, dict):
+                key = _field_of(err.get("loc") or [])
+                fields[key] = f"{fields[key]}; {err.get('msg')}" if key in fields else str(err.get("msg"))
+        text = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        return ApiError(resp.status_code, text or "invalid request", fields)
+    return ApiError(resp.status_code, str(detail))
+
+
+class ApiClient:
+    """Synchronous client for the rekd API; every failure becomes an ApiError."""
+
+    def __init__(self, base: str, token: str | None = None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base = base.rstrip("/")
+        self._http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.HTTPError as err:
+            raise ApiError(503, f"the API at {self.base} did not answer ({type(err).__name__}: {err})") from None
+        if resp.status_code >= 400:
+            raise error_from(resp)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    # --- meta ---
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/api/health")
+
+    def presets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/presets")
+
+    def config_schema(self) -> dict[str, Any]:
+        return self._call("GET", "/api/config/schema")
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/pipelines")
+
+    def launch_pipeline(self, name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+        return self._call("POST", "/api/pipelines", json={"name": name, "overrides": overrides or []})
+
+    # --- runs ---
+    def runs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/runs")
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/runs/{run_id}")
+
+    def launch(self, preset: str | None = None, overrides: list[str] | None = None,
+               config: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"overrides": overrides or []}
+        body.update({"preset": preset} if config is None else {"config": config})
+        return self._call("POST", "/api/runs", json=body)
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/runs/{run_id}/cancel")
+
+    def metrics(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/runs/{run_id}/metrics")
+
+    def examples(self, run_id: str, *, step: int | None = None, offset: int = 0, limit: int = 12,
+                 filter: str = "all", label: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"offset": offset, "limit": limit, "filter": filter}
+        if step is not None:
+            params["step"] = step
+        if label is not None:
+            params["label"] = label
+        return self._call("GET", f"/api/runs/{run_id}/examples", params=params)
+
+    def explain(self, run_id: str, *, image_path: str | None = None, text: str | None = None) -> dict[str, Any]:
+        data = {"run_id": run_id}
+        if image_path is not None:
+            path = Path(image_path)
+            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            with path.open("rb") as fh:
+                return self._call("POST", "/api/explain", data=data, files={"file": (path.name, fh, mime)})
+        return self._call("POST", "/api/explain", data={**data, "text": text or ""})

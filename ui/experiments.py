@@ -1,0 +1,258 @@
+"""Experiments view: the demo pipelines, the launch form (from the config schema) and the run table."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import form
+from .client import ApiClient, ApiError
+from .render import message
+from .runs_table import ACTIVE, HEADERS, ID_COLUMN, choices, newest_first, table_rows
+
+DEMOS = (("demo-fmnist", "Fashion-MNIST demo", "images: 28 px, 49 patches"),
+         ("demo-rt", "Rotten Tomatoes demo", "reviews: MiniLM tokenizer, 64 tokens"))
+DEFAULT_PRESET = "demo-fmnist-teacher"
+# the form's layout: pairs of related fields side by side
+ROWS = (("mode", "data.dataset"), ("model.teacher_run",),
+        ("model.student.embed_dim", "model.student.depth"), ("model.student.hidden_size", "model.student.num_layers"),
+        ("loss.alpha", "loss.lambda_R"), ("loss.lambda_select", "loss.p_target"),
+        ("schedule.tau0", "schedule.tau_final"), ("train.max_steps", "train.epochs"),
+        ("train.batch_size", "train.seed"))
+FIELD = {f.path: f for f in form.MAIN_FIELDS}
+
+
+def _elem(path: str) -> str:
+    return "f-" + path.replace(".", "-").replace("_", "-").lower()
+
+
+@dataclass
+class ExperimentsView:
+    table_outputs: list[Any]
+    choice_outputs: list[Any]
+    init_fn: Any
+    init_outputs: list[Any]
+    launched: gr.State
+    selected: gr.Dropdown
+    to_monitor: gr.Button
+    to_rationales: gr.Button
+    to_explain: gr.Button
+
+
+def _widget(f: form.Field) -> gr.components.Component:
+    kw: dict[str, Any] = {"label": f.label, "elem_id": _elem(f.path), "interactive": True}
+    if f.path in ("mode",):
+        return gr.Dropdown(choices=["cls", "re", "rekd"], **kw)
+    if f.path in ("data.dataset", "model.teacher_run"):
+        return gr.Dropdown(choices=[], allow_custom_value=True, **kw)
+    ints = ("embed_dim", "depth", "hidden_size", "num_layers", "max_steps", "batch_size", "seed")
+    return gr.Number(precision=0 if f.path.rsplit(".", 1)[-1] in ints else None, **kw)
+
+
+def refresh(runs: list[dict[str, Any]]) -> list[Any]:
+    """Outputs for table_outputs: the empty-state hero and the run table."""
+    return [gr.update(visible=not runs), gr.update(value=table_rows(newest_first(runs)))]
+
+
+def refresh_choices(runs: list[dict[str, Any]]) -> list[Any]:
+    """Outputs for choice_outputs: the run picker and the teacher picker (completed RE runs)."""
+    teachers = choices(runs, lambda r: r.get("mode") == "re" and r["state"] == "completed")
+    return [gr.update(choices=choices(runs)), gr.update(choices=teachers)]
+
+
+def _field_errors(err: ApiError) -> tuple[dict[str, str], list[str]]:
+    """Map the backend's errors to the form's fields; the rest are shown above the Launch button."""
+    on_field: dict[str, str] = {}
+    general = []
+    for key, msg in (err.fields or {"request": err.message}).items():
+        if key in form.MAIN_PATHS:
+            on_field[key] = msg
+            continue
+        # a cross-field rule ("mode 'rekd' needs model.teacher_run") belongs next to the field it names
+        named = [p for p in form.MAIN_PATHS if re.search(rf"\b{re.escape(p)}\b", msg)]
+        for p in named:
+            on_field.setdefault(p, msg)
+        general.append(f"{key}: {msg}" if key not in ("request", "(config)") else msg)
+    return on_field, general
+
+
+def build(api: ApiClient) -> ExperimentsView:
+    presets_state = gr.State({})
+    with gr.Column(visible=False, elem_classes="rk-hero", elem_id="rk-hero") as hero:
+        gr.Markdown("### No runs yet — start with a demo\nOne click queues a whole offline pipeline: an RE "
+                    "**teacher**, then small students trained without a rationale (**CLS**), as plain **RE**, "
+                    "and distilled from the teacher (**REKD**). Training starts within seconds; watch it in "
+                    "*Monitor*, then compare teacher and student rationales in *Rationales*.")
+        with gr.Row():
+            demo_buttons = [gr.Button(f"▶ {label}", variant="primary", elem_id=f"btn-{name}")
+                            for name, label, _ in DEMOS]
+        gr.Markdown(" · ".join(f"**{label}**: {what}" for _, label, what in DEMOS))
+    demo_msg = gr.HTML("", elem_id="demo-msg")
+    launched = gr.State([])
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=360):
+            gr.Markdown("### Launch a run")
+            preset = gr.Dropdown(label="preset", elem_id="f-preset", interactive=True,
+                                 info="a named config; the fields below start from it")
+            preset_info = gr.Markdown("", elem_id="preset-info")
+            widgets: dict[str, Any] = {}
+            for row in ROWS:
+                with gr.Row():
+                    for path in row:
+                        widgets[path] = _widget(FIELD[path])
+            with gr.Accordion("Advanced", open=False):
+                advanced = gr.Textbox(label="more overrides, one key.path=value per line", lines=3,
+                                      elem_id="f-advanced", placeholder="optim.lr=3e-4\ntrain.eval_every=50")
+                reference = gr.Markdown("", elem_id="advanced-reference")
+            launch_msg = gr.HTML("", elem_id="launch-msg")
+            launch_btn = gr.Button("Launch", variant="primary", elem_id="btn-launch")
+        with gr.Column(scale=3, min_width=480):
+            gr.Markdown("### Runs")
+            table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="runs-table",
+                                 wrap=True, max_height=460,
+                                 column_widths=["24%", "11%", "14%", "6%", "8%", "8%", "11%", "8%", "10%"])
+            with gr.Row():
+                selected = gr.Dropdown(label="selected run", choices=[], elem_id="run-selected", scale=3)
+                cancel_btn = gr.Button("Cancel run", variant="stop", elem_id="btn-cancel", scale=1)
+            with gr.Row():
+                to_monitor = gr.Button("Watch in Monitor", size="sm", elem_id="btn-to-monitor")
+                to_rationales = gr.Button("Open rationales", size="sm", elem_id="btn-to-rationales")
+                to_explain = gr.Button("Explain with it", size="sm", elem_id="btn-to-explain")
+            action_msg = gr.HTML("", elem_id="action-msg")
+
+    fields = list(widgets.values())
+    meta = gr.State({})  # per field: what it allows (its info line) and its schema default
+
+    # --- the form follows the preset -------------------------------------------------------------
+    def fill(name: str | None, presets: dict[str, Any], info: dict[str, Any]):
+        p = presets.get(name or "")
+        if p is None:
+            return [gr.skip()] * (2 + len(fields))
+        cfg = p["config"]
+        task = cfg.get("task", "vision")
+        updates = []
+        for path in widgets:
+            f = FIELD[path]
+            value = form.get_path(cfg, path)
+            if value is None and not info.get(path, {}).get("nullable", True):
+                value = info.get(path, {}).get("default")
+            visible = f.task is None or f.task == task
+            if path == "model.teacher_run":
+                visible = cfg.get("mode") == "rekd"
+            updates.append(gr.update(value=value, visible=visible, info=info.get(path, {}).get("info")))
+        text = f"{p['summary']}" + ("" if p["offline"] else " — **needs a network or a local cache** for its "
+                                    "data and weights")
+        return [text, "", *updates]
+
+    preset.change(fill, [preset, presets_state, meta], [preset_info, advanced, *fields],
+                  show_progress="hidden")
+    widgets["mode"].change(lambda m: gr.update(visible=m == "rekd"), widgets["mode"],
+                           widgets["model.teacher_run"], show_progress="hidden")
+
+    def init():
+        try:
+            schema = api.config_schema()
+            presets = {p["name"]: p for p in api.presets()}
+        except ApiError as err:
+            return [gr.skip(), {}, {}, message(f"could not load the config schema: {err.message}"),
+                    *[gr.skip()] * len(fields), gr.skip()]
+        ordered = sorted(presets.values(), key=lambda p: (not p["offline"], not p["name"].startswith("demo"),
+                                                          p["name"]))
+        datasets = sorted({form.get_path(p["config"], "data.dataset") for p in ordered} - {None})
+        info: dict[str, Any] = {}
+        updates = []
+        for path in widgets:
+            spec = form.lookup(schema, path) or {}
+            # the info line is Markdown: a formula's * and _ must stay characters
+            described = form.describe(spec).replace("*", "\\*").replace("_", "\\_")
+            info[path] = {"info": described or None, "default": spec.get("default"),
+                          "nullable": spec.get("nullable", True)}
+            kw: dict[str, Any] = {"info": info[path]["info"]}
+            if path == "mode":
+                kw["choices"] = form.choices_of(spec)
+            elif path == "data.dataset":
+                kw["choices"] = datasets
+            updates.append(gr.update(**kw))
+        rows = form.advanced_reference(schema)
+        ref = ("| field | type | allowed |\n|---|---|---|\n"
+               + "\n".join(f"| `{p}` | {k} | {d.replace('|', '/')} |" for p, k, d in rows))
+        start = DEFAULT_PRESET if DEFAULT_PRESET in presets else next(iter(presets), None)
+        return [gr.update(choices=[(f"{p['name']}{'' if p['offline'] else '  (network)'}", p["name"])
+                                   for p in ordered], value=start),
+                presets, info, "", *updates, ref]
+
+    init_outputs = [preset, presets_state, meta, launch_msg, *fields, reference]
+
+    # --- launch ------------------------------------------------------------------------------------
+    def launch(name: str | None, presets: dict[str, Any], info: dict[str, Any], adv: str, *values: Any):
+        # every field's info line back to what it allows; a refused field's line becomes its error
+        plain = [gr.update(info=info.get(path, {}).get("info")) for path in widgets]
+        p = presets.get(name or "")
+        if p is None:
+            return [message("pick a preset first"), *plain, gr.skip()]
+        by_path = dict(zip(widgets, values))
+        if by_path.get("mode") != "rekd":
+            by_path.pop("model.teacher_run", None)
+        try:
+            overrides = form.overrides_from(p["config"], by_path, p["config"].get("task"))
+            overrides += form.parse_advanced(adv or "")
+        except ValueError as err:
+            return [message(str(err)), *plain, gr.skip()]
+        try:
+            created = api.launch(preset=name, overrides=overrides)
+        except ApiError as err:
+            on_field, general = _field_errors(err)
+            marked = [gr.update(info=f"⚠ {on_field[path]}") if path in on_field else u
+                      for path, u in zip(widgets, plain)]
+            text = "the run was not launched: " + ("; ".join(general) if general else "see the fields marked ⚠")
+            return [message(text), *marked, gr.skip()]
+        changed = ", ".join(overrides) or "no changes"
+        return [message(f"queued {created['id']} (preset {name}; {changed})", "ok-msg"), *plain, [created["id"]]]
+
+    launch_btn.click(launch, [preset, presets_state, meta, advanced, *fields], [launch_msg, *fields, launched])
+
+    def launch_demo(name: str):
+        try:
+            out = api.launch_pipeline(name)
+        except ApiError as err:
+            return message(f"could not start {name}: {err.message}"), gr.skip()
+        ids = [r["id"] for r in out["runs"]]
+        roles = ", ".join(r["role"] for r in out["runs"])
+        return message(f"queued {len(ids)} runs of {name} ({roles}); the students wait for the teacher "
+                       "where they distil from it", "ok-msg"), ids
+
+    for (name, _, _), btn in zip(DEMOS, demo_buttons):
+        btn.click(lambda n=name: launch_demo(n), None, [demo_msg, launched])
+
+    # --- run actions -----------------------------------------------------------------------------
+    def on_row(evt: gr.SelectData, rows: Any):
+        try:
+            return rows.iloc[evt.index[0], ID_COLUMN]
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return gr.skip()
+
+    table.select(on_row, [table], selected, show_progress="hidden")
+
+    def cancel(run_id: str | None):
+        if not run_id:
+            return message("select a run first")
+        try:
+            state = api.run(run_id)["state"]
+            if state not in ACTIVE:
+                return message(f"{run_id} is already {state}", "info")
+            out = api.cancel(run_id)
+        except ApiError as err:
+            return message(err.message)
+        return message(f"cancel requested for {out['id']} (it stops at its next step; its checkpoint is kept)",
+                       "info")
+
+    cancel_btn.click(cancel, selected, action_msg)
+
+    return ExperimentsView(
+        table_outputs=[hero, table], choice_outputs=[selected, widgets["model.teacher_run"]],
+        init_fn=init, init_outputs=init_outputs, launched=launched, selected=selected,
+        to_monitor=to_monitor, to_rationales=to_rationales, to_explain=to_explain)

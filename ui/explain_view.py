@@ -1,0 +1,60 @@
+"""Explain view: a user's own image or review, explained by a trained run (and its teacher)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import render
+from .client import ApiClient, ApiError
+from .runs_table import choices
+
+REVIEWS = ["A gorgeous, witty, seductive movie.", "The plot is a mess and the acting is worse.",
+           "Too long by half, but the final act is devastating and beautifully shot."]
+
+
+@dataclass
+class ExplainView:
+    run: gr.Dropdown
+    choice_outputs: list[Any]
+
+
+def refresh_choices(runs: list[dict[str, Any]]) -> list[Any]:
+    # any run that has written a checkpoint can explain; completed ones are the usual pick
+    return [gr.update(choices=choices(runs, lambda r: r["state"] == "completed" or r.get("step", 0) > 0))]
+
+
+def build(api: ApiClient) -> ExplainView:
+    run = gr.Dropdown(label="trained run", choices=[], elem_id="exp-run")
+    with gr.Row():
+        image = gr.File(label="an image (PNG, JPEG, GIF, BMP, WEBP) — for image runs", type="filepath",
+                        elem_id="exp-file")
+        text = gr.Textbox(label="or a review — for text runs", lines=5, elem_id="exp-text",
+                          placeholder="Paste a movie review…")
+    gr.Examples(REVIEWS, inputs=text, label="example reviews")
+    go_btn = gr.Button("Explain", variant="primary", elem_id="btn-explain")
+    out = gr.HTML("", elem_id="exp-out")
+
+    def explain(run_id: str | None, path: str | None, review: str | None):
+        if not run_id:
+            return render.message("pick a trained run first")
+        review = (review or "").strip()
+        if not path and not review:
+            return render.message("upload an image or paste a review")
+        try:
+            task = api.run(run_id).get("task")
+            use_image = bool(path) and (not review or task != "text")
+            ex = api.explain(run_id, image_path=path if use_image else None, text=None if use_image else review)
+        except ApiError as err:
+            hint = {413: "the file is too large", 415: "this file type is not supported",
+                    422: "the input was refused", 409: "the run cannot explain yet"}.get(err.status, "error")
+            return render.message(f"{hint}: {err.message}")
+        except OSError as err:
+            return render.message(f"could not read the upload: {err}")
+        return render.explanation(ex, image=render.data_url(path) if use_image and path else None,
+                                  text=None if use_image else review)
+
+    go_btn.click(explain, [run, image, text], out)
+    return ExplainView(run=run, choice_outputs=[run])

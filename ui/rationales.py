@@ -1,0 +1,93 @@
+"""Rationales view: the saved eval snapshots, example by example, teacher beside student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import render
+from .client import ApiClient, ApiError
+from .runs_table import choices
+
+PAGE = 12
+FILTERS = [("all", "all"), ("student correct", "correct"), ("student wrong", "wrong"),
+           ("teacher and student disagree", "disagree")]
+ALL_CLASSES = "all classes"
+
+
+@dataclass
+class RationalesView:
+    run: gr.Dropdown
+    choice_outputs: list[Any]
+
+
+def refresh_choices(runs: list[dict[str, Any]]) -> list[Any]:
+    # a run has snapshots once it has evaluated; queued ones have nothing to show yet
+    return [gr.update(choices=choices(runs, lambda r: r["state"] != "queued" and r.get("mode") != "cls"))]
+
+
+def build(api: ApiClient) -> RationalesView:
+    with gr.Row():
+        run = gr.Dropdown(label="run", choices=[], elem_id="rat-run", scale=3)
+        flt = gr.Radio(FILTERS, value="all", label="show", elem_id="rat-filter", scale=3)
+        cls = gr.Dropdown([ALL_CLASSES], value=ALL_CLASSES, label="true class", elem_id="rat-class", scale=1)
+    step = gr.Slider(0, 1, value=0, step=1, label="evaluation (drag to see the rationale change as τ falls)",
+                     elem_id="rat-step")
+    header = gr.Markdown("", elem_id="rat-header")
+    with gr.Row():
+        prev_btn = gr.Button("◀ previous", size="sm", elem_id="rat-prev")
+        next_btn = gr.Button("next ▶", size="sm", elem_id="rat-next")
+        refresh_btn = gr.Button("↻ latest snapshot", size="sm", elem_id="rat-refresh")
+    grid = gr.HTML("", elem_id="rat-grid")
+    steps_state = gr.State([])
+    offset_state = gr.State(0)
+
+    def show(run_id: str | None, step_idx: float | None, filter_: str, label: str, offset: int,
+             steps: list[int], latest: bool = False):
+        if not run_id:
+            return (gr.skip(), "", render.message("pick a run (one that has evaluated at least once)", "info"),
+                    steps, 0, gr.skip())
+        try:
+            names_page = None
+            want = None if latest or not steps else steps[min(int(step_idx or 0), len(steps) - 1)]
+            label_idx = None
+            if label and label != ALL_CLASSES:
+                names_page = api.examples(run_id, limit=1, step=want)
+                label_idx = names_page["class_names"].index(label)
+            page = api.examples(run_id, step=want, offset=offset, limit=PAGE, filter=filter_, label=label_idx)
+        except ApiError as err:
+            return (gr.skip(), "", render.message(err.message, "info" if err.status == 409 else "error"),
+                    steps, 0, gr.skip())
+        except ValueError:
+            return show(run_id, step_idx, filter_, ALL_CLASSES, 0, steps)
+        new_steps = page["steps"]
+        idx = new_steps.index(page["step"])
+        tau = "" if page["tau"] is None else f" · τ = {page['tau']:.3g}"
+        shown = f"{page['offset'] + 1}–{page['offset'] + len(page['items'])}" if page["items"] else "0"
+        teacher = "teacher beside student" if page["has_teacher"] else "no teacher (not a distilled run)"
+        head = (f"**step {page['step']}**{tau} · {page['total']} examples match · showing {shown} · {teacher} · "
+                f"amber = selected; hover a patch or token for its keep probability")
+        slider = gr.update(minimum=0, maximum=max(len(new_steps) - 1, 1), value=idx, interactive=len(new_steps) > 1,
+                           label=f"evaluation {idx + 1} of {len(new_steps)} (step {page['step']}{tau}); "
+                                 "drag to see the rationale change as τ falls")
+        classes = gr.update(choices=[ALL_CLASSES, *page["class_names"]])
+        return slider, head, render.examples_grid(page), new_steps, page["offset"], classes
+
+    outputs = [step, header, grid, steps_state, offset_state, cls]
+    run.change(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
+               show_progress="hidden")
+    step.release(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
+                 show_progress="hidden")
+    flt.change(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
+               show_progress="hidden")
+    cls.input(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
+              show_progress="hidden")
+    prev_btn.click(lambda r, s, f, c, o, st: show(r, s, f, c, max(o - PAGE, 0), st),
+                   [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden")
+    next_btn.click(lambda r, s, f, c, o, st: show(r, s, f, c, o + PAGE, st),
+                   [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden")
+    refresh_btn.click(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
+                      show_progress="hidden")
+    return RationalesView(run=run, choice_outputs=[run])

@@ -1,0 +1,202 @@
+"""HTML for rationales: patches over images (SVG), highlighted tokens, probability bars.
+
+Everything is computed from the API's JSON (masks, selection probabilities, patch boxes, token
+spans); the browser draws it, so no image library is needed here. Every string that came from
+a user or a dataset is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+SELECTED = "#f59e0b"  # amber: the rationale
+DIM_OPACITY = 0.72
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def data_url(path: str) -> str:
+    mime = mimetypes.guess_type(path)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+
+
+def patch_overlay(image: str, patches: list[dict[str, Any]], mask: list[int] | None,
+                  sel_prob: list[float] | None = None, size: tuple[int, int] | None = None,
+                  width: int = 168, title: str = "") -> str:
+    """The image with the selected patches at full brightness, the rest dimmed, the patch grid drawn.
+
+    `patches` carry pixel boxes in the image's own coordinates; hovering a patch shows its keep
+    probability. A CLS run (mask None) shows the plain image with the grid.
+    """
+    w = size[1] if size else max((p["box"][2] for p in patches), default=1)
+    h = size[0] if size else max((p["box"][3] for p in patches), default=1)
+    parts = [f'<svg class="rk-overlay" viewBox="0 0 {w} {h}" width="{width}" height="{round(width * h / w)}" '
+             f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(title)}">',
+             f'<image href="{esc(image)}" x="0" y="0" width="{w}" height="{h}" preserveAspectRatio="none" '
+             'style="image-rendering:pixelated"/>']
+    for p in patches:
+        i = p["index"]
+        x0, y0, x1, y1 = p["box"]
+        kept = mask is None or (i < len(mask) and mask[i])
+        prob = sel_prob[i] if sel_prob is not None and i < len(sel_prob) else None
+        tip = f"patch ({p['row']}, {p['col']})" + (f": keep probability {prob:.2f}" if prob is not None else "")
+        tip += ", selected" if kept and mask is not None else ""
+        fill = "none" if kept else f"rgba(8,10,20,{DIM_OPACITY})"
+        stroke = SELECTED if kept and mask is not None else "rgba(255,255,255,0.28)"
+        parts.append(f'<rect class="rk-patch{" rk-kept" if kept and mask is not None else ""}" x="{x0}" y="{y0}" '
+                     f'width="{x1 - x0}" height="{y1 - y0}" fill="{fill}" stroke="{stroke}" '
+                     f'stroke-width="{1.6 if kept and mask is not None else 0.6}" '
+                     f'vector-effect="non-scaling-stroke"><title>{esc(tip)}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def token_highlight(text: str, positions: list[dict[str, Any]], mask: list[int] | None,
+                    sel_prob: list[float] | None = None) -> str:
+    """The text with selected tokens highlighted; the others shaded by their keep probability."""
+    out, cursor = [], 0
+    for p in positions:
+        if not p.get("selectable", True):
+            continue
+        start, end = p["span"]
+        if start < cursor or end <= start:
+            continue  # a sub-word that shares its characters with the previous token
+        out.append(esc(text[cursor:start]))
+        i = p["index"]
+        kept = mask is not None and i < len(mask) and bool(mask[i])
+        prob = sel_prob[i] if sel_prob is not None and i < len(sel_prob) else None
+        tip = f"{p['token']}" + (f": keep probability {prob:.2f}" if prob is not None else "")
+        if kept:
+            style = f"background:{SELECTED};color:#111;font-weight:600"
+        elif prob is not None:
+            style = f"background:rgba(245,158,11,{0.45 * prob:.3f})"
+        else:
+            style = ""
+        cls = "rk-tok rk-kept" if kept else "rk-tok"
+        out.append(f'<span class="{cls}" style="{style}" title="{esc(tip)}">{esc(text[start:end])}</span>')
+        cursor = end
+    out.append(esc(text[cursor:]))
+    return f'<div class="rk-text">{"".join(out)}</div>'
+
+
+def prob_bars(probs: dict[str, float] | list[float], class_names: list[str] | None = None, top: int = 5,
+              highlight: str | None = None) -> str:
+    items = list(probs.items()) if isinstance(probs, dict) else list(zip(class_names or [], probs))
+    items.sort(key=lambda kv: -kv[1])
+    rows = []
+    for name, p in items[:top]:
+        hi = " rk-hi" if name == highlight else ""
+        rows.append(f'<div class="rk-bar{hi}"><span class="rk-bar-name">{esc(name)}</span>'
+                    f'<span class="rk-bar-track"><span class="rk-bar-fill" style="width:{100 * p:.1f}%"></span>'
+                    f'</span><span class="rk-bar-val">{100 * p:.1f}%</span></div>')
+    return f'<div class="rk-bars">{"".join(rows)}</div>'
+
+
+def _side_html(role: str, side: dict[str, Any], page: dict[str, Any], item: dict[str, Any]) -> str:
+    names = page["class_names"]
+    pred = names[side["pred"]]
+    ok = side["pred"] == item["label"]
+    if page["modality"] == "vision":
+        body = patch_overlay(item["image"], page["patches"] or [], side.get("mask"), side.get("sel_prob"),
+                             tuple(page["image_size"]) if page.get("image_size") else None,
+                             title=f"{role} rationale")
+    else:
+        body = token_highlight(item.get("text") or "", item.get("positions") or [], side.get("mask"),
+                               side.get("sel_prob"))
+    mask = side.get("mask")
+    frac = f" · {100 * sum(mask) / max(len(mask), 1):.0f}% kept" if mask else ""
+    return (f'<div class="rk-side rk-{role}"><div class="rk-side-head"><b>{role}</b> → '
+            f'<span class="{"rk-ok" if ok else "rk-bad"}">{esc(pred)} {"✓" if ok else "✗"}</span>'
+            f' <span class="rk-dim">{100 * max(side["probs"]):.0f}%{frac}</span></div>{body}</div>')
+
+
+def example_card(page: dict[str, Any], item: dict[str, Any]) -> str:
+    names = page["class_names"]
+    sides = [_side_html("student", item["student"], page, item)]
+    if item.get("teacher"):
+        sides.append(_side_html("teacher", item["teacher"], page, item))
+    agree = item.get("agree")
+    badge = "" if agree is None else f'<span class="rk-badge" title="IoU of the two masks">IoU {agree:.2f}</span>'
+    disagree = item.get("teacher") and item["teacher"]["pred"] != item["student"]["pred"]
+    flag = '<span class="rk-badge rk-warn">disagree</span>' if disagree else ""
+    return (f'<div class="rk-card" data-index="{item["index"]}"><div class="rk-card-head">#{item["row"]} · true '
+            f'<b>{esc(names[item["label"]])}</b> {badge}{flag}</div><div class="rk-sides">{"".join(sides)}</div></div>')
+
+
+def examples_grid(page: dict[str, Any]) -> str:
+    if not page["items"]:
+        return '<div class="rk-empty">No example matches these filters at this step.</div>'
+    return f'<div class="rk-grid">{"".join(example_card(page, it) for it in page["items"])}</div>'
+
+
+def _explanation_side(role: str, ex: dict[str, Any], image: str | None, text: str | None) -> str:
+    head = (f'<div class="rk-side-head"><b>{role}</b> ({esc(ex["run"])}, step {ex["checkpoint_step"]}) → '
+            f'<span class="rk-pred">{esc(ex["label"])}</span> '
+            f'<span class="rk-dim">{100 * ex["selected_fraction"]:.0f}% of positions kept</span></div>')
+    bars = prob_bars(ex["probabilities"], highlight=ex["label"])
+    if ex["modality"] == "vision":
+        overlay = patch_overlay(image or "", ex["positions"], ex["mask"], ex["selection_prob"], width=240,
+                                title=f"{role} rationale")
+        seen = (f'<figure><img class="rk-masked" src="{esc(ex["masked_input"])}" width="240" '
+                'style="image-rendering:pixelated" alt="what the predictor saw"/>'
+                '<figcaption>exactly what the predictor saw</figcaption></figure>')
+        body = (f'<div class="rk-pair"><figure>{overlay}<figcaption>rationale over the input</figcaption>'
+                f'</figure>{seen}</div>')
+    else:
+        body = (token_highlight(text or "", ex["positions"], ex["mask"], ex["selection_prob"])
+                + f'<div class="rk-seen"><span class="rk-dim">what the predictor saw:</span> '
+                  f'{esc(ex["masked_input"])}</div>')
+    return f'<div class="rk-side rk-{role}">{head}{bars}{body}</div>'
+
+
+def explanation(ex: dict[str, Any], image: str | None = None, text: str | None = None) -> str:
+    sides = [_explanation_side("student" if ex.get("teacher") else "model", ex, image, text)]
+    if ex.get("teacher"):
+        sides.append(_explanation_side("teacher", ex["teacher"], image, text))
+    return f'<div class="rk-explain rk-sides">{"".join(sides)}</div>'
+
+
+def message(text: str, kind: str = "error") -> str:
+    return f'<div class="rk-msg rk-{kind}" role="alert">{esc(text)}</div>'
+
+
+CSS = """
+.rk-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:12px}
+.rk-card{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px}
+.rk-card-head{font-size:0.9em;margin-bottom:6px}
+.rk-sides{display:flex;gap:12px;flex-wrap:wrap}
+.rk-side{flex:1;min-width:170px}
+.rk-side-head{font-size:0.85em;margin-bottom:4px}
+.rk-ok{color:#16a34a;font-weight:600}.rk-bad{color:#dc2626;font-weight:600}
+.rk-dim{opacity:0.7}
+.rk-badge{font-size:0.75em;border-radius:6px;padding:1px 6px;margin-left:4px;
+  background:var(--background-fill-secondary)}
+.rk-warn{background:#fde68a;color:#111}
+.rk-text{line-height:1.9;font-size:0.95em}
+.rk-tok{border-radius:3px;padding:1px 2px}
+.rk-bars{margin:4px 0 8px}
+.rk-bar{display:flex;align-items:center;gap:6px;font-size:0.8em}
+.rk-bar-name{width:110px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.rk-bar-track{flex:1;height:10px;background:var(--background-fill-secondary);border-radius:5px;overflow:hidden}
+.rk-bar-fill{display:block;height:100%;background:#60a5fa}
+.rk-hi .rk-bar-fill{background:#f59e0b}.rk-hi{font-weight:600}
+.rk-bar-val{width:48px;text-align:right}
+.rk-pair{display:flex;gap:12px;flex-wrap:wrap}.rk-pair figure{margin:0}
+.rk-pair figcaption{font-size:0.75em;opacity:0.7;text-align:center}
+.rk-seen{margin-top:6px;font-family:var(--font-mono);font-size:0.85em}
+.rk-msg{border-radius:6px;padding:8px 12px;margin:4px 0}
+.rk-error{background:#fee2e2;color:#7f1d1d;border:1px solid #fca5a5}
+.rk-info{background:#e0f2fe;color:#0c4a6e;border:1px solid #7dd3fc}
+.rk-ok-msg{background:#dcfce7;color:#14532d;border:1px solid #86efac}
+.rk-field-error{color:#dc2626;font-size:0.8em;min-height:0}
+.rk-empty{opacity:0.7;padding:16px}
+.rk-hero{border:1px dashed var(--border-color-primary);border-radius:10px;padding:12px 16px}
+.rk-progress{display:inline-block;width:90px;height:8px;border-radius:4px;background:#e5e7eb;overflow:hidden;vertical-align:middle}
+.rk-progress>span{display:block;height:100%;background:#60a5fa}
+"""

@@ -1,0 +1,66 @@
+"""The run table and the run pickers, from GET /api/runs (pure: no HTTP, no Gradio)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .charts import run_label
+
+HEADERS = ["run", "state", "progress", "τ", "dev acc %", "test acc %", "started", "duration", "id"]
+ID_COLUMN = HEADERS.index("id")
+ACTIVE = ("queued", "running")
+
+
+def _when(iso: str | None) -> datetime | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def duration(run: dict[str, Any], now: datetime | None = None) -> str:
+    start = _when(run.get("started"))
+    if start is None:
+        return "–"
+    end = _when(run.get("finished")) or now or datetime.now(timezone.utc)
+    secs = max(int((end - start).total_seconds()), 0)
+    return f"{secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s"
+
+
+def progress_bar(fraction: float, width: int = 10) -> str:
+    filled = round(max(0.0, min(fraction, 1.0)) * width)
+    return "█" * filled + "░" * (width - filled) + f" {100 * fraction:.0f}%"
+
+
+def table_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for r in runs:
+        state = r["state"] + (f" ({r['error'][:60]})" if r.get("error") and r["state"] == "failed" else "")
+        started = _when(r.get("started"))
+        rows.append([
+            run_label(r), state, progress_bar(r.get("progress") or 0.0),
+            "–" if r.get("tau") is None else f"{r['tau']:.3g}",
+            "–" if r.get("best_dev_accuracy") is None else f"{100 * r['best_dev_accuracy']:.1f}",
+            "–" if r.get("test_accuracy") is None else f"{100 * r['test_accuracy']:.1f}",
+            "–" if started is None else started.astimezone().strftime("%m-%d %H:%M:%S"),
+            duration(r), r["id"],
+        ])
+    return rows
+
+
+def newest_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(runs, key=lambda r: (r.get("created") or "", r["id"]), reverse=True)
+
+
+def choices(runs: list[dict[str, Any]], keep: Any = None) -> list[tuple[str, str]]:
+    """(label, id) pairs for a dropdown, newest first; `keep(run)` filters."""
+    return [(f"{run_label(r)} [{r['state']}]", r["id"]) for r in newest_first(runs) if keep is None or keep(r)]
+
+
+def signature(runs: list[dict[str, Any]]) -> tuple:
+    """Changes whenever anything the table shows changes (so an unchanged tick skips the redraw)."""
+    return tuple((r["id"], r["state"], r.get("step"), r.get("best_dev_accuracy"), r.get("test_accuracy"))
+                 for r in runs)
