@@ -14,7 +14,7 @@ from backend.routes import pipelines, runs
 from backend.settings import Settings, get_settings
 from conftest import tiny_vision
 from rekd_core.config import ConfigError, ExperimentConfig, parse_config
-from rekd_core.presets import PIPELINES, Stage, get_pipeline
+from rekd_core.presets import PIPELINES, ROLES, Stage, get_pipeline
 from rekd_core.runstore import RunStore
 from worker.runner import teacher_verdict
 
@@ -59,7 +59,7 @@ def test_config_schema_is_the_experiment_configs(tmp_path):
 def test_every_pipeline_is_teacher_then_cls_re_rekd_and_builds():
     assert set(PIPELINES) == {"demo-fmnist", "demo-rt"}
     for name, p in PIPELINES.items():
-        assert [s.role for s in p.stages] == ["teacher", "cls", "re", "rekd"]
+        assert [s.role for s in p.stages] == list(ROLES) == ["teacher", "cls", "re", "rekd"]
         assert [s.needs_teacher for s in p.stages] == [False, False, False, True]
         assert p.teacher.preset == f"{name}-teacher"
         for stage in p.stages:
