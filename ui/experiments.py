@@ -72,7 +72,7 @@ def _field_errors(err: ApiError) -> tuple[dict[str, str], list[str]]:
             on_field[key] = msg
             continue
         # a cross-field rule ("mode 'rekd' needs model.teacher_run") belongs next to the field it names
-        named = [p for p in form.MAIN_PATHS if re.search(rf"\b{re.escape(p)}\b", msg)]
+        named = [p for p in form.MAIN_PATHS if "." in p and re.search(rf"\b{re.escape(p)}\b", msg)]
         for p in named:
             on_field.setdefault(p, msg)
         general.append(f"{key}: {msg}" if key not in ("request", "(config)") else msg)
@@ -104,7 +104,7 @@ def build(api: ApiClient) -> ExperimentsView:
                 with gr.Row():
                     for path in row:
                         widgets[path] = _widget(FIELD[path])
-            with gr.Accordion("Advanced", open=False):
+            with gr.Accordion("Advanced", open=False, elem_id="f-advanced-acc"):
                 advanced = gr.Textbox(label="more overrides, one key.path=value per line", lines=3,
                                       elem_id="f-advanced", placeholder="optim.lr=3e-4\ntrain.eval_every=50")
                 reference = gr.Markdown("", elem_id="advanced-reference")
@@ -123,6 +123,9 @@ def build(api: ApiClient) -> ExperimentsView:
                 to_rationales = gr.Button("Open rationales", size="sm", elem_id="btn-to-rationales")
                 to_explain = gr.Button("Explain with it", size="sm", elem_id="btn-to-explain")
             action_msg = gr.HTML("", elem_id="action-msg")
+            with gr.Row():
+                gr.Markdown("**Demo pipelines** (teacher → CLS, RE, REKD students):")
+                demo_buttons += [gr.Button(label, size="sm", elem_id=f"btn-again-{name}") for name, label, _ in DEMOS]
 
     fields = list(widgets.values())
     meta = gr.State({})  # per field: what it allows (its info line) and its schema default
@@ -225,7 +228,7 @@ def build(api: ApiClient) -> ExperimentsView:
         return message(f"queued {len(ids)} runs of {name} ({roles}); the students wait for the teacher "
                        "where they distil from it", "ok-msg"), ids
 
-    for (name, _, _), btn in zip(DEMOS, demo_buttons):
+    for (name, _, _), btn in zip(DEMOS * 2, demo_buttons):
         btn.click(lambda n=name: launch_demo(n), None, [demo_msg, launched])
 
     # --- run actions -----------------------------------------------------------------------------

@@ -56,5 +56,6 @@ def build(api: ApiClient) -> ExplainView:
         return render.explanation(ex, image=render.data_url(path) if use_image and path else None,
                                   text=None if use_image else review)
 
-    go_btn.click(explain, [run, image, text], out)
+    # clear first: a stale explanation must not sit beside a new input while it is computed
+    go_btn.click(lambda: "", None, out, show_progress="hidden", queue=False).then(explain, [run, image, text], out)
     return ExplainView(run=run, choice_outputs=[run])

@@ -78,8 +78,9 @@ def build(api: ApiClient) -> RationalesView:
     outputs = [step, header, grid, steps_state, offset_state, cls]
     run.change(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
                show_progress="hidden")
-    step.release(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
-                 show_progress="hidden")
+    # input, not change: a slider moved by show() itself must not call show() again
+    step.input(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
+               show_progress="hidden", trigger_mode="always_last")
     flt.change(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
                show_progress="hidden")
     cls.input(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
