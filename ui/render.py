@@ -179,7 +179,7 @@ CSS = """
   background:var(--background-fill-secondary)}
 .rk-warn{background:#fde68a;color:#111}
 .rk-text{line-height:1.9;font-size:0.95em}
-.rk-tok{border-radius:3px;padding:1px 2px}
+.rk-tok{border-radius:2px;padding:1px 0}
 .rk-bars{margin:4px 0 8px}
 .rk-bar{display:flex;align-items:center;gap:6px;font-size:0.8em}
 .rk-bar-name{width:110px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
