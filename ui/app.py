@@ -12,10 +12,12 @@ from . import experiments, explain_view, monitor, rationales
 from .client import ApiClient, ApiError
 from .runs_table import choices, signature
 
-HEAD = """# rekd — faithful, explainable small models
+INTRO = """# rekd — faithful, explainable small models
 Train **rationale extraction** models (a generator picks patches or tokens; the predictor sees only those)
 and distil small ones from a big RE teacher with **REKD**. What you see highlighted *is* what the model used."""
 
+PLOTLY_JS = "/ui-assets/plotly.min.js"  # served by rekd.app from the plotly package
+HEAD = f'<script src="{PLOTLY_JS}"></script>'
 THEME = gr.themes.Default(primary_hue="amber", secondary_hue="blue", neutral_hue="slate")
 
 
@@ -39,12 +41,12 @@ def _health_line(api: ApiClient) -> str:
 def build_ui(api: ApiClient) -> gr.Blocks:
     with gr.Blocks(title="rekd", analytics_enabled=False) as demo:
         with gr.Row():
-            gr.Markdown(HEAD)
+            gr.Markdown(INTRO)
             health = gr.Markdown("", elem_id="rk-health")
         with gr.Tabs(elem_id="rk-tabs") as tabs:
             with gr.Tab("Experiments", id="experiments", elem_id="tab-experiments"):
                 exp = experiments.build(api)
-            with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor"):
+            with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as monitor_tab:
                 mon = monitor.build(api)
             with gr.Tab("Rationales", id="rationales", elem_id="tab-rationales"):
                 rat = rationales.build(api)
@@ -77,6 +79,9 @@ def build_ui(api: ApiClient) -> gr.Blocks:
         timer.tick(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)
         demo.load(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)
         demo.load(exp.init_fn, None, exp.init_outputs, show_progress="hidden")
+
+        # a tab's content mounts when it is first shown: draw the charts into it then
+        monitor_tab.select(None, mon.figures, None, js=mon.draw_js)
 
         # cross-view actions: a launch goes to the monitor with its runs selected
         def watch(created: list[str] | None, current: list[str] | None):

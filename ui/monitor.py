@@ -1,7 +1,14 @@
-"""Monitor view: live charts of the selected runs, overlaid, and their final numbers."""
+"""Monitor view: live charts of the selected runs, overlaid, and their final numbers.
+
+The charts are not gr.Plot components: Gradio re-creates a Plot's element on every update, so
+the user's zoom and legend choices would be lost every second. Instead each chart is a div that
+stays, and the figures travel as JSON to `Plotly.react`, which with a fixed `uirevision` keeps
+what the user did (plotly.min.js is served by the app: no CDN).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +22,27 @@ from .runs_table import ACTIVE, choices, newest_first
 MAX_RUNS = 6
 
 
+CHARTS = ("losses", "accuracy", "selection")
+# draws every figure in the JSON into its persistent div; called on each update and when the tab shows
+DRAW_JS = """(figs) => {
+  if (!window.Plotly || !figs) return;
+  setTimeout(() => {
+    for (const [name, fig] of Object.entries(figs)) {
+      const el = document.getElementById('rk-chart-' + name);
+      if (!el) continue;
+      if (!fig) { window.Plotly.purge(el); el.innerHTML = ''; continue; }
+      window.Plotly.react(el, fig.data, fig.layout, {responsive: true, displaylogo: false});
+    }
+  }, 30);
+}"""
+
+
 @dataclass
 class MonitorView:
     runs: gr.Dropdown
     choice_outputs: list[Any]
+    figures: gr.JSON
+    draw_js: str = DRAW_JS
 
 
 def choices_for(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -45,11 +69,9 @@ def build(api: ApiClient) -> MonitorView:
                              choices=[], max_choices=MAX_RUNS, elem_id="monitor-runs", scale=5)
         live = gr.Checkbox(value=True, label="live (refresh every second)", elem_id="monitor-live", scale=1)
     note = gr.HTML("", elem_id="monitor-msg")
-    loss_plot = gr.Plot(label="loss terms", elem_id="plot-losses")
-    with gr.Row():
-        acc_plot = gr.Plot(label="accuracy and τ", elem_id="plot-accuracy")
-    with gr.Row():
-        sel_plot = gr.Plot(label="selection and agreement", elem_id="plot-selection")
+    for name in CHARTS:
+        gr.HTML(f'<div id="rk-chart-{name}" class="rk-chart"></div>', elem_id=f"plot-{name}")
+    figures = gr.JSON(None, visible=False)
     gr.Markdown("#### Final numbers (test = the best-dev checkpoint on the test split)")
     summary = gr.Dataframe(headers=charts.SUMMARY_HEADERS, value=[], interactive=False, elem_id="monitor-summary")
     drawn = gr.State(None)
@@ -58,7 +80,7 @@ def build(api: ApiClient) -> MonitorView:
         run_ids = list(run_ids or [])
         if not run_ids:
             return (message("pick one or more runs above (launch one in Experiments first)", "info"),
-                    None, None, None, [], None)
+                    dict.fromkeys(CHARTS), [], None)
         series, states, missing = [], {}, []
         for i, rid in enumerate(run_ids):
             try:
@@ -76,19 +98,21 @@ def build(api: ApiClient) -> MonitorView:
         key = tuple((s.run_id, len(s.log), len(s.eval), s.test is not None, states[s.run_id]["state"])
                     for s in series)
         if key == last and not force:
-            return (gr.skip(),) * 5 + (last,)
+            return (gr.skip(),) * 3 + (last,)
         revision = "|".join(run_ids)
         text = message("; ".join(missing)) if missing else ""
-        return (text, charts.losses(series, revision), charts.accuracy_and_tau(series, revision),
-                charts.selection_and_agreement(series, revision), charts.summary_rows(series, states), key)
+        figs = {"losses": charts.losses(series, revision), "accuracy": charts.accuracy_and_tau(series, revision),
+                "selection": charts.selection_and_agreement(series, revision)}
+        return (text, {k: json.loads(f.to_json()) for k, f in figs.items()}, charts.summary_rows(series, states), key)
 
-    outputs = [note, loss_plot, acc_plot, sel_plot, summary, drawn]
+    outputs = [note, figures, summary, drawn]
     picked.change(lambda ids, last: draw(ids, last, force=True), [picked, drawn], outputs, show_progress="hidden")
 
     def tick(ids: list[str] | None, last: Any, on: bool):
         if not on:
-            return (gr.skip(),) * 5 + (last,)
+            return (gr.skip(),) * 3 + (last,)
         return draw(ids, last)
 
     gr.Timer(1.0).tick(tick, [picked, drawn, live], outputs, show_progress="hidden", queue=False)
-    return MonitorView(runs=picked, choice_outputs=[picked])
+    figures.change(None, figures, None, js=DRAW_JS)
+    return MonitorView(runs=picked, choice_outputs=[picked], figures=figures)

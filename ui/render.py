@@ -197,6 +197,7 @@ CSS = """
 .rk-field-error{color:#dc2626;font-size:0.8em;min-height:0}
 .rk-empty{opacity:0.7;padding:16px}
 .rk-hero{border:1px dashed var(--border-color-primary);border-radius:10px;padding:12px 16px}
+.rk-chart{width:100%;min-height:330px}
 .rk-progress{display:inline-block;width:90px;height:8px;border-radius:4px;background:#e5e7eb;overflow:hidden;vertical-align:middle}
 .rk-progress>span{display:block;height:100%;background:#60a5fa}
 """

@@ -96,6 +96,9 @@ def wait_finished(svc, ids: list[str], timeout: float = 300) -> dict[str, dict]:
     return wait_until(done, timeout, f"runs {ids} to finish", every=1.0)
 
 
+CHART = "#plot-losses .js-plotly-plot"
+
+
 def trace_points(pg, elem_id: str) -> int:
     """Points in the first trace of a Plotly chart, as the browser has drawn it."""
     return pg.evaluate(f"""() => {{
@@ -149,10 +152,18 @@ def test_launch_from_the_form_and_watch_it_live(page, svc, shots):
 
     # the charts grow while the run trains: several distinct sizes seen before it finished
     seen = set()
+    zoomed_at = None
     while runs(svc)[0]["state"] in ("queued", "running"):
-        seen.add(trace_points(page, "plot-losses"))
+        n = trace_points(page, "plot-losses")
+        seen.add(n)
+        if n >= 3 and zoomed_at is None:  # the user zooms in while it trains
+            page.evaluate(f"() => Plotly.relayout(document.querySelector({CHART!r}), {{'xaxis.range': [5, 25]}})")
+            zoomed_at = n
         time.sleep(0.3)
     assert len(seen - {0}) >= 3, f"the loss chart did not update live (sizes seen: {sorted(seen)})"
+    # ... and the updates that followed kept the zoom (the chart element persists; uirevision)
+    assert zoomed_at is not None and max(seen) > zoomed_at
+    assert page.evaluate(f"() => document.querySelector({CHART!r}).layout.xaxis.range") == [5, 25]
     with svc.client() as c:
         n_log = len(c.get(f"/api/runs/{run_id}/metrics").json()["log"])
     wait_until(lambda: trace_points(page, "plot-losses") == n_log, 5, "the chart to show every log event")
@@ -235,7 +246,7 @@ def explain_with(page, path: Path | None = None, text: str | None = None) -> str
     before = page.locator("#exp-out").inner_html()
     if path is not None:
         page.set_input_files("#exp-file input[type=file]", str(path))
-        page.locator("#exp-file").get_by_text(path.name).first.wait_for()
+        page.locator(f'#exp-file [aria-label="{path.name}"]').first.wait_for()
     if text is not None:
         page.locator("#exp-text textarea").fill(text)
     page.click("#btn-explain")
