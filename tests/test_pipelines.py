@@ -133,12 +133,12 @@ def test_post_bad_overrides_are_422_each_naming_its_field(runs_dir, sent):
     assert r.json()["detail"][0]["loc"][:2] == ["body", "overrides"]
     assert fields == {"train.max_steps": "Input should be greater than 0",
                       "loss.alpha": "Input should be less than or equal to 1", "optim.nope": "unknown field"}
-    # refused by some stages only (the teacher's 3 heads do not divide 50): those are named
-    r = c.post("/api/pipelines", json={"name": "demo-fmnist", "overrides": ["model.student.embed_dim=50"]})
+    # refused by some stages only (3 heads divide the teacher's 48 wide, not the students' 32): those are named
+    r = c.post("/api/pipelines", json={"name": "demo-fmnist", "overrides": ["model.student.num_heads=3"]})
     assert r.status_code == 422
     (err,) = r.json()["detail"]
     assert err["loc"] == ["body", "overrides", "model", "student"]
-    assert err["msg"] == "embed_dim (50) must be divisible by num_heads (3) (in stage teacher)"
+    assert err["msg"] == "embed_dim (32) must be divisible by num_heads (3) (in stages cls, re, rekd)"
     r = c.post("/api/pipelines", json={"name": "demo-fmnist", "overrides": ["no-equals-sign"]})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "overrides"]
     assert "key.path=value" in r.json()["detail"][0]["msg"]
