@@ -50,7 +50,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         api = services.spawn(services.api_cmd(host, port), env, "[api]")
         procs.append(api)
         services.wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=60, proc=api)
-        print(f"\nrekd is up: http://{host}:{port}  (API docs at /docs; runs in {runs_dir}; Ctrl-C stops)\n",
+        print(f"\nrekd is up: open http://{host}:{port} in a browser  (API docs at /docs; runs in {runs_dir}; "
+              "Ctrl-C stops)\n",
               file=sys.stderr, flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.poll() is None for p in procs):

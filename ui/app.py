@@ -39,7 +39,8 @@ def _health_line(api: ApiClient) -> str:
 
 
 def build_ui(api: ApiClient) -> gr.Blocks:
-    with gr.Blocks(title="rekd", analytics_enabled=False) as demo:
+    # uploads are copied into Gradio's cache: drop them after an hour rather than let the disk fill
+    with gr.Blocks(title="rekd", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         with gr.Row():
             gr.Markdown(INTRO)
             health = gr.Markdown("", elem_id="rk-health")

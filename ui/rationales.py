@@ -40,7 +40,8 @@ def build(api: ApiClient) -> RationalesView:
         prev_btn = gr.Button("◀ previous", size="sm", elem_id="rat-prev")
         next_btn = gr.Button("next ▶", size="sm", elem_id="rat-next")
         refresh_btn = gr.Button("↻ latest snapshot", size="sm", elem_id="rat-refresh")
-    grid = gr.HTML("", elem_id="rat-grid")
+    grid = gr.HTML(render.message("Pick a run above: its saved dev examples show here, the student's rationale "
+                                  "beside the teacher's for a distilled run.", "info"), elem_id="rat-grid")
     steps_state = gr.State([])
     offset_state = gr.State(0)
 

@@ -30,6 +30,9 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
             while not c.get("/api/health").json()["workers"] and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert c.get("/api/health").json()["ok"]
+            page = c.get("/")  # the web UI, on the same port
+            assert page.status_code == 200 and "gradio" in page.text.lower()
+            assert c.get("/ui-assets/plotly.min.js").status_code == 200  # its charts, served locally
             r = c.post("/api/runs", json={"config": tiny_vision("cls", max_steps=2, eval_every=2,
                                                                  checkpoint_every=2)})
             assert r.status_code == 201
