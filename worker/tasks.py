@@ -13,11 +13,13 @@ from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from backend.settings import get_settings
+from rekd_core.runstore import RunStore
 
 from . import keys
 from .app import TRAIN_TASK, app
 from .reconcile import start_background
 from .runner import run_training
+from .send import send_run
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -33,8 +35,26 @@ def get_redis() -> redis.Redis:
     return _redis
 
 
+def _queue_of(run_id: str) -> str:
+    settings = get_settings()
+    return RunStore(settings.run_dir(run_id)).status().get("queue") or settings.queue
+
+
 def enqueue(run_id: str) -> None:
-    app.send_task(TRAIN_TASK, args=[run_id], queue=get_settings().queue)
+    """Send the run again, to its own queue (a sweep may route it to e.g. `gpu`)."""
+    app.send_task(TRAIN_TASK, args=[run_id], queue=_queue_of(run_id))
+
+
+def resend_orphan(run_id: str) -> None:
+    """Re-queue a run whose worker vanished. Its broker message (and with it the chain of the
+    students that wait for it) comes back only after the visibility timeout; so the students
+    it was sent with (`then` in its status) follow the resumed run again as a chain. Copies
+    delivered twice are harmless: a run already leased, or ended, is skipped by the runner."""
+    settings = get_settings()
+    then = RunStore(settings.run_dir(run_id)).status().get("then") or []
+    pending = [rid for rid in then if RunStore(settings.run_dir(rid)).status().get("state") not in
+               ("completed", "failed", "cancelled")]
+    send_run(app, run_id, _queue_of(run_id), [(rid, _queue_of(rid)) for rid in pending])
 
 
 def teacher_wait_s(retries: int) -> float:
@@ -64,7 +84,7 @@ def _on_shutting_down(**_: Any) -> None:
 @worker_ready.connect
 def _on_ready(**_: Any) -> None:
     global _bg_stop
-    _bg_stop = start_background(get_settings(), get_redis(), WORKER_ID, enqueue)
+    _bg_stop = start_background(get_settings(), get_redis(), WORKER_ID, resend_orphan)
     log.info("rekd worker %s ready", WORKER_ID)
 
 

@@ -200,10 +200,16 @@ def get_run(run_id: str, settings: SettingsDep) -> RunDetail:
              responses={404: {"description": "no such run"}, 409: {"description": "the run has already ended"}})
 def cancel_run(run_id: str, settings: SettingsDep, r: SyncRedisDep) -> CancelResult:
     root = run_dir_or_404(settings, run_id)
-    store = RunStore(root)
-    state = store.status().get("state")
+    state = RunStore(root).status().get("state")
     if state in TERMINAL:
         raise HTTPException(409, f"run {run_id} has already ended ({state})")
+    return CancelResult(id=run_id, state=cancel_one(root, settings, r))
+
+
+def cancel_one(root: Path, settings: Settings, r: Any) -> str:
+    """Cancel a run that has not ended: "cancelled" if it had not started, else "cancelling"."""
+    run_id = root.name
+    store = RunStore(root)
     r.set(keys.cancel(run_id), "1", ex=7 * 24 * 3600)
     # Not started yet? Take its lease for a moment so no worker can start it meanwhile, and
     # end it here; a worker that receives its message later finds it cancelled and skips it.
@@ -214,10 +220,10 @@ def cancel_run(run_id: str, settings: SettingsDep, r: SyncRedisDep) -> CancelRes
                 store.write_status(state="cancelled", finished=now_iso())
                 publish = StreamPublisher(r, run_id, settings.stream_maxlen)
                 publish(store.append_event({"type": "finished", "step": 0, "state": "cancelled"}))
-                return CancelResult(id=run_id, state="cancelled")
+                return "cancelled"
         finally:
             lease.release()
-    return CancelResult(id=run_id, state="cancelling")  # the worker stops at its next step
+    return "cancelling"  # the worker stops at its next step
 
 
 @router.delete("/api/runs/{run_id}", status_code=204, dependencies=[TokenDep],
