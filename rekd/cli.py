@@ -12,6 +12,8 @@ from pathlib import Path
 
 from rekd_core import cli as core_cli
 
+from . import sweep_cli
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure", action="store_true")
     s.add_argument("--no-ui", action="store_true", help="the API alone, without the web UI at /")
     s.set_defaults(func=cmd_serve)
+    sweep_cli.add_parser(sub)
     return ap
 
 
