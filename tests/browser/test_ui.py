@@ -128,9 +128,12 @@ def test_a_bad_field_is_refused_next_to_the_field(page, svc):
 
 
 def test_launch_from_the_form_and_watch_it_live(page, svc, shots):
+    with svc.client() as c:
+        preset = next(p for p in c.get("/api/presets").json() if p["name"] == "demo-fmnist-student")
+    steps = str(preset["config"]["train"]["max_steps"])
     pick(page, "f-preset", "demo-fmnist-student")
-    wait_until(lambda: page.locator("#f-train-max-steps input").input_value() == "120", 15, "the preset to load")
-    set_number(page, "f-train-max-steps", "300")
+    wait_until(lambda: page.locator("#f-train-max-steps input").input_value() == steps, 15, "the preset to load")
+    set_number(page, "f-train-max-steps", "400")
     set_number(page, "f-train-seed", "3")
     page.locator("#f-advanced-acc").get_by_text("Advanced").first.click()
     adv = page.locator("#f-advanced textarea")
@@ -147,7 +150,7 @@ def test_launch_from_the_form_and_watch_it_live(page, svc, shots):
     run_id = launched[0]["id"]
     with svc.client() as c:
         cfg = c.get(f"/api/runs/{run_id}").json()["config"]
-    assert cfg["train"]["max_steps"] == 300 and cfg["train"]["seed"] == 3 and cfg["train"]["log_every"] == 5
+    assert cfg["train"]["max_steps"] == 400 and cfg["train"]["seed"] == 3 and cfg["train"]["log_every"] == 5
     assert cfg["data"]["max_train"] == 800
 
     # the charts grow while the run trains: several distinct sizes seen before it finished
