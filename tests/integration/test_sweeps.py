@@ -146,3 +146,39 @@ def test_the_cli_starts_a_service_when_none_answers(tmp_path):
     port = re.search(r"queued at http://127.0.0.1:(\d+)", stderr).group(1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+
+
+def test_a_sweep_survives_the_death_of_its_teachers_worker(tmp_path):
+    """The teacher's worker is killed mid-run: another worker resumes the teacher (reconciler),
+    and the students chained to it follow it again, long before the broker's visibility timeout."""
+    s = start_service(tmp_path, workers=0, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
+    try:
+        s.start_worker()
+        s.wait_workers(1)
+        teacher = tiny_vision("re", max_steps=400, checkpoint_every=20, eval_every=200, log_every=20)
+        student = tiny_vision("rekd", max_steps=4, eval_every=2, checkpoint_every=2)
+        body = {"name": "idie", "base": {"config": student}, "axes": {"train.seed": [0, 1]},
+                "teacher": {"config": teacher, "seeds": [0]}}
+        with s.client() as c:
+            r = c.post("/api/sweeps", json={"spec": body})
+            assert r.status_code == 201, r.text
+            sweep_id = r.json()["id"]
+            tid = c.get(f"/api/sweeps/{sweep_id}").json()["teachers"][0]["id"]
+            deadline = time.monotonic() + 60
+            while c.get(f"/api/runs/{tid}").json()["step"] < 40:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            s.kill("worker0")
+            s.start_worker()
+            deadline = time.monotonic() + 180
+            while (v := c.get(f"/api/sweeps/{sweep_id}").json())["state"] == "running":
+                assert time.monotonic() < deadline, v
+                time.sleep(0.5)
+        assert v["state"] == "completed" and v["done"] == 3
+        st = json.loads((s.runs_dir / tid / "status.json").read_text())
+        starts = [e for e in events(s, tid) if e["type"] == "start"]
+        assert st["attempts"] == 2 and [e["resumed"] for e in starts] == [False, True]
+        for run in v["runs"]:
+            assert run["teacher"] == tid and run["state"] == "completed"
+    finally:
+        s.stop()
