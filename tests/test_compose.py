@@ -27,6 +27,8 @@ def test_compose_config_validates():
     assert "--appendonly" in services["redis"]["command"]
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    # the GPU worker consumes the `gpu` queue a sweep routes big runs to (teacher_queue: gpu)
+    assert services["worker"]["command"] == ["rekd", "worker", "--queues", "rekd,gpu"]
     for name in ("api", "worker"):
         env_ = services[name]["environment"]
         assert env_["REKD_REDIS_URL"] == "redis://redis:6379/0" and env_["REKD_API_TOKEN"] == "test-token"
