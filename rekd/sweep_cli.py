@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +81,8 @@ def embedded_service(runs_dir: Path, workers: int, queues: list[str]) -> Iterato
     logs = runs_dir / ".logs"
     logs.mkdir(exist_ok=True)
     procs: list[subprocess.Popen] = []
+    # SIGTERM as Ctrl-C: either way what was started here is stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         redis_url = Settings().redis_url
         if not redis_url:
@@ -106,6 +109,9 @@ def embedded_service(runs_dir: Path, workers: int, queues: list[str]) -> Iterato
               f"(logs in {logs})", file=sys.stderr)
         yield url
     finally:
+        # a second Ctrl-C must not abort the cleanup half-way (workers and server left running)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         services.stop_all(list(reversed(procs)), timeout=20)
 
 
@@ -144,7 +150,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         try:
             v = follow(url, sweep_id, args.poll)
         except KeyboardInterrupt:
-            print(f"\nrekd: stopped following; cancel with POST {url}/api/sweeps/{sweep_id}/cancel", file=sys.stderr)
+            print(f"\nrekd: stopped following sweep {sweep_id}; its runs stay queued (a service started here "
+                  "is stopped: `rekd up` on the same runs directory resumes them), or cancel it with "
+                  f"POST /api/sweeps/{sweep_id}/cancel", file=sys.stderr)
             return 130
         table = httpx.get(f"{url}/api/sweeps/{sweep_id}/table", params={"format": args.format},
                           headers=_headers(), timeout=30).text
