@@ -46,6 +46,60 @@ class SweepSummary(BaseModel):
     failed: int = Field(description="runs failed or cancelled")
 
 
+class TeacherOut(BaseModel):
+    id: str
+    seed: int
+    state: str
+    progress: float
+    worker: str | None = None
+    test_accuracy: float | None = None
+
+
+class SweepRunOut(BaseModel):
+    id: str
+    cell: dict[str, Any] = Field(description="axis path -> value (the non-seed axes)")
+    label: str = Field(description="the cell as text, e.g. `mode=re, loss.alpha=0.5`")
+    seed: int
+    teacher: str | None = Field(None, description="the teacher run it distils from (mode rekd)")
+    state: str
+    progress: float
+    worker: str | None = None
+    test_accuracy: float | None = None
+    macro_f1: float | None = None
+    selected: float | None = Field(None, description="mean selected fraction on test (None for cls)")
+
+
+class TableRow(BaseModel):
+    label: str
+    cell: dict[str, Any]
+    n: int = Field(description="runs of the cell that completed (the numbers are over these)")
+    n_total: int
+    accuracy_mean: float | None = None
+    accuracy_std: float | None = Field(None, description="sample std (0 with one run)")
+    macro_f1_mean: float | None = None
+    macro_f1_std: float | None = None
+    selected_mean: float | None = None
+    selected_std: float | None = None
+    reference: float | None = Field(None, description="the published accuracy, from the spec's `reference`")
+
+
+class SweepDetail(BaseModel):
+    id: str
+    name: str
+    state: Literal["running", "completed", "failed", "cancelled"]
+    created: str
+    spec: dict[str, Any]
+    overrides: list[str]
+    axes: list[str] = Field(description="the non-seed axes: they define the cells")
+    teachers: list[TeacherOut]
+    runs: list[SweepRunOut]
+    progress: float = Field(description="0..1 over every run, teachers included")
+    table: list[TableRow] = Field(description="per cell, over the runs finished so far; fractions 0..1")
+    n_runs: int
+    done: int
+    failed: int
+
+
 class CancelOut(BaseModel):
     id: str
     state: str
@@ -149,7 +203,7 @@ def list_sweeps(settings: SettingsDep) -> list[SweepSummary]:
     return sorted(out, key=lambda s: (s.created, s.id), reverse=True)
 
 
-@router.get("/api/sweeps/{sweep_id}", response_model=dict[str, Any],
+@router.get("/api/sweeps/{sweep_id}", response_model=SweepDetail,
             responses={404: {"description": "no such sweep"}},
             description="The sweep: spec, teachers, runs (state, test accuracy, macro-F1, selected fraction), "
                         "progress 0..1 and the aggregated table (mean ± sample std per cell over the finished "
