@@ -126,6 +126,10 @@ def follow(url: str, sweep_id: str, poll: float = 3.0) -> dict[str, Any]:
             running = sum(x["state"] == "running" for x in every)
             line = (f"{v['done']}/{v['n_runs']} runs completed, {v['failed']} failed, {running} running, "
                     f"progress {100 * v['progress']:.0f} %")
+            partial = [f"{r['label']}: {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} "
+                       f"({r['n']}/{r['n_total']})" for r in v["table"] if r["n"]]
+            if partial:  # the table so far: test accuracy per cell over the finished runs
+                line += " | " + "; ".join(partial)
             if line != last:
                 print(f"[{time.monotonic() - t0:6.0f} s] {line}", file=sys.stderr, flush=True)
                 last = line
