@@ -65,6 +65,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("\nrekd: stopping", file=sys.stderr)
         return 0
     finally:
+        # a second Ctrl-C (or a signal relayed by a wrapper) must not abort the cleanup half-way:
+        # that would orphan the worker and the server, still holding the port
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         services.stop_all(list(reversed(procs)))
 
 
