@@ -128,3 +128,9 @@ def test_run_table_rows():
     assert row[0] == "x · re · ab12" and row[2].endswith("50%") and row[3] == "1.23" and row[4] == "50.0"
     assert row[-1] == runs[0]["id"] and duration(runs[0]) == "1m05s"
     assert progress_bar(1.0).startswith("█" * 10)
+
+
+def test_kept_fraction_counts_selectable_positions_only():
+    positions = [{"index": 0, "selectable": False}, {"index": 1}, {"index": 2}, {"index": 3, "selectable": False}]
+    assert render.kept_fraction([1, 1, 0, 1], positions) == 0.5  # [CLS] and [SEP] are always kept, not chosen
+    assert render.kept_fraction([1, 0, 0, 1]) == 0.5

@@ -98,6 +98,13 @@ def prob_bars(probs: dict[str, float] | list[float], class_names: list[str] | No
     return f'<div class="rk-bars">{"".join(rows)}</div>'
 
 
+def kept_fraction(mask: list[int], positions: list[dict[str, Any]] | None = None) -> float:
+    """Selected share of the positions that can be selected ([CLS]/[SEP] and padding do not count)."""
+    valid = [p["index"] for p in positions if p.get("selectable", True)] if positions else range(len(mask))
+    valid = [i for i in valid if i < len(mask)]
+    return sum(mask[i] for i in valid) / max(len(valid), 1)
+
+
 def _side_html(role: str, side: dict[str, Any], page: dict[str, Any], item: dict[str, Any]) -> str:
     names = page["class_names"]
     pred = names[side["pred"]]
@@ -110,7 +117,7 @@ def _side_html(role: str, side: dict[str, Any], page: dict[str, Any], item: dict
         body = token_highlight(item.get("text") or "", item.get("positions") or [], side.get("mask"),
                                side.get("sel_prob"))
     mask = side.get("mask")
-    frac = f" · {100 * sum(mask) / max(len(mask), 1):.0f}% kept" if mask else ""
+    frac = f" · {100 * kept_fraction(mask, item.get('positions')):.0f}% kept" if mask else ""
     return (f'<div class="rk-side rk-{role}"><div class="rk-side-head"><b>{role}</b> → '
             f'<span class="{"rk-ok" if ok else "rk-bad"}">{esc(pred)} {"✓" if ok else "✗"}</span>'
             f' <span class="rk-dim">{100 * max(side["probs"]):.0f}%{frac}</span></div>{body}</div>')
