@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import experiments, explain_view, monitor, rationales
+from . import experiments, explain_view, monitor, rationales, sweeps_view
 from .client import ApiClient, ApiError
 from .runs_table import choices, signature
 
@@ -53,6 +53,8 @@ def build_ui(api: ApiClient) -> gr.Blocks:
                 rat = rationales.build(api)
             with gr.Tab("Explain", id="explain", elem_id="tab-explain"):
                 exv = explain_view.build(api)
+            with gr.Tab("Sweeps", id="sweeps", elem_id="tab-sweeps") as sweeps_tab:
+                swv = sweeps_view.build(api)
 
         runs_state = gr.State([])  # the last GET /api/runs, shared by every view
         sig_state = gr.State(None)
@@ -80,6 +82,8 @@ def build_ui(api: ApiClient) -> gr.Blocks:
         timer.tick(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)
         demo.load(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)
         demo.load(exp.init_fn, None, exp.init_outputs, show_progress="hidden")
+        demo.load(swv.init_fn, None, swv.init_outputs, show_progress="hidden")
+        sweeps_tab.select(None, swv.figures, None, js=mon.draw_js)
 
         # a tab's content mounts when it is first shown: draw the charts into it then
         monitor_tab.select(None, mon.figures, None, js=mon.draw_js)
@@ -108,4 +112,6 @@ def build_ui(api: ApiClient) -> gr.Blocks:
         exp.to_explain.click(lambda rid: open_in("explain", rid), exp.selected, [exv.run, tabs])
         exp.to_monitor.click(lambda rid, cur: watch([rid] if rid else [], cur), [exp.selected, mon.runs],
                              [mon.runs, tabs])
+        swv.watch_run.click(lambda rid, cur: watch([rid] if rid else [], cur), [swv.picked_run, mon.runs],
+                            [mon.runs, tabs])
     return demo

@@ -137,3 +137,22 @@ def summary_rows(runs: list[RunSeries], states: dict[str, dict[str, Any]]) -> li
 
 SUMMARY_HEADERS = ["run", "state", "step", "best dev acc %", "test acc %", "test macro-F1 %", "selected %",
                    "IoU w/ teacher"]
+
+
+def sweep_bars(table: list[dict[str, Any]], revision: str) -> go.Figure:
+    """Test accuracy per cell of a sweep: mean with a ±std error bar, n in the hover, the paper's number as a mark."""
+    labels = [row["label"] or "(all)" for row in table]
+    mean = [None if row.get("accuracy_mean") is None else 100 * row["accuracy_mean"] for row in table]
+    std = [0.0 if row.get("accuracy_std") is None else 100 * row["accuracy_std"] for row in table]
+    fig = go.Figure(go.Bar(
+        x=labels, y=mean, error_y=dict(type="data", array=std, visible=True), name="ours (mean ± std)",
+        marker_color=[colour(i) for i in range(len(table))],
+        customdata=[[row["n"], row["n_total"]] for row in table],
+        hovertemplate="%{x}<br>%{y:.1f} %% ± %{error_y.array:.1f}<br>n = %{customdata[0]} of %{customdata[1]}"
+                      "<extra></extra>"))
+    ref = [(lab, 100 * row["reference"]) for lab, row in zip(labels, table) if row.get("reference") is not None]
+    if ref:
+        fig.add_trace(go.Scatter(x=[r[0] for r in ref], y=[r[1] for r in ref], mode="markers", name="paper",
+                                 marker=dict(symbol="line-ew-open", size=28, color="#111", line=dict(width=3))))
+    fig.update_yaxes(title_text="test accuracy %", rangemode="tozero")
+    return _layout(fig, "Test accuracy per cell (mean ± std over seeds)", revision, height=360)

@@ -78,6 +78,22 @@ class ApiClient:
     def launch_pipeline(self, name: str, overrides: list[str] | None = None) -> dict[str, Any]:
         return self._call("POST", "/api/pipelines", json={"name": name, "overrides": overrides or []})
 
+    # --- sweeps ---
+    def sweep_presets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/sweep-presets")
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/sweeps")
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/sweeps/{sweep_id}")
+
+    def launch_sweep(self, preset: str, overrides: list[str] | None = None) -> dict[str, Any]:
+        return self._call("POST", "/api/sweeps", json={"preset": preset, "overrides": overrides or []})
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/sweeps/{sweep_id}/cancel")
+
     # --- runs ---
     def runs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/runs")

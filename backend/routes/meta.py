@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from rekd_core.config import ExperimentConfig
 from rekd_core.presets import PRESETS
+from rekd_core.sweeps import SWEEPS
 from worker import keys
 
 from ..deps import SettingsDep, SyncRedisDep
@@ -44,6 +45,19 @@ def presets() -> list[PresetInfo]:
                         "with its `$defs`: the one schema the CLI, the API and the stored runs share.")
 def config_schema() -> dict[str, Any]:
     return ExperimentConfig.model_json_schema()
+
+
+class SweepPresetInfo(BaseModel):
+    name: str
+    summary: str
+    offline: bool
+    spec: dict
+
+
+@router.get("/api/sweep-presets", response_model=list[SweepPresetInfo])
+def sweep_presets() -> list[SweepPresetInfo]:
+    """The named sweeps (`POST /api/sweeps {"preset": name}`): the paper's protocol and offline ones."""
+    return [SweepPresetInfo(name=p.name, summary=p.summary, offline=p.offline, spec=p.spec) for p in SWEEPS.values()]
 
 
 @router.get("/api/health", response_model=Health)

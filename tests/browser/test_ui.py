@@ -304,3 +304,59 @@ def test_oversized_upload_is_refused(page, svc, tmp_path):
     page.locator("#exp-text textarea").fill("")
     out = explain_with(page, path=big)
     assert "rk-error" in out and "too large" in out
+
+
+TINY_SWEEP = {"name": "tiny-sweep", "axes": {"train.seed": [0, 1], "mode": ["re", "rekd"]},
+              "base": {"preset": "demo-fmnist-student", "overrides": ["train.max_steps=40", "train.eval_every=20",
+                                                                      "data.max_train=600"]},
+              "teacher": {"preset": "demo-fmnist-teacher", "overrides": ["train.max_steps=100"], "seeds": [0]}}
+
+
+def test_sweeps_view_shows_the_aggregated_table_chart_and_runs(page, svc, shots):
+    with svc.client() as c:
+        r = c.post("/api/sweeps", json={"spec": TINY_SWEEP})
+        assert r.status_code == 201, r.text
+        sweep_id = r.json()["id"]
+    tab(page, "Sweeps")
+    pick(page, "sw-pick", "tiny-sweep")
+    wait_until(lambda: "completed" in page.locator("#sw-head").inner_text(), 240, "the sweep to complete", every=1)
+    with svc.client() as c:
+        detail = c.get(f"/api/sweeps/{sweep_id}").json()
+        csv_text = c.get(f"/api/sweeps/{sweep_id}/table", params={"format": "csv"}).text
+    wait_until(lambda: page.locator("#sw-table").inner_text().count("2 / 2") == 2, 10, "the table")
+    shown = page.locator("#sw-table").inner_text()
+    for row in detail["table"]:  # the numbers the API aggregated, as the user reads them
+        mean, std = 100 * row["accuracy_mean"], 100 * row["accuracy_std"]
+        assert f"{mean:.1f} ± {std:.1f}" in shown and row["label"] in shown
+    runs_text = page.locator("#sw-runs").inner_text()
+    assert runs_text.count("completed") == 5 and "teacher" in runs_text  # 1 teacher + 2 seeds x 2 modes
+    bars = page.evaluate("""() => { const d = document.querySelector('#plot-sweep .js-plotly-plot').data[0];
+                                    return [d.x, d.error_y.array.length]; }""")
+    assert sorted(bars[0]) == sorted(r["label"] for r in detail["table"]) and bars[1] == 2
+    # the downloads point at the table endpoint
+    href = page.locator("#sw-head a", has_text="CSV").get_attribute("href")
+    assert href == f"/api/sweeps/{sweep_id}/table?format=csv" and "mode=re" in csv_text
+    page.screenshot(path=str(shots / "sweeps.png"), full_page=True)
+
+
+def test_launch_and_cancel_a_sweep_from_the_ui(page, svc):
+    tab(page, "Sweeps")
+    pick(page, "sw-preset", "sweep-fmnist")
+    page.locator("#sw-overrides textarea").fill("train.max_steps")
+    page.click("#btn-sweep-launch")
+    wait_until(lambda: "line 1" in page.locator("#sw-launch-msg").inner_text(), 10, "the refused override")
+    page.locator("#sw-overrides textarea").fill("train.max_steps=30\ndata.max_train=600")
+    page.locator("#sw-overrides textarea").press("Tab")
+    page.click("#btn-sweep-launch")
+    wait_until(lambda: "queued sweep" in page.locator("#sw-launch-msg").inner_text(), 20, "the launch")
+    sweep_id = page.locator("#sw-launch-msg").inner_text().split("queued sweep ")[1].split(":")[0]
+    page.click("#btn-sweep-cancel")
+    wait_until(lambda: "cancel requested" in page.locator("#sw-launch-msg").inner_text(), 10, "the cancel")
+
+    def ended():
+        with svc.client() as c:
+            d = c.get(f"/api/sweeps/{sweep_id}").json()
+        return d if d["state"] == "cancelled" else None
+
+    d = wait_until(ended, 120, "the sweep to be cancelled", every=1)
+    assert d["n_runs"] == 16 and d["done"] < 16  # 1 teacher + 5 seeds x 3 modes, stopped before the end
