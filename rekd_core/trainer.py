@@ -31,9 +31,9 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig, config_to_dict
 from .data import DatasetBundle, load_dataset
-from .features import Featurizer, Prepared, TextFeaturizer, build_featurizer
+from .features import Featurizer, Inputs, Prepared, TextFeaturizer, build_featurizer
 from .masks import hard_mask, selection_probs
-from .models import count_parameters
+from .models import RationaleModel, count_parameters
 from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso
 from .schedule import tau_at
@@ -78,6 +78,33 @@ def macro_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
 def _frac_stats(frac: torch.Tensor) -> dict[str, float]:
     return {"mean": float(frac.mean()), "std": float(frac.std(unbiased=False)),
             "min": float(frac.min()), "max": float(frac.max())}
+
+
+def build_optimizer(model: RationaleModel, cfg: ExperimentConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over (backbones at optim.lr, fresh heads at optim.head_lr); fused kernels on CUDA."""
+    body, heads = model.param_groups()
+    groups = [{"params": body, "lr": cfg.optim.lr},
+              {"params": heads, "lr": cfg.optim.head_lr or cfg.optim.lr}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                             fused=device.type == "cuda")
+
+
+def train_step(task: ClsTask | ReTask, model: RationaleModel, opt: torch.optim.Optimizer, inputs: Inputs,
+               y: torch.Tensor, idx: torch.Tensor, tau: float, gen: torch.Generator | None, *,
+               autocast: bool, grad_clip: float | None) -> StepOut:
+    """One optimisation step (the loop's hot path; bench/bench_step.py times this function).
+
+    No host synchronisation: the returned StepOut holds device tensors, read at log steps only.
+    """
+    device_type = inputs.x.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+        out = task.step(model, inputs, y, idx, tau, gen)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return out
 
 
 class Trainer:
@@ -131,11 +158,7 @@ class Trainer:
             self.task = ReTask(cfg)
         else:
             self.task = ClsTask(cfg)
-        body, heads = self.model.param_groups()
-        groups = [{"params": body, "lr": cfg.optim.lr},
-                  {"params": heads, "lr": cfg.optim.head_lr or cfg.optim.lr}]
-        self.opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                     fused=self.device.type == "cuda")
+        self.opt = build_optimizer(self.model, cfg, self.device)
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed + 7919)
         self.snapshot_idx = self._snapshot_indices()
@@ -382,13 +405,8 @@ class Trainer:
             idx = self._batch_indices(step)
             inputs = self.feat.batch(self.train_data, idx)
             y = self.train_data.y[idx]
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                out = self.task.step(model, inputs, y, idx, tau, self.noise_gen)
-            self.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            self.opt.step()
+            out = train_step(self.task, model, self.opt, inputs, y, idx, tau, self.noise_gen,
+                             autocast=self.autocast, grad_clip=cfg.optim.grad_clip)
             step += 1
             self._accumulate(win, out, y, inputs.selectable)
 
