@@ -1,0 +1,421 @@
+"""Seconds per training step, ours against a naive baseline, in one process per configuration.
+
+    python bench/bench_step.py [--device cpu|cuda] [--steps 5] [--paper-steps 2] [--only offline|paper]
+
+For CLS, RE and REKD at the offline presets' sizes (fmnist-teacher -> fmnist-student at 28 px,
+rt-teacher-scratch -> rt-student at 64 tokens) and at the paper's sizes (ViT-Base -> ViT-Tiny at
+224 px, BERT-base-like 12x768 -> BERT-Mini-like 4x256 at 256 tokens, batch 32, random init),
+two paths train the same student from the same initial weights on the same batch stream:
+
+- default: the engine's own step (rekd_core.trainer.train_step with the tasks of
+  rekd_core.tasks): the frozen teacher's outputs read from the per-split cache
+  (TeacherOutputs, built once and timed separately), Gumbel noise drawn on the device, fused
+  AdamW on CUDA, metrics kept as device tensors and read once at the end; bf16 autocast on
+  CUDA only (see --cpu-bf16).
+- naive: the reference code's way, written out here with the same modules and rekd_core.losses:
+  fp32, eager, the teacher's generator AND predictor recomputed every step under torch.no_grad,
+  Gumbel noise drawn on the CPU and copied to the device, unfused AdamW, and loss / accuracy /
+  selected fraction / IoU read with .item() every step.
+
+Steps are interleaved (naive, default, naive, ...) so machine noise hits both paths alike. One
+warm-up step per path is not timed. On the CPU both paths draw the very same noise, so their
+losses agree to float rounding; on CUDA the noise streams differ (CPU vs device RNG) and the
+default path runs in bf16, so the losses agree only statistically.
+
+Each configuration runs in its own subprocess, so peak RSS (ru_maxrss) is per configuration.
+Prints a Markdown table and writes bench/results/bench_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rekd_core import losses  # noqa: E402
+from rekd_core.config import ExperimentConfig, TextBackbone, VisionBackbone, parse_config  # noqa: E402
+from rekd_core.features import Inputs  # noqa: E402
+from rekd_core.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
+from rekd_core.models import RationaleModel, count_parameters  # noqa: E402
+from rekd_core.presets import get_preset  # noqa: E402
+from rekd_core.schedule import tau_at  # noqa: E402
+from rekd_core.tasks import ClsTask, RekdTask, ReTask, TeacherOutputs, mask_iou  # noqa: E402
+from rekd_core.trainer import build_optimizer, train_step  # noqa: E402
+
+VOCAB = 30522  # the BERT uncased vocabulary (MiniLM-L6 and bert-base-uncased share it)
+CLS_ID, SEP_ID = 101, 102
+
+# name -> (student preset, teacher preset, spec overrides), sizes as the presets'
+SIZES: dict[str, dict[str, Any]] = {
+    "offline-vision": {"preset": "fmnist-student", "teacher_preset": "fmnist-teacher", "classes": 10},
+    "offline-text": {"preset": "rt-student", "teacher_preset": "rt-teacher-scratch", "classes": 2},
+    "paper-vision": {"preset": "cifar10-vit-tiny", "teacher_preset": "cifar10-teacher", "classes": 10},
+    "paper-text": {"preset": "imdb-bert-mini", "teacher_preset": "imdb-teacher", "classes": 2},
+}
+BERT_MINI = {"kind": "bert", "hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024}
+BERT_BASE = {"kind": "bert", "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072}
+
+
+def size_config(size: str, mode: str, *, device: str, precision: str) -> ExperimentConfig:
+    """The student preset's config at `mode`, random init, with the teacher preset's backbone."""
+    s = SIZES[size]
+    raw = copy.deepcopy(get_preset(s["preset"]).config)
+    teacher = copy.deepcopy(get_preset(s["teacher_preset"]).config["model"]["student"])
+    raw["mode"] = mode
+    if size == "paper-text":
+        raw["model"]["student"], teacher = dict(BERT_MINI), dict(BERT_BASE)
+    for spec in (raw["model"]["student"], teacher):
+        if spec["kind"] == "vit":
+            spec["pretrained"] = False
+    raw["model"]["teacher"] = teacher
+    raw["model"]["teacher_run"] = "(built in process)" if mode == "rekd" else None
+    raw["data"].pop("tokenizer", None)
+    raw["train"].update(device=device, precision=precision, threads=None, max_steps=1000, epochs=None)
+    return parse_config(raw)
+
+
+@dataclass
+class Stream:
+    """A fixed synthetic split (the engine's tensors, without a data loader) and its batches."""
+
+    x: torch.Tensor  # pixels (N, C, H, W) or ids (N, L)
+    attention: torch.Tensor | None
+    special: torch.Tensor | None
+    y: torch.Tensor
+    batch_size: int
+    count_special: bool
+    num_positions: int
+
+    def inputs(self, idx: torch.Tensor) -> Inputs:
+        """As VisionFeaturizer.batch / TextFeaturizer._inputs build them (text trimmed to the longest)."""
+        if self.attention is None:
+            sel = torch.ones(len(idx), self.num_positions, device=self.x.device)
+            return Inputs(x=self.x[idx], attention=None, selectable=sel, keep=None)
+        ids, att, sp = self.x[idx], self.attention[idx], self.special[idx]  # type: ignore[index]
+        if self.count_special:
+            return Inputs(x=ids, attention=att, selectable=torch.ones_like(ids, dtype=torch.float32), keep=None)
+        n = int(att.sum(1).max())
+        ids, att, sp = ids[:, :n], att[:, :n], sp[:, :n]
+        real = att.float()
+        return Inputs(x=ids, attention=att, selectable=real * (1 - sp.float()), keep=real * sp.float())
+
+    def batch(self, step: int) -> tuple[Inputs, torch.Tensor, torch.Tensor]:
+        n = len(self.y)
+        idx = (torch.arange(self.batch_size) + step * self.batch_size) % n
+        idx = idx.to(self.x.device)
+        return self.inputs(idx), self.y[idx], idx
+
+
+def make_stream(cfg: ExperimentConfig, num_classes: int, n: int, device: torch.device, seed: int) -> Stream:
+    g = torch.Generator().manual_seed(seed + 1)
+    spec = cfg.model.student
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    if isinstance(spec, VisionBackbone):
+        x = torch.randn(n, spec.in_chans, spec.img_size, spec.img_size, generator=g)
+        return Stream(x.to(device), None, None, y.to(device), cfg.train.batch_size, bool(cfg.loss.count_special),
+                      spec.grid[0] * spec.grid[1])
+    length = cfg.data.max_len
+    lens = torch.randint(length // 2, length + 1, (n,), generator=g)
+    ids = torch.randint(1000, VOCAB, (n, length), generator=g)
+    pos = torch.arange(length)
+    att = (pos < lens[:, None]).long()
+    ids = ids * att
+    ids[:, 0] = CLS_ID
+    ids[torch.arange(n), lens - 1] = SEP_ID
+    special = ((pos == 0) | (pos == (lens - 1)[:, None])).long()
+    return Stream(ids.to(device), att.to(device), special.to(device), y.to(device), cfg.train.batch_size,
+                  bool(cfg.loss.count_special), length)
+
+
+def build(cfg: ExperimentConfig, spec: VisionBackbone | TextBackbone, num_classes: int, *,
+          with_generator: bool) -> RationaleModel:
+    text = isinstance(spec, TextBackbone)
+    return RationaleModel(spec, num_classes=num_classes, with_generator=with_generator,
+                          share_backbone=cfg.model.share_backbone, vocab_size=VOCAB if text else None,
+                          max_len=cfg.data.max_len if text else None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- the two paths ----------------------------------------------------------------------------------
+
+class DefaultPath:
+    """The engine's step: rekd_core.trainer.train_step on rekd_core.tasks, teacher outputs cached."""
+
+    def __init__(self, cfg: ExperimentConfig, model: RationaleModel, teacher: RationaleModel | None,
+                 stream: Stream, device: torch.device, *, autocast: bool, seed: int) -> None:
+        self.cfg, self.model, self.stream, self.autocast = cfg, model, stream, autocast
+        self.opt = build_optimizer(model, cfg, device)
+        self.gen = torch.Generator(device=device).manual_seed(seed + 7919)
+        self.cache_s = 0.0
+        if cfg.mode == "rekd":
+            assert teacher is not None
+            t0 = time.perf_counter()
+            n, chunk = len(stream.y), 64
+            order = torch.arange(n, device=device)
+            out = TeacherOutputs.compute(teacher, (stream.inputs(order[i:i + chunk]) for i in range(0, n, chunk)),
+                                         num_positions=stream.num_positions, device=device, autocast=autocast)
+            sync(device)
+            self.cache_s = time.perf_counter() - t0
+            self.task: ClsTask | ReTask = RekdTask(cfg, out)
+        else:
+            self.task = ReTask(cfg) if cfg.mode == "re" else ClsTask(cfg)
+        self.window: list[torch.Tensor] = []
+
+    def step(self, step: int, tau: float) -> None:
+        inputs, y, idx = self.stream.batch(step)
+        out = train_step(self.task, self.model, self.opt, inputs, y, idx, tau, self.gen, autocast=self.autocast,
+                         grad_clip=self.cfg.optim.grad_clip)
+        self.window.append(out.terms["total"].detach())  # on the device; read at the end (a log step)
+
+    def losses(self) -> list[float]:
+        return [float(v) for v in self.window]
+
+
+class NaivePath:
+    """The reference code's step, with the same modules and loss functions (see the module doc)."""
+
+    def __init__(self, cfg: ExperimentConfig, model: RationaleModel, teacher: RationaleModel | None,
+                 stream: Stream, device: torch.device, *, seed: int) -> None:
+        self.cfg, self.model, self.teacher, self.stream, self.device = cfg, model, teacher, stream, device
+        body, heads = model.param_groups()
+        self.opt = torch.optim.AdamW([{"params": body, "lr": cfg.optim.lr},
+                                      {"params": heads, "lr": cfg.optim.head_lr or cfg.optim.lr}],
+                                     lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, fused=False)
+        self.cpu_gen = torch.Generator().manual_seed(seed + 7919)
+        self.window: list[float] = []
+        self.metrics: list[dict[str, float]] = []
+
+    def noise(self, shape: torch.Size) -> torch.Tensor:
+        return gumbel_noise(shape, generator=self.cpu_gen, device=torch.device("cpu")).to(self.device)
+
+    def forward(self, inputs: Inputs, y: torch.Tensor, tau: float) -> tuple[torch.Tensor, dict[str, Any]]:
+        cfg, lc, model = self.cfg, self.cfg.loss, self.model
+        if cfg.mode == "cls":
+            q = model.predict(inputs, None)
+            ce = losses.prediction_ce(q, y)
+            return ce, {"q": q}
+        z_s = model.generate(inputs)
+        s_s = relaxed_sample(z_s, tau, self.noise(z_s.shape))
+        m = straight_through(s_s)
+        q_s = model.predict(inputs, m)
+        terms = losses.re_loss(q_s, y, m, inputs.selectable, lambda_select=lc.lambda_select,
+                               p_target=lc.p_target, how=str(lc.length_penalty))
+        if cfg.mode == "re":
+            return terms["re"], {"q": q_s, "m": m}
+        assert self.teacher is not None
+        with torch.no_grad():  # the teacher, recomputed every step
+            z_t = self.teacher.generate(inputs)
+            m_t = hard_mask(z_t)
+            q_t = self.teacher.predict(inputs, m.detach() if lc.teacher_predictor_mask == "student" else m_t)
+        kd_r = kd_y = None
+        if lc.distill in ("both", "rationale"):
+            if lc.kd_rationale_input == "noisy":
+                s_t, s_stu = relaxed_sample(z_t, tau, self.noise(z_t.shape)), s_s
+            else:
+                s_t, s_stu = relaxed_sample(z_t, tau, None), relaxed_sample(z_s, tau, None)
+            kd_r = losses.rationale_kd(s_t, s_stu, inputs.selectable)
+        if lc.distill in ("both", "prediction"):
+            kd_y = losses.prediction_kd(q_t, q_s, tau)
+        mix = losses.rekd_loss(terms["re"], kd_r, kd_y, tau=tau, alpha=lc.alpha, lambda_R=lc.lambda_R)
+        return mix["total"], {"q": q_s, "m": m, "m_t": m_t}
+
+    def step(self, step: int, tau: float) -> None:
+        inputs, y, _ = self.stream.batch(step)
+        loss, aux = self.forward(inputs, y, tau)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.opt.step()
+        # metrics read on the host every step
+        met = {"loss": loss.item(), "acc": (aux["q"].argmax(-1) == y).float().mean().item()}
+        if "m" in aux:
+            sel = inputs.selectable
+            met["frac"] = ((aux["m"].detach() * sel).sum(1) / sel.sum(1).clamp_min(1)).mean().item()
+        if "m_t" in aux:
+            met["iou"] = mask_iou(aux["m"].detach(), aux["m_t"], inputs.selectable).mean().item()
+        self.window.append(met["loss"])
+        self.metrics.append(met)
+
+    def losses(self) -> list[float]:
+        return self.window
+
+
+def make_paths(cfg: ExperimentConfig, num_classes: int, stream: Stream, device: torch.device, *,
+               autocast: bool, seed: int) -> tuple[NaivePath, DefaultPath, dict[str, int]]:
+    """Both paths from one initial student (and one teacher), as independent copies."""
+    torch.manual_seed(seed)
+    student = build(cfg, cfg.model.student, num_classes, with_generator=cfg.mode != "cls")
+    teacher = None
+    params = {"student": count_parameters(student)}
+    if cfg.mode == "rekd":
+        assert cfg.model.teacher is not None
+        teacher = build(cfg, cfg.model.teacher, num_classes, with_generator=True).to(device).eval()
+        teacher.requires_grad_(False)  # as LoadedRun leaves it
+        params["teacher"] = count_parameters(teacher)
+    naive_model = copy.deepcopy(student).to(device).train()
+    default_model = student.to(device).train()
+    naive = NaivePath(cfg, naive_model, teacher, stream, device, seed=seed)
+    default = DefaultPath(cfg, default_model, teacher, stream, device, autocast=autocast, seed=seed)
+    return naive, default, params
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+# --- one configuration ----------------------------------------------------------------------------
+
+def interleave(naive: NaivePath, default: DefaultPath, cfg: ExperimentConfig, *, total: int, warmup: int,
+               device: torch.device, seed: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """`total` steps of both paths, alternating; (seconds per timed step, CUDA peak bytes) per path."""
+    s = cfg.schedule
+    times: dict[str, list[float]] = {"naive": [], "default": []}
+    peak: dict[str, int] = {"naive": 0, "default": 0}
+    # Each path owns a copy of the global RNG (dropout draws from it), so interleaving the
+    # paths leaves both with the same dropout masks as if each ran alone.
+    torch.manual_seed(seed + 3)
+    rng = {name: rng_state(device) for name in times}
+    for step in range(total):
+        tau = tau_at(step, total_steps=total, tau0=s.tau0, tau_final=s.tau_final, update_every=s.tau_update_every)
+        for name, path in (("naive", naive), ("default", default)):
+            set_rng_state(device, rng[name])
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            sync(device)
+            t0 = time.perf_counter()
+            path.step(step, tau)
+            sync(device)
+            dt = time.perf_counter() - t0
+            rng[name] = rng_state(device)
+            if step >= warmup:
+                times[name].append(dt)
+            if device.type == "cuda":
+                peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
+    return times, peak
+
+
+def run_case(size: str, mode: str, *, device: torch.device, steps: int, warmup: int, seed: int,
+             cpu_bf16: bool) -> dict[str, Any]:
+    autocast = device.type == "cuda" or cpu_bf16
+    cfg = size_config(size, mode, device=device.type, precision="bf16" if autocast else "fp32")
+    total = warmup + steps
+    stream = make_stream(cfg, SIZES[size]["classes"], cfg.train.batch_size * total, device, seed)
+    naive, default, params = make_paths(cfg, SIZES[size]["classes"], stream, device, autocast=autocast, seed=seed)
+    times, peak = interleave(naive, default, cfg, total=total, warmup=warmup, device=device, seed=seed)
+    res: dict[str, Any] = {"size": size, "mode": mode, "batch": cfg.train.batch_size, "steps": steps,
+                           "warmup": warmup, "params": params, "autocast_bf16": autocast,
+                           "teacher_cache_s": default.cache_s,
+                           "teacher_cache_s_per_sample": default.cache_s / len(stream.y)}
+    for name, path in (("naive", naive), ("default", default)):
+        ts = times[name]
+        med = statistics.median(ts)
+        ls = path.losses()
+        res[name] = {"s_per_step": med, "s_per_step_mean": statistics.fmean(ts), "s_per_step_all": ts,
+                     "samples_per_s": cfg.train.batch_size / med, "loss_last": ls[-1], "losses": ls}
+        if device.type == "cuda":
+            res[name]["cuda_peak_mb"] = peak[name] / 2**20
+    res["ratio"] = res["naive"]["s_per_step"] / res["default"]["s_per_step"]  # of medians
+    res["ratio_total"] = sum(times["naive"]) / sum(times["default"])
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+# --- the driver ------------------------------------------------------------------------------------
+
+def table(rows: list[dict[str, Any]], device: str) -> str:
+    cuda = device == "cuda"
+    head = ("| size | mode | batch | steps | naive s/step | default s/step | naive/default | default samples/s "
+            "| loss naive | loss default | teacher cache /sample | peak RSS MB |")
+    head += " CUDA peak MB naive / default |" if cuda else ""
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        n, d = r["naive"], r["default"]
+        line = (f"| {r['size']} | {r['mode']} | {r['batch']} | {r['steps']} | {n['s_per_step']:.4f} | "
+                f"{d['s_per_step']:.4f} | {r['ratio']:.2f}x | {d['samples_per_s']:.1f} | {n['loss_last']:.4f} | "
+                f"{d['loss_last']:.4f} | {r['teacher_cache_s_per_sample'] * 1000:.2f} ms | {r['peak_rss_mb']:.0f} |")
+        if cuda:
+            line += f" {n['cuda_peak_mb']:.0f} / {d['cuda_peak_mb']:.0f} |"
+        out.append(line)
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps at the offline sizes")
+    ap.add_argument("--paper-steps", type=int, default=2, help="timed steps at the paper sizes")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--only", choices=["offline", "paper"], default=None)
+    ap.add_argument("--modes", default="cls,re,rekd")
+    ap.add_argument("--cpu-bf16", action="store_true",
+                    help="bf16 autocast on the CPU too (slower than fp32 on CPUs without fast bf16 matmuls)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_step.json"))
+    ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: SIZE:MODE in this process
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.case:
+        size, mode = args.case.split(":")
+        steps = args.paper_steps if size.startswith("paper") else args.steps
+        res = run_case(size, mode, device=device, steps=steps, warmup=args.warmup, seed=args.seed,
+                       cpu_bf16=args.cpu_bf16)
+        print("RESULT " + json.dumps(res))
+        return
+
+    sizes = [s for s in SIZES if args.only is None or s.startswith(args.only)]
+    rows = []
+    for size in sizes:
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, __file__, "--case", f"{size}:{mode}", "--device", args.device, "--steps",
+                   str(args.steps), "--paper-steps", str(args.paper_steps), "--warmup", str(args.warmup),
+                   "--seed", str(args.seed)] + (["--threads", str(args.threads)] if args.threads else []) + (
+                   ["--cpu-bf16"] if args.cpu_bf16 else [])
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+                raise SystemExit(f"{size}:{mode} failed")
+            rows.append(json.loads(line[len("RESULT "):]))
+            r = rows[-1]
+            print(f"# {size} {mode}: naive {r['naive']['s_per_step']:.4f} s, default {r['default']['s_per_step']:.4f}"
+                  f" s ({r['ratio']:.2f}x) [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    env = {"device": args.device, "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.processor() or
+           platform.machine(), "cuda": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+           "command": " ".join(["python", "bench/bench_step.py"] + sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+    print(table(rows, args.device))
+
+
+if __name__ == "__main__":
+    main()
