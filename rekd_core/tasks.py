@@ -98,26 +98,28 @@ class TeacherOutputs:
         self.autocast = autocast
 
     @classmethod
-    @torch.no_grad()
     def compute(cls, teacher: RationaleModel, batches: Iterable[Inputs], *, num_positions: int,
                 device: torch.device, autocast: bool) -> TeacherOutputs:
         zs, qs = [], []
-        for inputs in batches:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                z = teacher.generate(inputs)
-                q = teacher.predict(inputs, hard_mask(z))
-            zs.append(torch.nn.functional.pad(z.float(), (0, 0, 0, num_positions - z.shape[1])))
-            qs.append(q.float())
+        # inference_mode (no autograd bookkeeping at all); the results are concatenated outside
+        # it, so the cache holds ordinary tensors that a student step may use in its graph.
+        with torch.inference_mode():
+            for inputs in batches:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    z = teacher.generate(inputs)
+                    q = teacher.predict(inputs, hard_mask(z))
+                zs.append(torch.nn.functional.pad(z.float(), (0, 0, 0, num_positions - z.shape[1])))
+                qs.append(q.float())
         return cls(teacher, torch.cat(zs), torch.cat(qs), device=device, autocast=autocast)
 
     def own(self, idx: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(Z^T, Q^T with the teacher's own deterministic mask) for dataset rows `idx`."""
         return self.z[idx, :length], self.q[idx]
 
-    @torch.no_grad()
     def predict_with(self, inputs: Inputs, mask: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.teacher.predict(inputs, mask).float()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            q = self.teacher.predict(inputs, mask)
+        return q.float().clone()  # cloned outside inference_mode: an ordinary tensor for the KD loss
 
 
 class RekdTask(ReTask):
