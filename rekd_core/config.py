@@ -169,6 +169,10 @@ class TrainConfig(_Strict):
     log_every: int = Field(20, gt=0, description="steps between log events")
     eval_examples: int = Field(48, ge=0, description="dev examples whose rationales are saved per eval")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch's default)")
+    compile: bool = Field(
+        False, description="torch.compile the student's backbones; opt-in: measured on a 2-core CPU it cost "
+        "~15-20 s of compilation and saved nothing per step (text recompiles as batch lengths vary)"
+    )
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:

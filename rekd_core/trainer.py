@@ -158,6 +158,12 @@ class Trainer:
             self.task = ReTask(cfg)
         else:
             self.task = ClsTask(cfg)
+        if cfg.train.compile:
+            backbones = [self.model.predictor]
+            if self.model.with_generator and not self.model.share_backbone:
+                backbones.append(self.model.generator)
+            for backbone in backbones:
+                backbone.encode = torch.compile(backbone.encode)  # the weights (state dict) are unchanged
         self.opt = build_optimizer(self.model, cfg, self.device)
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed + 7919)
