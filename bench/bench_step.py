@@ -391,7 +391,8 @@ def main() -> None:
         return
 
     sizes = [s for s in SIZES if args.only is None or s.startswith(args.only)]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
     for size in sizes:
         for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--case", f"{size}:{mode}", "--device", args.device, "--steps",
@@ -403,7 +404,9 @@ def main() -> None:
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                raise SystemExit(f"{size}:{mode} failed")
+                print(f"# {size} {mode}: FAILED", file=sys.stderr, flush=True)
+                failed.append(f"{size}:{mode}")
+                continue
             rows.append(json.loads(line[len("RESULT "):]))
             r = rows[-1]
             print(f"# {size} {mode}: naive {r['naive']['s_per_step']:.4f} s, default {r['default']['s_per_step']:.4f}"
@@ -415,6 +418,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"env": env, "rows": rows}, indent=2))
     print(table(rows, args.device))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
