@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import resource
 import statistics
@@ -291,8 +292,8 @@ def set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor 
 # --- one configuration ----------------------------------------------------------------------------
 
 def interleave(naive: NaivePath, default: DefaultPath, cfg: ExperimentConfig, *, total: int, warmup: int,
-               device: torch.device, seed: int) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """`total` steps of both paths, alternating; (seconds per timed step, CUDA peak bytes) per path."""
+               device: torch.device, seed: int, blocks: bool = False) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """`total` steps of both paths, alternating (or in two blocks); (seconds per timed step, CUDA peak bytes)."""
     s = cfg.schedule
     times: dict[str, list[float]] = {"naive": [], "default": []}
     peak: dict[str, int] = {"naive": 0, "default": 0}
@@ -300,35 +301,42 @@ def interleave(naive: NaivePath, default: DefaultPath, cfg: ExperimentConfig, *,
     # paths leaves both with the same dropout masks as if each ran alone.
     torch.manual_seed(seed + 3)
     rng = {name: rng_state(device) for name in times}
-    for step in range(total):
-        tau = tau_at(step, total_steps=total, tau0=s.tau0, tau_final=s.tau_final, update_every=s.tau_update_every)
-        for name, path in (("naive", naive), ("default", default)):
-            set_rng_state(device, rng[name])
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
-            t0 = time.perf_counter()
-            path.step(step, tau)
-            sync(device)
-            dt = time.perf_counter() - t0
-            rng[name] = rng_state(device)
-            if step >= warmup:
-                times[name].append(dt)
-            if device.type == "cuda":
-                peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
+    paths = (("naive", naive), ("default", default))
+    if blocks:  # all of naive's steps, then all of default's
+        order = [(step, name, path) for name, path in paths for step in range(total)]
+    else:
+        order = [(step, name, path) for step in range(total) for name, path in paths]
+    for step, name, path in order:
+        tau = tau_at(step, total_steps=total, tau0=s.tau0, tau_final=s.tau_final,
+                     update_every=s.tau_update_every)
+        set_rng_state(device, rng[name])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t0 = time.perf_counter()
+        path.step(step, tau)
+        sync(device)
+        dt = time.perf_counter() - t0
+        rng[name] = rng_state(device)
+        if step >= warmup:
+            times[name].append(dt)
+        if device.type == "cuda":
+            peak[name] = max(peak[name], torch.cuda.max_memory_allocated(device))
     return times, peak
 
 
 def run_case(size: str, mode: str, *, device: torch.device, steps: int, warmup: int, seed: int,
-             cpu_bf16: bool) -> dict[str, Any]:
+             cpu_bf16: bool, blocks: bool = False) -> dict[str, Any]:
     autocast = device.type == "cuda" or cpu_bf16
     cfg = size_config(size, mode, device=device.type, precision="bf16" if autocast else "fp32")
     total = warmup + steps
     stream = make_stream(cfg, SIZES[size]["classes"], cfg.train.batch_size * total, device, seed)
     naive, default, params = make_paths(cfg, SIZES[size]["classes"], stream, device, autocast=autocast, seed=seed)
-    times, peak = interleave(naive, default, cfg, total=total, warmup=warmup, device=device, seed=seed)
+    times, peak = interleave(naive, default, cfg, total=total, warmup=warmup, device=device, seed=seed,
+                             blocks=blocks)
     res: dict[str, Any] = {"size": size, "mode": mode, "batch": cfg.train.batch_size, "steps": steps,
-                           "warmup": warmup, "params": params, "autocast_bf16": autocast,
+                           "warmup": warmup, "schedule": "blocks" if blocks else "interleaved",
+                           "params": params, "autocast_bf16": autocast,
                            "teacher_cache_s": default.cache_s,
                            "teacher_cache_s_per_sample": default.cache_s / len(stream.y)}
     for name, path in (("naive", naive), ("default", default)):
@@ -376,6 +384,8 @@ def main() -> None:
     ap.add_argument("--modes", default="cls,re,rekd")
     ap.add_argument("--cpu-bf16", action="store_true",
                     help="bf16 autocast on the CPU too (slower than fp32 on CPUs without fast bf16 matmuls)")
+    ap.add_argument("--blocks", action="store_true",
+                    help="time all naive steps, then all default steps (instead of alternating step by step)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_step.json"))
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: SIZE:MODE in this process
     args = ap.parse_args()
@@ -386,7 +396,7 @@ def main() -> None:
         size, mode = args.case.split(":")
         steps = args.paper_steps if size.startswith("paper") else args.steps
         res = run_case(size, mode, device=device, steps=steps, warmup=args.warmup, seed=args.seed,
-                       cpu_bf16=args.cpu_bf16)
+                       cpu_bf16=args.cpu_bf16, blocks=args.blocks)
         print("RESULT " + json.dumps(res))
         return
 
@@ -398,9 +408,14 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--case", f"{size}:{mode}", "--device", args.device, "--steps",
                    str(args.steps), "--paper-steps", str(args.paper_steps), "--warmup", str(args.warmup),
                    "--seed", str(args.seed)] + (["--threads", str(args.threads)] if args.threads else []) + (
-                   ["--cpu-bf16"] if args.cpu_bf16 else [])
+                   ["--cpu-bf16"] if args.cpu_bf16 else []) + (["--blocks"] if args.blocks else [])
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            env = dict(os.environ)
+            if args.device == "cuda":
+                # Two models in one process with text batches of varying length fragment the caching
+                # allocator; on CUDA without this, cudaMalloc/cudaFree stalls (~0.1 s) hit random steps.
+                env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
