@@ -191,6 +191,9 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
         return await run_in_threadpool(load_run, run_dir, which)
     except FileNotFoundError:
         raise missing from None
+    except Exception as err:  # a corrupt or crafted file: refused as data (safetensors never unpickles)
+        raise HTTPException(409, f"run {run_id!r}: its checkpoint cannot be read ({type(err).__name__}); "
+                                 "nothing was loaded from it") from None
 
 
 # --- the route ---------------------------------------------------------------------------------
