@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from rekd_core import __version__
@@ -14,7 +16,26 @@ def create_app() -> FastAPI:
                   description="Launch, watch and inspect rationale-extraction (RE / REKD) runs; explain inputs.")
     for module in (runs, pipelines, sweeps, examples, explain, meta):
         app.include_router(module.router)
+    _document_all_422s(app)
     return app
+
+
+def _document_all_422s(app: FastAPI) -> None:
+    """A 422 carries either FastAPI's list of field errors or our one-line message (an invalid run id,
+    a text too long); say so once in the schema, so every 422 of every route conforms to it."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            err = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+            if err is not None:
+                err["properties"]["detail"] = {"title": "Detail", "anyOf": [
+                    {"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}]}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()
