@@ -192,7 +192,8 @@ def test_graceful_worker_shutdown_hands_the_run_back(svc):
     import signal
 
     with svc.client() as c:
-        cfg = tiny_vision("re", max_steps=60, log_every=2, eval_every=30, checkpoint_every=30)
+        # long enough that the signal always lands mid-run, however fast this machine is today
+        cfg = tiny_vision("re", max_steps=600, log_every=20, eval_every=300, checkpoint_every=300)
         run_id = launch(c, cfg)
         deadline = time.monotonic() + 120
         while c.get(f"/api/runs/{run_id}").json()["step"] < 4 and time.monotonic() < deadline:
@@ -202,7 +203,7 @@ def test_graceful_worker_shutdown_hands_the_run_back(svc):
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # a prompt warm shutdown, not a hang until the run ends
         st = c.get(f"/api/runs/{run_id}").json()
-        assert st["state"] == "queued" and 4 <= st["step"] < 60
+        assert st["state"] == "queued" and 4 <= st["step"] < 600
         assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
         svc.start_worker()
         evs = sse_events(c, run_id, timeout=240)
@@ -210,4 +211,4 @@ def test_graceful_worker_shutdown_hands_the_run_back(svc):
         st = c.get(f"/api/runs/{run_id}").json()
         assert st["attempts"] == 1  # a hand-back is not a crash
         log_steps = [e["step"] for e in evs if e["type"] == "log"]
-        assert log_steps == list(range(2, 61, 2))
+        assert log_steps == list(range(20, 601, 20))
