@@ -27,7 +27,7 @@ def test_no_server_error_and_every_response_matches_the_schema(tmp_path):
         out = subprocess.run(
             [str(ST), "run", svc.base + "/openapi.json", "--checks", "not_a_server_error,response_schema_conformance",
              "--max-examples", "25", "--exclude-path-regex", "/events$", "--seed", "1", "--no-color"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its report folder goes there
     finally:
         svc.stop()
     report = out.stdout + out.stderr
