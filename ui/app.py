@@ -94,7 +94,7 @@ def build_ui(api: ApiClient) -> gr.Blocks:
                 return gr.skip(), gr.skip()
             runs = api.runs()
             keep = [r for r in (current or []) if r not in created]
-            return (gr.update(choices=monitor.choices_for(runs), value=(created + keep)[:6]),
+            return (gr.update(choices=choices(runs), value=(created + keep)[:6]),
                     gr.Tabs(selected="monitor"))
 
         exp.launched.change(watch, [exp.launched, mon.runs], [mon.runs, tabs], show_progress="hidden")

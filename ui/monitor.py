@@ -45,10 +45,6 @@ class MonitorView:
     draw_js: str = DRAW_JS
 
 
-def choices_for(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return choices(runs)
-
-
 def default_selection(runs: list[dict[str, Any]]) -> list[str]:
     """Active runs first, then the newest: what a user opening the page wants to see."""
     ordered = newest_first(runs)
@@ -60,7 +56,7 @@ def default_selection(runs: list[dict[str, Any]]) -> list[str]:
 def refresh_choices(runs: list[dict[str, Any]], watched: list[str] | None) -> list[Any]:
     ids = {r["id"] for r in runs}
     kept = [w for w in (watched or []) if w in ids]
-    return [gr.update(choices=choices_for(runs), value=kept or default_selection(runs))]
+    return [gr.update(choices=choices(runs), value=kept or default_selection(runs))]
 
 
 def build(api: ApiClient) -> MonitorView:

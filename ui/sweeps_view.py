@@ -46,6 +46,11 @@ def run_rows(detail: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def sweep_choices(sweeps: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(label, id) for the sweep picker: name, state and a short id suffix."""
+    return [(f"{s['name']} · {s['state']} · {s['id'][-4:]}", s["id"]) for s in sweeps]
+
+
 def header(detail: dict[str, Any]) -> str:
     sid = esc(detail["id"])
     failed = f", {detail['failed']} failed or cancelled" if detail["failed"] else ""
@@ -95,8 +100,7 @@ def build(api: ApiClient) -> SweepsView:
         ordered = sorted(presets.values(), key=lambda p: (not p["offline"], p["name"]))
         return (gr.update(choices=[(f"{p['name']}{'' if p['offline'] else '  (GPU + network)'}", p["name"])
                                    for p in ordered], value=ordered[0]["name"] if ordered else None),
-                presets, gr.update(choices=[(f"{s['name']} · {s['state']} · {s['id'][-4:]}", s["id"])
-                                            for s in sweeps]), gr.skip())
+                presets, gr.update(choices=sweep_choices(sweeps)), gr.skip())
 
     def describe(name: str | None, presets: dict[str, Any]) -> str:
         p = presets.get(name or "")
@@ -131,7 +135,7 @@ def build(api: ApiClient) -> SweepsView:
         new = tuple((s["id"], s["state"]) for s in sweeps)
         if new == sig:
             return gr.skip(), sig
-        return gr.update(choices=[(f"{s['name']} · {s['state']} · {s['id'][-4:]}", s["id"]) for s in sweeps]), new
+        return gr.update(choices=sweep_choices(sweeps)), new
 
     listed = gr.State(None)
     gr.Timer(3.0).tick(refresh_list, listed, [picked, listed], show_progress="hidden", queue=False)
@@ -152,7 +156,7 @@ def build(api: ApiClient) -> SweepsView:
         except ApiError as err:
             return message(f"the sweep was not launched: {err.message}"), gr.skip()
         return (message(f"queued sweep {created['id']}: {created['runs']} runs", "ok-msg"),
-                gr.update(choices=[(f"{s['name']} · {s['state']} · {s['id'][-4:]}", s["id"]) for s in sweeps],
+                gr.update(choices=sweep_choices(sweeps),
                           value=created["id"]))
 
     launch_btn.click(launch, [preset, overrides], [launch_msg, picked])
