@@ -2,12 +2,16 @@
 
 No pickle anywhere: weights and optimizer moments are tensors, everything else (step, tau,
 RNG states, the run config) is JSON in the file's metadata, so a checkpoint describes itself
-and is written atomically as one file (temp file, fsync, rename).
+and is written atomically as one file (temp file, fsync, rename, fsync of the directory).
+
+The header also carries a SHA-256 of every tensor's bytes: safetensors checks the file's
+structure but not its contents, so a bit flipped on disk would otherwise load silently.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import tempfile
@@ -19,6 +23,31 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 META_KEY = "rekd"
+DIGEST_KEY = "rekd.sha256"
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and raw bytes, in name order (independent of file layout)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    # the rename itself is durable only once the directory entry is on disk
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -33,37 +62,60 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                    previous: Path | None = None) -> None:
+    """Write atomically; with `previous`, the file being replaced is kept there (a fallback if
+    the new one is ever found damaged). A crash at any point leaves a loadable file at `path`
+    or at `previous`, and at worst a stray `.part` file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
         flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(flat, tmp, metadata={META_KEY: json.dumps(meta)})
+        save_file(flat, tmp, metadata={META_KEY: json.dumps(meta), DIGEST_KEY: tensors_digest(flat)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temp files of saves that a crash interrupted; only their writer may call this."""
+    stray = list(folder.glob(".*.part")) if folder.is_dir() else []
+    for p in stray:
+        p.unlink(missing_ok=True)
+    return stray
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a checkpoint; a file that is not valid safetensors is refused."""
+    """Tensors and metadata of a checkpoint, verified against the digest it was written with.
+    A file that is not valid safetensors, or whose contents changed since, is refused."""
     tensors: dict[str, torch.Tensor] = {}
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            meta = json.loads(header.get(META_KEY, "{}"))
             for k in f.keys():
                 tensors[k] = f.get_tensor(k)
     except (OSError, ValueError, json.JSONDecodeError, Exception) as err:  # safetensors raises its own type
         raise ValueError(f"{path}: not a readable rekd checkpoint ({err})") from None
+    # files written before digests existed carry none; everything written since is checked
+    if DIGEST_KEY in header and tensors_digest(tensors) != header[DIGEST_KEY]:
+        raise ValueError(f"{path}: damaged rekd checkpoint (its contents do not match the SHA-256 it was saved with)")
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta
 
 

@@ -1,7 +1,7 @@
 """The run directory, the durable record of one run (DESIGN.md):
 
 runs/<run_id>/config.json  events.jsonl  status.json  results.json
-              checkpoints/{last,best}.safetensors
+              checkpoints/{last,previous,best}.safetensors   (previous: the `last` a save replaced)
               examples/inputs.json, inputs.safetensors, step-<7-digit step>.json
 """
 

@@ -27,6 +27,7 @@ from .checkpoint import (
     load_checkpoint,
     load_optimizer_tensors,
     optimizer_tensors,
+    remove_partial_writes,
     save_checkpoint,
 )
 from .config import ExperimentConfig, config_to_dict
@@ -271,13 +272,31 @@ class Trainer:
                            "noise": encode_bytes(self.noise_gen.get_state())}
             if self.device.type == "cuda":
                 meta["rng"]["cuda"] = encode_bytes(torch.cuda.get_rng_state(self.device))
-        save_checkpoint(self.store.checkpoints / f"{kind}.safetensors", tensors, meta)
+        previous = self.store.checkpoints / "previous.safetensors" if kind == "last" else None
+        save_checkpoint(self.store.checkpoints / f"{kind}.safetensors", tensors, meta, previous=previous)
+
+    def _resume_point(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The newest intact resume checkpoint: `last`, else the one it replaced. A crash between
+        the two renames of a save leaves only `previous`; a damaged `last` is refused on load."""
+        remove_partial_writes(self.store.checkpoints)
+        found = [p for p in (self.store.checkpoints / "last.safetensors",
+                             self.store.checkpoints / "previous.safetensors") if p.exists()]
+        errors = []
+        for path in found:
+            try:
+                return load_checkpoint(path, device=self.device)
+            except ValueError as err:
+                log.error("%s", err)
+                errors.append(str(err))
+        if errors:
+            raise RuntimeError("no intact checkpoint to resume from: " + "; ".join(errors))
+        return None
 
     def _resume(self) -> int:
-        path = self.store.checkpoints / "last.safetensors"
-        if not path.exists():
+        point = self._resume_point()
+        if point is None:
             return 0
-        tensors, meta = load_checkpoint(path, device=self.device)
+        tensors, meta = point
         load_model_weights(self.model, tensors)
         load_optimizer_tensors(self.opt, tensors, meta["optimizer_groups"])
         torch.set_rng_state(decode_bytes(meta["rng"]["torch"]))
@@ -391,7 +410,7 @@ class Trainer:
         model = self.model
         model.train()
         win: dict[str, Any] = getattr(self, "_restored_window", None) or self._new_window()
-        t_win = time.perf_counter()
+        t_win = t_status = time.perf_counter()
         while step < self.total_steps:
             stop = self.should_stop()
             if stop == "preempt":
@@ -422,6 +441,9 @@ class Trainer:
                 self.emit(self._log_event(win, step, tau, dt))
                 win = self._new_window()
                 t_win = time.perf_counter()
+                if t_win - t_status > 1.0:  # progress for run lists, at most once a second
+                    self.store.write_status(step=step, tau=tau)
+                    t_status = t_win
             if step % cfg.train.eval_every == 0 or last:
                 self._eval_event(step, tau)
             if step % cfg.train.checkpoint_every == 0 or last:

@@ -1,4 +1,6 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,3 +50,21 @@ def teacher_runs(tmp_path_factory):
         train(parse_config(make("re")), run_dir)
         out[name] = run_dir
     return out
+
+
+def run_history(run: Path) -> list[dict]:
+    """The run's metric history: every log and eval event, less ids and wall-clock fields."""
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in e.items() if k not in ("id", "time", "samples_per_s")}
+            for e in events if e["type"] in ("log", "eval")]
+
+
+def same_final_weights(a: Path, b: Path) -> None:
+    """The two runs' last checkpoints hold bit-identical tensors (weights and optimizer state)."""
+    from rekd_core.checkpoint import load_checkpoint
+
+    ta, _ = load_checkpoint(a / "checkpoints" / "last.safetensors")
+    tb, _ = load_checkpoint(b / "checkpoints" / "last.safetensors")
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
