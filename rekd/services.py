@@ -46,12 +46,15 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.
 
 
 def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """An embedded redis-server on loopback, persisting (AOF) under `data_dir`."""
+    """An embedded redis-server on loopback, persisting (AOF) under `data_dir`.
+
+    `appendfsync always`: a run the API acknowledged is on disk in the queue, not one second
+    later; rekd writes a few keys a second, far below what this costs."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     proc = subprocess.Popen(
         [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-         "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--daemonize", "no",
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "yes", "--daemonize", "no",
          "--logfile", str(data_dir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for_port("127.0.0.1", port, proc=proc)

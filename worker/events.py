@@ -14,6 +14,7 @@ from . import keys
 log = logging.getLogger(__name__)
 
 STREAM_TTL_S = 7 * 24 * 3600  # a finished run's stream; afterwards SSE replays from events.jsonl
+RETRY_AFTER_S = 5.0  # after a failed write, events go to the file only for this long
 
 
 class StreamPublisher:
@@ -28,6 +29,7 @@ class StreamPublisher:
         self.key = keys.stream(run_id)
         self.maxlen = maxlen
         self.last_id = 0
+        self.paused_until = 0.0
         try:
             last = r.xrevrange(self.key, count=1)
             if last:
@@ -38,8 +40,8 @@ class StreamPublisher:
 
     def __call__(self, event: dict[str, Any]) -> None:
         eid = int(event["id"])
-        if eid <= self.last_id:
-            return
+        if eid <= self.last_id or time.monotonic() < self.paused_until:
+            return  # while Redis is away, readers take the skipped ids from the file
         try:
             pipe = self.r.pipeline()
             pipe.xadd(self.key, {"data": json.dumps(event), "t": time.time()}, id=f"{eid}-0",
@@ -50,5 +52,7 @@ class StreamPublisher:
             self.last_id = eid
         except redis.RedisError as err:
             # Never let the live channel take the run down: the event is already on disk and
-            # SSE readers fall back to the file.
-            log.warning("event %d of %s not streamed: %s", eid, self.key, err)
+            # SSE readers fall back to the file. Pause, so that an unreachable Redis costs the
+            # training loop one timeout every few seconds, not one per event.
+            self.paused_until = time.monotonic() + RETRY_AFTER_S
+            log.warning("event %d of %s not streamed (%s); retrying in %.0f s", eid, self.key, err, RETRY_AFTER_S)

@@ -21,3 +21,4 @@ def requeued(run_id: str) -> str:
 
 
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix time)
+EPOCH = f"{PREFIX}:epoch"  # set once per Redis lifetime; its absence means Redis lost its data

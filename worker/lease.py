@@ -17,9 +17,14 @@ from . import keys
 
 log = logging.getLogger(__name__)
 
-# Renew / release only if we still hold it: compare-and-set in one round trip.
-_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
+# Renew only if we still hold it, in one round trip. A key that is gone altogether (Redis
+# restarted without its data, or an outage outlasted the ttl) is taken back: nobody else holds
+# it, and SET NX cannot race with a worker taking it at the same moment. Only a key held by
+# another owner means the run is lost to us.
+_RENEW = ("local v = redis.call('get', KEYS[1]) "
+          "if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end "
+          "if not v then if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end end "
+          "return 0")
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 

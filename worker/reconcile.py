@@ -4,6 +4,10 @@ A run is orphaned when its status says `running` but nobody holds its lease: its
 (SIGKILL, OOM, a lost machine). Its broker message would only come back after the visibility
 timeout, so the reconciler re-queues it now; the lease keeps the two deliveries from ever
 training at once, and the run resumes from its last checkpoint.
+
+A run is also lost when Redis loses its data (restarted without persistence, flushed, replaced):
+its queued message is gone with it. Redis then no longer holds the `epoch` key; the first
+reconciler to notice sets it again and re-queues every run whose directory says `queued`.
 """
 
 from __future__ import annotations
@@ -43,8 +47,26 @@ def orphaned_runs(settings: Settings, r: redis.Redis) -> list[str]:
     return out
 
 
+def queued_runs(settings: Settings) -> list[str]:
+    out = []
+    for status_path in sorted(settings.runs_dir.glob("*/status.json")) if settings.runs_dir.exists() else []:
+        try:
+            if json.loads(status_path.read_text()).get("state") == "queued":
+                out.append(status_path.parent.name)
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
 def reconcile_once(settings: Settings, r: redis.Redis, send: Callable[[str], None]) -> list[str]:
     sent = []
+    if r.set(keys.EPOCH, str(time.time()), nx=True):
+        # Redis remembers nothing of this deployment: every queued message may be gone. Copies
+        # that did survive are harmless (a delivered run is leased, an ended one skipped).
+        for run_id in queued_runs(settings):
+            log.warning("Redis holds no record of queued run %s (its data was lost?); queueing it again", run_id)
+            send(run_id)
+            sent.append(run_id)
     for run_id in orphaned_runs(settings, r):
         # several workers reconcile: the first to mark the run re-queues it
         if r.set(keys.requeued(run_id), "1", nx=True, ex=max(int(settings.lease_ttl_s), 1)):

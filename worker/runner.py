@@ -53,7 +53,7 @@ class StopWhen:
             try:
                 self.cancelled = bool(self.r.exists(self.key))
             except redis.RedisError:
-                pass  # keep training through a Redis outage
+                self.next_check = now + 5.0  # keep training through a Redis outage; look again later
         return self.cancelled
 
 

@@ -31,7 +31,10 @@ SHUTTING_DOWN = threading.Event()
 def get_redis() -> redis.Redis:
     global _redis
     if _redis is None:
-        _redis = redis.Redis.from_url(get_settings().redis_url or "", socket_timeout=10, health_check_interval=30)
+        # a short connect timeout: calls on the training thread (events, cancel checks) must not
+        # hang for long on a Redis that is unreachable rather than refusing
+        _redis = redis.Redis.from_url(get_settings().redis_url or "", socket_timeout=10, socket_connect_timeout=2,
+                                      health_check_interval=30)
     return _redis
 
 
