@@ -27,6 +27,7 @@ class Service:
     log_dir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     n_workers: int = 0
+    redis_dir: Path | None = None
 
     def start_worker(self) -> subprocess.Popen:
         name = f"worker{self.n_workers}"
@@ -41,6 +42,20 @@ class Service:
         proc = self.procs.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+    def kill_redis(self) -> None:
+        """SIGKILL redis-server: no shutdown save, as in a crash or an OOM kill."""
+        self.kill("redis")
+
+    def restart_redis(self, keep_data: bool = True) -> None:
+        """Start redis-server again on the same port: from its append-only file, or empty
+        (`keep_data=False`: what a Redis without persistence, or a replaced one, comes back as)."""
+        assert self.redis_dir is not None
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        data = self.redis_dir
+        if not keep_data:
+            data = self.redis_dir.with_name(f"{self.redis_dir.name}-{time.monotonic_ns()}")
+        self.procs["redis"], _ = start_redis(data, port=port)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30)
@@ -76,7 +91,8 @@ def start_service(tmp: Path, workers: int = 1, ui: bool = False, **env_extra: st
     env = {**os.environ, "REKD_REDIS_URL": url, "REKD_RUNS_DIR": str(runs), "REKD_QUEUE": "rekd-test",
            "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            **ui_env("127.0.0.1", port), **env_extra}
-    svc = Service(base=f"http://127.0.0.1:{port}", runs_dir=runs, redis_url=url, env=env, log_dir=logs)
+    svc = Service(base=f"http://127.0.0.1:{port}", runs_dir=runs, redis_url=url, env=env, log_dir=logs,
+                  redis_dir=tmp / "redis")
     svc.procs["redis"] = redis_proc
     api_log = open(logs / "api.log", "wb")
     svc.procs["api"] = subprocess.Popen(api_cmd("127.0.0.1", port, ui=ui), env=env, cwd=ROOT, stdout=api_log,

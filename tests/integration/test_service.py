@@ -87,28 +87,6 @@ def test_preset_with_overrides(svc):
         assert any(p["name"] == "demo-fmnist-student" for p in c.get("/api/presets").json())
 
 
-def test_cancel_stops_within_seconds_keeps_checkpoint_and_never_returns(svc):
-    with svc.client() as c:
-        run_id = launch(c, tiny_vision("re", max_steps=100_000, log_every=1, checkpoint_every=50_000,
-                                       eval_every=50_000))
-        first = sse_events(c, run_id, until="log")
-        t0 = time.monotonic()
-        r = c.post(f"/api/runs/{run_id}/cancel")
-        assert r.status_code == 202
-        rest = sse_events(c, run_id, last_event_id=first[-1]["id"], timeout=60)
-        assert rest[-1]["type"] == "finished" and rest[-1]["state"] == "cancelled"
-        assert time.monotonic() - t0 < 10
-        assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
-        n = len((svc.runs_dir / run_id / "events.jsonl").read_text().splitlines())
-        time.sleep(3)
-        assert c.get(f"/api/runs/{run_id}").json()["state"] == "cancelled"
-        assert len((svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()) == n  # not redelivered
-        assert c.post(f"/api/runs/{run_id}/cancel").status_code == 409
-        assert c.delete(f"/api/runs/{run_id}").status_code == 204
-        assert not (svc.runs_dir / run_id).exists()
-        assert c.get(f"/api/runs/{run_id}").status_code == 404
-
-
 def test_delete_refuses_a_live_run(svc):
     with svc.client() as c:
         run_id = launch(c, tiny_vision("re", max_steps=100_000, log_every=1, checkpoint_every=50_000,
@@ -117,33 +95,6 @@ def test_delete_refuses_a_live_run(svc):
         assert c.delete(f"/api/runs/{run_id}").status_code == 409
         c.post(f"/api/runs/{run_id}/cancel")
         sse_events(c, run_id, until="finished", timeout=60)
-
-
-def test_killed_worker_run_resumes_on_another_and_finishes_with_one_event_sequence(svc):
-    with svc.client() as c:
-        cfg = tiny_vision("re", max_steps=40, log_every=2, eval_every=10, checkpoint_every=4)
-        run_id = launch(c, cfg)
-        # wait until a checkpoint exists past step 8, then SIGKILL the worker mid-run
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            st = c.get(f"/api/runs/{run_id}").json()
-            if st["step"] >= 8:
-                break
-            time.sleep(0.2)
-        assert st["state"] == "running" and st["step"] >= 8
-        (name,) = [n for n in svc.procs if n.startswith("worker")]
-        svc.kill(name)
-        svc.start_worker()
-        evs = sse_events(c, run_id, timeout=240)
-        assert evs[-1]["type"] == "finished" and evs[-1]["state"] == "completed"
-        st = c.get(f"/api/runs/{run_id}").json()
-        assert st["attempts"] == 2 and st["state"] == "completed"
-        stored = [json.loads(x) for x in (svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()]
-        assert [e["id"] for e in stored] == list(range(1, len(stored) + 1))
-        log_steps = [e["step"] for e in stored if e["type"] == "log"]
-        assert log_steps == list(range(2, 41, 2))  # one continuous sequence: no gap, no duplicate step
-        starts = [e for e in stored if e["type"] == "start"]
-        assert [s["resumed"] for s in starts] == [False, True] and starts[1]["step"] >= 4
 
 
 def test_browse_examples_and_explain_over_http(svc):
@@ -185,30 +136,3 @@ def test_browse_examples_and_explain_over_http(svc):
         assert c.get("/openapi.json").json()["paths"].keys() >= {
             "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/examples",
             "/api/runs/{run_id}/metrics", "/api/explain", "/api/presets", "/api/health"}
-
-
-def test_graceful_worker_shutdown_hands_the_run_back(svc):
-    import os
-    import signal
-
-    with svc.client() as c:
-        # long enough that the signal always lands mid-run, however fast this machine is today
-        cfg = tiny_vision("re", max_steps=600, log_every=20, eval_every=300, checkpoint_every=300)
-        run_id = launch(c, cfg)
-        deadline = time.monotonic() + 120
-        while c.get(f"/api/runs/{run_id}").json()["step"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        (name,) = [n for n in svc.procs if n.startswith("worker")]
-        proc = svc.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0  # a prompt warm shutdown, not a hang until the run ends
-        st = c.get(f"/api/runs/{run_id}").json()
-        assert st["state"] == "queued" and 4 <= st["step"] < 600
-        assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
-        svc.start_worker()
-        evs = sse_events(c, run_id, timeout=240)
-        assert evs[-1]["state"] == "completed"
-        st = c.get(f"/api/runs/{run_id}").json()
-        assert st["attempts"] == 1  # a hand-back is not a crash
-        log_steps = [e["step"] for e in evs if e["type"] == "log"]
-        assert log_steps == list(range(20, 601, 20))

@@ -1,5 +1,6 @@
 """The worker's decisions against a real redis-server: lease, attempts cap, idempotency, cancel
-before start, and the reconciler re-queueing orphaned runs exactly once."""
+before start, the reconciler re-queueing orphaned runs exactly once, and what happens when
+Redis loses its data (queued runs sent again, leases taken back by their holders)."""
 
 import json
 import os
@@ -103,3 +104,30 @@ def test_reconciler_requeues_an_orphaned_run_once(env):
     assert sent == ["orphan"]
     fresh = _new_run(settings, "fresh", state="running")  # just started: within the grace period
     assert fresh and reconcile_once(settings, r, sent.append) == []
+
+
+def test_after_redis_loses_its_data_every_queued_run_is_sent_again_once(env):
+    settings, r = env
+    _new_run(settings, "q1")
+    _new_run(settings, "q2", waiting_for="some-teacher")  # a student waiting for its teacher
+    _new_run(settings, "done", state="completed")
+    sent: list[str] = []
+    r.set(keys.EPOCH, "1")
+    assert reconcile_once(settings, r, sent.append) == []  # Redis remembers: the queue is intact
+    r.flushall()  # Redis restarted without its data: queue, leases and the epoch are gone
+    assert reconcile_once(settings, r, sent.append) == ["q1", "q2"]
+    assert reconcile_once(settings, r, sent.append) == []  # the first reconciler to notice re-sends, once
+    assert sent == ["q1", "q2"]
+
+
+def test_a_lease_whose_key_vanished_is_taken_back_one_taken_by_another_is_lost(env):
+    from worker.lease import Lease
+
+    _, r = env
+    lease = Lease(r, "r1", "w1", ttl_s=5)
+    assert lease.acquire()
+    r.delete(keys.lease("r1"))  # Redis lost it: nobody else holds the run, so its trainer keeps it
+    assert lease.renew() and r.get(keys.lease("r1")) == b"w1" and r.pttl(keys.lease("r1")) > 4000
+    assert not lease.lost.is_set()
+    r.set(keys.lease("r1"), "w2")  # another worker took it (after an expiry): ours is lost
+    assert not lease.renew() and lease.lost.is_set() and r.get(keys.lease("r1")) == b"w2"

@@ -1,0 +1,145 @@
+"""Load (guarantee 12): 200 SSE subscribers on one live run, a client that never reads, and
+100 queued runs, against one real uvicorn process.
+
+Held for LOAD_S seconds while the run trains: every subscriber keeps up with the live run
+(gap-free ids, close behind the newest event), /api/health answers throughout, and the API
+process's memory stays bounded (it does not grow with time while the load is steady).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import tiny_vision
+from rekd.testing import start_service
+
+SUBSCRIBERS = 200
+QUEUED = 100
+LOAD_S = 30.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class Subscribers:
+    """SUBSCRIBERS SSE readers on one asyncio loop in a thread; each records (event id, arrival)."""
+
+    def __init__(self, base: str, run_id: str) -> None:
+        self.base, self.run_id = base, run_id
+        self.ids: list[list[int]] = [[] for _ in range(SUBSCRIBERS)]
+        self.last_seen = [0.0] * SUBSCRIBERS
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _one(self, client: httpx.AsyncClient, i: int) -> None:
+        try:
+            async with client.stream("GET", f"/api/runs/{self.run_id}/events") as resp:
+                async for line in resp.aiter_lines():
+                    if line.startswith("id:"):
+                        self.ids[i].append(int(line[3:]))
+                        self.last_seen[i] = time.monotonic()
+                    if self.stop.is_set():
+                        return
+        except Exception as err:  # noqa: BLE001 - recorded, and the test fails on any
+            self.errors.append(f"subscriber {i}: {type(err).__name__}: {err}")
+
+    async def _main(self) -> None:
+        limits = httpx.Limits(max_connections=SUBSCRIBERS + 10)
+        async with httpx.AsyncClient(base_url=self.base, limits=limits, timeout=httpx.Timeout(60, read=60)) as c:
+            tasks = [asyncio.create_task(self._one(c, i)) for i in range(SUBSCRIBERS)]
+            while not self.stop.is_set():
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2)  # let each see the stop on its next event
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def never_reading_client(base: str, run_id: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    s.sendall(f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return s  # and never read from it
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    s = start_service(tmp_path_factory.mktemp("load"), workers=1)
+    yield s
+    s.stop()
+
+
+def test_200_subscribers_a_stalled_client_and_100_queued_runs(svc):
+    api_pid = svc.procs["api"].pid
+    with svc.client() as c:
+        r = c.post("/api/runs", json={"config": tiny_vision("re", max_steps=1_000_000, log_every=5,
+                                                            eval_every=500_000, checkpoint_every=500_000)})
+        live = r.json()["id"]
+        queued = []
+        for _ in range(QUEUED):
+            r = c.post("/api/runs", json={"config": tiny_vision("cls", max_steps=2)})
+            assert r.status_code == 201, r.text
+            queued.append(r.json()["id"])
+        while c.get(f"/api/runs/{live}").json()["step"] < 5:
+            time.sleep(0.2)
+        rss_start = rss_mb(api_pid)
+
+        stalled = never_reading_client(svc.base, live)
+        subs = Subscribers(svc.base, live)
+        subs.thread.start()
+        health_s: list[float] = []
+        rss: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < LOAD_S:
+                h0 = time.monotonic()
+                h = c.get("/api/health", timeout=10)
+                health_s.append(time.monotonic() - h0)
+                assert h.status_code == 200 and h.json()["redis"] is True
+                rss.append((time.monotonic() - t0, rss_mb(api_pid)))
+                time.sleep(0.5)
+            newest = max(max(ids) for ids in subs.ids if ids)
+            lags = [time.monotonic() - seen for seen in subs.last_seen]
+        finally:
+            subs.stop.set()
+            subs.thread.join(timeout=30)
+            stalled.close()
+
+        assert not subs.errors, subs.errors[:5]
+        # every subscriber got the run's events in order, without a gap, and kept up
+        for ids in subs.ids:
+            assert ids == list(range(1, len(ids) + 1))
+            assert ids[-1] >= newest - 10
+        assert max(lags) < 5.0
+        # health answered within 2 s every time, about twice a second, all along
+        assert max(health_s) < 2.0 and len(health_s) >= LOAD_S
+        # memory: bounded overall, and flat in the second half of the steady load
+        half = [m for t, m in rss if t >= LOAD_S / 2]
+        assert max(m for _, m in rss) - rss_start < 300, (rss_start, rss)
+        assert half[-1] - half[0] < 40, rss
+        print(f"\nload: {SUBSCRIBERS} subscribers, {QUEUED} queued, 1 stalled client, {LOAD_S:.0f} s; "
+              f"events per subscriber {min(map(len, subs.ids))}..{max(map(len, subs.ids))}; health max "
+              f"{max(health_s) * 1000:.0f} ms, median {sorted(health_s)[len(health_s) // 2] * 1000:.0f} ms; "
+              f"API RSS {rss_start:.0f} -> {max(m for _, m in rss):.0f} MB (second half {half[0]:.0f} -> "
+              f"{half[-1]:.0f} MB)")
+
+        # the queue was held, not lost: every queued run is still there, and all of it cancels
+        assert c.get("/api/health").json()["queue_depth"] >= QUEUED - 1
+        for run_id in [live, *queued]:
+            assert c.post(f"/api/runs/{run_id}/cancel").status_code == 202
+        states = {r["id"]: r["state"] for r in c.get("/api/runs").json()}
+        assert all(states[q] == "cancelled" for q in queued)

@@ -1,0 +1,112 @@
+"""Workers killed, stopped and cancelled under a real service (guarantees 1, 5 and 6).
+
+Real redis-server, real Celery worker processes (solo pool: the run trains in the worker
+process, so SIGKILL takes the run with it), real uvicorn; faults are real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import run_history, same_final_weights, tiny_vision
+from rekd.testing import sse_events, start_service
+from rekd_core.config import parse_config
+from rekd_core.trainer import train
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    # short lease and reconcile period, so a killed worker's run is picked up within seconds
+    s = start_service(tmp_path_factory.mktemp("svc"), workers=1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
+    yield s
+    s.stop()
+
+
+def launch(c, cfg) -> str:
+    r = c.post("/api/runs", json={"config": cfg})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_killed_worker_run_resumes_on_another_and_ends_as_if_never_interrupted(svc, tmp_path):
+    with svc.client() as c:
+        cfg = tiny_vision("re", max_steps=40, log_every=2, eval_every=10, checkpoint_every=4)
+        run_id = launch(c, cfg)
+        # wait until a checkpoint exists past step 8, then SIGKILL the worker mid-run (8 steps an epoch)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = c.get(f"/api/runs/{run_id}").json()
+            if st["step"] >= 8:
+                break
+            time.sleep(0.2)
+        assert st["state"] == "running" and st["step"] >= 8
+        (name,) = [n for n in svc.procs if n.startswith("worker")]
+        svc.kill(name)
+        svc.start_worker()
+        evs = sse_events(c, run_id, timeout=240)
+        assert evs[-1]["type"] == "finished" and evs[-1]["state"] == "completed"
+        st = c.get(f"/api/runs/{run_id}").json()
+        assert st["attempts"] == 2 and st["state"] == "completed"
+        stored = [json.loads(x) for x in (svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()]
+        assert [e["id"] for e in stored] == list(range(1, len(stored) + 1))
+        log_steps = [e["step"] for e in stored if e["type"] == "log"]
+        assert log_steps == list(range(2, 41, 2))  # one continuous sequence: no gap, no duplicate step
+        starts = [e for e in stored if e["type"] == "start"]
+        assert [s["resumed"] for s in starts] == [False, True] and starts[1]["step"] >= 4
+
+    # ... and it ends exactly where the same run ends uninterrupted (CPU, fixed seed, one thread)
+    ref = tmp_path / "uninterrupted"
+    train(parse_config(cfg), ref)
+    same_final_weights(svc.runs_dir / run_id, ref)
+    assert run_history(svc.runs_dir / run_id) == run_history(ref)
+
+
+def test_graceful_worker_shutdown_hands_the_run_back(svc):
+    with svc.client() as c:
+        # long enough that the signal always lands mid-run, however fast this machine is today
+        cfg = tiny_vision("re", max_steps=600, log_every=20, eval_every=300, checkpoint_every=300)
+        run_id = launch(c, cfg)
+        deadline = time.monotonic() + 120
+        while c.get(f"/api/runs/{run_id}").json()["step"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (name,) = [n for n in svc.procs if n.startswith("worker")]
+        proc = svc.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # a prompt warm shutdown, not a hang until the run ends
+        st = c.get(f"/api/runs/{run_id}").json()
+        assert st["state"] == "queued" and 4 <= st["step"] < 600
+        assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
+        svc.start_worker()
+        evs = sse_events(c, run_id, timeout=240)
+        assert evs[-1]["state"] == "completed"
+        st = c.get(f"/api/runs/{run_id}").json()
+        assert st["attempts"] == 1  # a hand-back is not a crash
+        log_steps = [e["step"] for e in evs if e["type"] == "log"]
+        assert log_steps == list(range(20, 601, 20))
+
+
+def test_cancel_stops_within_seconds_keeps_checkpoint_and_never_returns(svc):
+    with svc.client() as c:
+        run_id = launch(c, tiny_vision("re", max_steps=100_000, log_every=1, checkpoint_every=50_000,
+                                       eval_every=50_000))
+        first = sse_events(c, run_id, until="log")
+        t0 = time.monotonic()
+        r = c.post(f"/api/runs/{run_id}/cancel")
+        assert r.status_code == 202
+        rest = sse_events(c, run_id, last_event_id=first[-1]["id"], timeout=60)
+        assert rest[-1]["type"] == "finished" and rest[-1]["state"] == "cancelled"
+        assert time.monotonic() - t0 < 10
+        assert (svc.runs_dir / run_id / "checkpoints" / "last.safetensors").exists()
+        n = len((svc.runs_dir / run_id / "events.jsonl").read_text().splitlines())
+        time.sleep(3)
+        assert c.get(f"/api/runs/{run_id}").json()["state"] == "cancelled"
+        assert len((svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()) == n  # not redelivered
+        assert c.post(f"/api/runs/{run_id}/cancel").status_code == 409
+        assert c.delete(f"/api/runs/{run_id}").status_code == 204
+        assert not (svc.runs_dir / run_id).exists()
+        assert c.get(f"/api/runs/{run_id}").status_code == 404
