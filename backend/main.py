@@ -8,13 +8,13 @@ from fastapi import FastAPI
 
 from rekd_core import __version__
 
-from .routes import examples, explain, meta, pipelines, runs, sweeps
+from .routes import compare, datasets, examples, explain, meta, pipelines, runs, sweeps
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="rekd", version=__version__,
                   description="Launch, watch and inspect rationale-extraction (RE / REKD) runs; explain inputs.")
-    for module in (runs, pipelines, sweeps, examples, explain, meta):
+    for module in (runs, pipelines, sweeps, examples, compare, explain, meta, datasets):
         app.include_router(module.router)
     _document_all_422s(app)
     return app

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .checkpoint import atomic_write_json
 from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config, validation_errors
 from .presets import get_preset
+from .tables import render_rows
 
 SEED_AXIS = "train.seed"
 PRESET_AXIS = "preset"
@@ -325,22 +326,7 @@ def render(table: list[dict[str, Any]], fmt: str = "md") -> str:
             w.writerow(["" if r.get(c) is None else r[c] for c in cols])
         return buf.getvalue()
     head, body = _table_cells(table)
-    if fmt == "md":
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-        return "\n".join(lines) + "\n"
-    if fmt == "tex":
-        def esc(s: str) -> str:
-            s = s.replace("\\", r"\textbackslash{}")
-            for ch in "&%$#_{}":
-                s = s.replace(ch, "\\" + ch)
-            return s.replace("±", r"$\pm$").replace("–", "--").replace("~", r"\textasciitilde{}")
-        lines = [r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
-                 " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]
-        lines += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
-        lines += [r"\bottomrule", r"\end{tabular}"]
-        return "\n".join(lines) + "\n"
-    raise ValueError(f"unknown table format {fmt!r}; choose md, csv or tex")
+    return render_rows(head, body, fmt)
 
 
 # --- the stored sweep ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, parse_config
 from rekd_core.presets import get_preset
 from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
+from rekd_core.userdata import dataset_label
 from worker import keys
 from worker.events import StreamPublisher
 from worker.lease import Lease
@@ -26,6 +27,7 @@ from worker.lease import Lease
 from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
 from ..runs_fs import run_dir_or_404
 from ..settings import Settings
+from .datasets import check_dataset
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
@@ -64,6 +66,7 @@ class RunSummary(BaseModel):
     finished: str | None = None
     error: str | None = None
     waiting_for: str | None = Field(None, description="queued until this teacher run completes")
+    cloned_from: str | None = Field(None, description="the run this one was cloned from")
 
 
 class RunDetail(RunSummary):
@@ -89,12 +92,13 @@ def summarize(root: Path) -> RunSummary:
     test = st.get("test") or {}
     return RunSummary(
         id=root.name, name=cfg.get("name"), state=st.get("state", "unknown"), mode=cfg.get("mode"),
-        task=cfg.get("task"), dataset=(cfg.get("data") or {}).get("dataset"), step=step, total_steps=total,
+        task=cfg.get("task"), dataset=dataset_label((cfg.get("data") or {}).get("dataset") or "") or None,
+        step=step, total_steps=total,
         progress=min(step / total, 1.0) if total else 0.0, tau=st.get("tau"),
         best_dev_accuracy=best.get("accuracy") if best.get("accuracy", -1) >= 0 else None,
         test_accuracy=test.get("accuracy"), attempts=int(st.get("attempts", 0)), created=st.get("created"),
         started=st.get("started"), finished=st.get("finished"), error=st.get("error"),
-        waiting_for=st.get("waiting_for"),
+        waiting_for=st.get("waiting_for"), cloned_from=st.get("cloned_from"),
     )
 
 
@@ -167,10 +171,34 @@ def resolve_teacher(cfg: ExperimentConfig, settings: Settings) -> ExperimentConf
 @router.post("/api/runs", status_code=201, response_model=RunCreated, dependencies=[TokenDep],
              responses={422: {"description": "invalid config: each error names its field"}})
 def create_run(body: RunCreate, settings: SettingsDep, response: Response) -> RunCreated:
-    cfg = resolve_teacher(_config_from(body), settings)
+    return _launch(body, settings, response)
+
+
+class RunClone(BaseModel):
+    """Changes to the cloned config, as in `POST /api/runs` (`{"optim.lr": 3e-4}` or `["seed=1"]`)."""
+
+    overrides: dict[str, Any] | list[str] = Field(default_factory=list)
+
+
+@router.post("/api/runs/{run_id}/clone", status_code=201, response_model=RunCreated, dependencies=[TokenDep],
+             responses={404: {"description": "no such run"},
+                        422: {"description": "an override is invalid: each error names its field"}})
+def clone_run(run_id: str, settings: SettingsDep, response: Response, body: RunClone | None = None) -> RunCreated:
+    """Queue a new run with this run's exact config (finished, failed or cancelled alike), edited by
+    `overrides`; the new run records where it came from (`cloned_from`)."""
+    root = run_dir_or_404(settings, run_id)
+    cfg = json.loads((root / "config.json").read_text())
+    return _launch(RunCreate(config=cfg, overrides=body.overrides if body else []), settings, response,
+                   cloned_from=run_id)
+
+
+def _launch(body: RunCreate, settings: Settings, response: Response, **status: Any) -> RunCreated:
+    cfg = check_dataset(resolve_teacher(_config_from(body), settings))  # user data: rows checked now
     run_id = new_run_id(cfg.name)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    RunStore.create(settings.run_dir(run_id), cfg)
+    store = RunStore.create(settings.run_dir(run_id), cfg)
+    if status:
+        store.write_status(**status)  # before it is queued: no worker writes the status yet
     try:
         _enqueue(run_id, settings.queue)
     except Exception as err:  # broker unreachable: the run stays on disk, marked, not silently lost

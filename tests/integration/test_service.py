@@ -136,3 +136,33 @@ def test_browse_examples_and_explain_over_http(svc):
         assert c.get("/openapi.json").json()["paths"].keys() >= {
             "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/events", "/api/runs/{run_id}/examples",
             "/api/runs/{run_id}/metrics", "/api/explain", "/api/presets", "/api/health"}
+
+
+def test_clone_queues_the_exact_config_again_with_edits_and_remembers_its_origin(svc):
+    with svc.client() as c:
+        cfg = tiny_vision("re", max_steps=2, eval_every=2, checkpoint_every=2)
+        first = launch(c, cfg)
+        assert sse_events(c, first)[-1]["state"] == "completed"
+        r = c.post(f"/api/runs/{first}/clone")
+        assert r.status_code == 201, r.text
+        again = r.json()["id"]
+        assert again != first and r.headers["location"] == f"/api/runs/{again}"
+        edited = c.post(f"/api/runs/{first}/clone", json={"overrides": {"train.max_steps": 4, "optim.lr": 0.01}})
+        assert edited.status_code == 201, edited.text
+        edited_id = edited.json()["id"]
+        for rid in (again, edited_id):
+            assert sse_events(c, rid)[-1]["state"] == "completed"
+        original = c.get(f"/api/runs/{first}").json()
+        same = c.get(f"/api/runs/{again}").json()
+        changed = c.get(f"/api/runs/{edited_id}").json()
+        assert same["config"] == original["config"] and same["cloned_from"] == first
+        assert changed["config"]["train"]["max_steps"] == 4 and changed["config"]["optim"]["lr"] == 0.01
+        assert changed["cloned_from"] == first and changed["total_steps"] == 4
+        listed = {x["id"]: x for x in c.get("/api/runs").json()}
+        assert listed[again]["cloned_from"] == first and listed[first]["cloned_from"] is None
+        # a bad edit names its field and queues nothing; an unknown run is 404
+        before = {p.name for p in svc.runs_dir.iterdir()}
+        bad = c.post(f"/api/runs/{first}/clone", json={"overrides": {"loss.alpha": 3}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-2:] == ["loss", "alpha"]
+        assert {p.name for p in svc.runs_dir.iterdir()} == before
+        assert c.post("/api/runs/nope/clone").status_code == 404

@@ -1,0 +1,185 @@
+"""Per-example comparison of two to four runs on one dataset: where they disagree, who is right.
+
+Each run saves the same fixed dev subset at every evaluation (examples.py) when its data
+settings agree, so runs of one pipeline (CLS, RE, REKD) line up example by example. Runs are
+compared on the dev rows they have in common, at each run's latest snapshot (or a given step).
+
+An outcome pattern is one character per run: "1" right, "0" wrong; a filter may use "x" for
+"either" ("10" = only the first run right, "x1" = the second right).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .examples import list_snapshots, read_snapshot
+from .runstore import RunStore
+from .tables import render_rows
+
+MIN_RUNS, MAX_RUNS = 2, 4
+
+
+class CompareError(ValueError):
+    """The runs cannot be compared; the message says why and what to change."""
+
+
+@dataclass
+class RunView:
+    run_id: str
+    name: str
+    mode: str
+    step: int
+    inputs: dict[str, Any]
+    snap: dict[str, Any]
+    index_of_row: dict[int, int]  # dev row -> position in this run's saved subset
+
+    def side(self, row: int) -> dict[str, Any]:
+        i = self.index_of_row[row]
+        s = self.snap["student"]
+        out: dict[str, Any] = {"pred": s["pred"][i], "probs": s["probs"][i]}
+        for key in ("mask", "sel_prob"):
+            out[key] = s[key][i] if s.get(key) is not None else None
+        return out
+
+
+def load_view(root: Path, step: int | None = None) -> RunView:
+    store = RunStore(root)
+    inputs_path = store.examples / "inputs.json"
+    steps = list_snapshots(store)
+    if not inputs_path.exists() or not steps:
+        raise CompareError(f"run {store.run_id} has no evaluated examples yet (they are saved at each evaluation)")
+    if step is not None and step not in steps:
+        raise CompareError(f"run {store.run_id} has no snapshot at step {step}; available: {steps}")
+    inputs = json.loads(inputs_path.read_text())
+    cfg = json.loads((root / "config.json").read_text())
+    shown = steps[-1] if step is None else step
+    return RunView(run_id=store.run_id, name=cfg.get("name") or store.run_id, mode=cfg.get("mode", "?"), step=shown,
+                   inputs=inputs, snap=read_snapshot(store, shown),
+                   index_of_row={int(r): i for i, r in enumerate(inputs["rows"])})
+
+
+def check_comparable(views: list[RunView]) -> list[int]:
+    """The dev rows every run saved, in the first run's order; CompareError if they cannot line up."""
+    if not MIN_RUNS <= len(views) <= MAX_RUNS:
+        raise CompareError(f"compare {MIN_RUNS} to {MAX_RUNS} runs, not {len(views)}")
+    if len({v.run_id for v in views}) != len(views):
+        raise CompareError("a run is listed twice")
+    first = views[0]
+    for v in views[1:]:
+        if v.inputs["modality"] != first.inputs["modality"]:
+            raise CompareError(f"runs {first.run_id} ({first.inputs['modality']}) and {v.run_id} "
+                               f"({v.inputs['modality']}) are on different modalities")
+        if v.inputs["class_names"] != first.inputs["class_names"]:
+            raise CompareError(f"runs {first.run_id} and {v.run_id} have different classes: not the same dataset")
+    rows = [r for r in first.index_of_row if all(r in v.index_of_row for v in views[1:])]
+    if not rows:
+        raise CompareError("the runs share no evaluated example: their dev subsets differ (dataset, "
+                           "data.split_seed, data.max_eval or train.eval_examples)")
+    return rows
+
+
+def outcomes(views: list[RunView], rows: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        i0 = views[0].index_of_row[row]
+        label = int(views[0].snap["labels"][i0])
+        preds = [int(v.snap["student"]["pred"][v.index_of_row[row]]) for v in views]
+        correct = [p == label for p in preds]
+        out.append({"row": row, "label": label, "preds": preds, "correct": correct,
+                    "pattern": "".join("1" if c else "0" for c in correct)})
+    return out
+
+
+def matches(outcome: dict[str, Any], flt: str) -> bool:
+    if flt == "all":
+        return True
+    if flt == "disagree":
+        return len(set(outcome["preds"])) > 1
+    return all(f in ("x", p) for f, p in zip(flt, outcome["pattern"], strict=True))
+
+
+def check_filter(flt: str, n_runs: int) -> str:
+    if flt in ("all", "disagree"):
+        return flt
+    if len(flt) != n_runs or set(flt) - set("01x"):
+        raise CompareError(f"filter {flt!r}: use 'all', 'disagree', or one of 1 (right), 0 (wrong), x (either) "
+                           f"per run, {n_runs} characters (e.g. '{'1' + '0' * (n_runs - 1)}': only the first right)")
+    return flt
+
+
+def summary(outs: list[dict[str, Any]], n_runs: int) -> dict[str, Any]:
+    """Counts per outcome pattern (all 2^n, zeros included), disagreements, accuracy and pairwise agreement."""
+    patterns = {"".join(p): 0 for p in itertools.product("10", repeat=n_runs)}
+    for o in outs:
+        patterns[o["pattern"]] += 1
+    n = len(outs)
+    agreement = [[sum(o["preds"][a] == o["preds"][b] for o in outs) / n if n else None for b in range(n_runs)]
+                 for a in range(n_runs)]
+    return {"n": n, "patterns": patterns, "disagree": sum(len(set(o["preds"])) > 1 for o in outs),
+            "accuracy": [sum(o["correct"][k] for o in outs) / n if n else None for k in range(n_runs)],
+            "agreement": agreement}
+
+
+def _last_eval(root: Path) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for ev in RunStore(root).events():
+        if ev.get("type") == "eval":
+            last = ev
+    return last
+
+
+def table_rows(views: list[RunView], roots: list[Path], summ: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per run: its final numbers and how it fares on the shared examples."""
+    rows = []
+    for k, (v, root) in enumerate(zip(views, roots)):
+        res = RunStore(root).results() or {}
+        test = res.get("test") or {}
+        ev = _last_eval(root)
+        faith = ev.get("faithfulness") or {}
+        only = "".join("1" if j == k else "0" for j in range(len(views)))
+        rows.append({
+            "run": v.run_id, "name": v.name, "mode": v.mode, "step": v.step,
+            "test_accuracy": test.get("accuracy"), "dev_accuracy": ev.get("accuracy"),
+            "selected": (ev.get("selected") or {}).get("mean"),
+            "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
+            "shared_accuracy": summ["accuracy"][k], "only_right": summ["patterns"].get(only, 0),
+        })
+    return rows
+
+
+TABLE_COLUMNS = (("run", "run"), ("mode", "mode"), ("test_accuracy", "test acc %"), ("dev_accuracy", "dev acc %"),
+                 ("selected", "selected %"), ("comprehensiveness", "comprehensiveness"),
+                 ("sufficiency", "sufficiency"), ("shared_accuracy", "acc. on shared %"),
+                 ("only_right", "only this right"))
+_PERCENT = {"test_accuracy", "dev_accuracy", "selected", "shared_accuracy"}
+
+
+def render_table(rows: list[dict[str, Any]], fmt: str = "md") -> str:
+    """The comparison as Markdown, CSV (raw numbers) or LaTeX."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        keys = [k for k, _ in TABLE_COLUMNS] + ["name", "step"]
+        w.writerow(keys)
+        for r in rows:
+            w.writerow(["" if r.get(k) is None else r[k] for k in keys])
+        return buf.getvalue()
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return "–"
+        if key in _PERCENT:
+            return f"{100 * value:.1f}"
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value)
+
+    head = [title for _, title in TABLE_COLUMNS]
+    body = [[cell(k, r.get(k)) for k, _ in TABLE_COLUMNS] for r in rows]
+    return render_rows(head, body, fmt)
