@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Task = Literal["vision", "text"]
 Mode = Literal["cls", "re", "rekd"]
@@ -82,7 +82,10 @@ Backbone = VisionBackbone | TextBackbone
 
 
 class DataConfig(_Strict):
-    dataset: str = "fashion_mnist"
+    dataset: str = Field(
+        "fashion_mnist", description="a registry name, or your own data: folder:/abs/dir (one sub-folder per class), "
+        "csv:/abs/file.csv, jsonl:/abs/file.jsonl or hf:<id>[:<config>] (see rekd_core/userdata.py)"
+    )
     dev_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
     max_train: int | None = Field(None, gt=0, description="stratified subsample of train (demos)")
@@ -93,6 +96,21 @@ class DataConfig(_Strict):
         "minilm-l6", description="one tokenizer shared by teacher and student: hub id, path or 'minilm-l6'"
     )
     max_len: int = Field(64, gt=2, description="tokens per text, [CLS] and [SEP] included")
+    # user data (csv:, jsonl:, hf:) only
+    text_column: str = Field("text", min_length=1, description="csv/jsonl/hf: the column holding the texts")
+    label_column: str = Field("label", min_length=1, description="csv/jsonl/hf: the column holding the labels")
+    split_column: str | None = Field(
+        "split", description="csv/jsonl: a column of train/dev/test, used when the file has it (null: never)"
+    )
+    image_column: str = Field("image", min_length=1, description="hf: the column holding the images")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        # syntax only: the files are read (and checked row by row) before a run is queued
+        from .userdata import check_spec
+
+        return check_spec(value)
 
 
 class ModelConfig(_Strict):
@@ -217,6 +235,12 @@ class ExperimentConfig(_Strict):
                     f"in_chans {t.img_size}/{t.patch_size}/{t.in_chans}, model.student {s.img_size}/"
                     f"{s.patch_size}/{s.in_chans}"
                 )
+        from .userdata import DatasetRef, check_task, options_for, parse_spec
+
+        check_task(self.data.dataset, self.task)
+        if parse_spec(self.data.dataset) is not None:
+            # the loader needs the columns and the student's image size; see DatasetRef for why
+            object.__setattr__(self.data, "dataset", DatasetRef(self.data.dataset, options_for(self)))
         if self.schedule.tau_final > self.schedule.tau0:
             raise ValueError("schedule.tau_final must not exceed schedule.tau0 (tau anneals downwards)")
         return self

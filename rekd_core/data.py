@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -161,6 +161,13 @@ class _Raw:
     train_y: np.ndarray  # int64 (N,)
     test_x: np.ndarray | None = None
     test_y: np.ndarray | None = None
+    # An official dev split (user data with a split column or dev/ folder); None: carved from train.
+    dev_x: np.ndarray | None = None
+    dev_y: np.ndarray | None = None
+    # Per-example source names (image files relative to the folder), for inspection only.
+    train_ids: np.ndarray | None = None
+    test_ids: np.ndarray | None = None
+    dev_ids: np.ndarray | None = None
 
 
 def _freeze(*arrays: np.ndarray | None) -> None:
@@ -491,53 +498,92 @@ def _check_limit(name: str, value: int | None) -> None:
 # --------------------------------------------------------------------------
 
 
+def _plan(raw: _Raw, dev_fraction: float, split_seed: int, max_train: int | None,
+          max_eval: int | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]]:
+    """split -> (x source, y source, ids source, row indices into the source)."""
+    pool_x, pool_y, pool_ids = raw.train_x, raw.train_y, raw.train_ids
+    if raw.test_y is None:
+        # No official test set: carve one with a fixed seed, independent of split_seed.
+        pool_idx, test_idx = _carve(pool_y, TEST_FRACTION, _rng(TEST_SPLIT_SEED, _TAG_TEST))
+        test_x, test_y, test_ids = pool_x, pool_y, pool_ids
+    else:
+        pool_idx = np.arange(len(pool_y))
+        test_x, test_y, test_ids = raw.test_x, raw.test_y, raw.test_ids
+        test_idx = np.arange(len(test_y))
+
+    if raw.dev_y is None:
+        rest, dev_sub = _carve(pool_y[pool_idx], dev_fraction, _rng(split_seed, _TAG_DEV))
+        train_idx, dev_idx = pool_idx[rest], pool_idx[dev_sub]
+        dev_x, dev_y, dev_ids = pool_x, pool_y, pool_ids
+    else:
+        train_idx, dev_idx = pool_idx, np.arange(len(raw.dev_y))
+        dev_x, dev_y, dev_ids = raw.dev_x, raw.dev_y, raw.dev_ids
+
+    train_idx = _cap(train_idx, pool_y, max_train, _rng(split_seed, _TAG_TRAIN_SUB))
+    dev_idx = _cap(dev_idx, dev_y, max_eval, _rng(EVAL_SUBSAMPLE_SEED, _TAG_DEV_SUB))
+    test_idx = _cap(test_idx, test_y, max_eval, _rng(EVAL_SUBSAMPLE_SEED, _TAG_TEST_SUB))
+    return {"train": (pool_x, pool_y, pool_ids, train_idx), "dev": (dev_x, dev_y, dev_ids, dev_idx),
+            "test": (test_x, test_y, test_ids, test_idx)}
+
+
 def load_dataset(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
                  max_train: int | None = None, max_eval: int | None = None,
-                 root: str | None = None) -> DatasetBundle:
+                 root: str | None = None, options: Any = None) -> DatasetBundle:
     """Load ``name`` with stratified, seeded train/dev splits and a fixed test split.
 
+    ``name`` is a registry name or a user-data spec (``folder:/abs/dir``, ``csv:/abs/file.csv``,
+    ``jsonl:/abs/file.jsonl``, ``hf:<id>[:<config>]``; see rekd_core.userdata). User data reads
+    its columns and image size from ``options`` (a ``userdata.LoadOptions``), else from the
+    options a parsed ExperimentConfig attaches to its ``data.dataset``, else the defaults.
     ``root`` overrides the source location: the folder holding the IDX .gz files
     (fashion_mnist) or the CSV (rotten_tomatoes, tweets), the torchvision root
-    (cifar*), or the HF cache_dir (imdb); mnist_5k and digits ignore it.
-    Raises ``ValueError`` for unknown names or bad arguments and
-    ``DatasetUnavailable`` when the source is missing.
+    (cifar*), or the HF cache_dir (imdb, hf:); mnist_5k and digits ignore it.
+    Raises ``ValueError`` for unknown names or bad arguments (``userdata.DatasetError``, naming
+    the file, row and column, for malformed user data) and ``DatasetUnavailable`` when the
+    source is missing.
     """
-    if name not in DATASETS:
+    return _load_with_ids(name, dev_fraction=dev_fraction, split_seed=split_seed, max_train=max_train,
+                          max_eval=max_eval, root=root, options=options)[0]
+
+
+def _load_with_ids(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
+                   max_train: int | None = None, max_eval: int | None = None, root: str | None = None,
+                   options: Any = None) -> tuple[DatasetBundle, dict[str, list[str] | None]]:
+    from . import userdata  # userdata builds on this module's _Raw
+
+    user = userdata.parse_spec(name)
+    if user is None and name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; allowed names: {', '.join(DATASETS)}")
     if not 0.0 <= dev_fraction < 1.0:
         raise ValueError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
     _check_limit("max_train", max_train)
     _check_limit("max_eval", max_eval)
-    info = DATASETS[name]
     start = time.perf_counter()
-    raw = _load_raw(name, None if root is None else str(root))
-
-    pool_x, pool_y = raw.train_x, raw.train_y
-    if raw.test_y is None:
-        # No official test set: carve one with a fixed seed, independent of split_seed.
-        pool_idx, test_idx = _carve(pool_y, TEST_FRACTION, _rng(TEST_SPLIT_SEED, _TAG_TEST))
-        test_x, test_y = pool_x, pool_y
+    if user is not None:
+        loaded = userdata.load_user_raw(user, options if options is not None else userdata.options_of(name),
+                                        None if root is None else str(root))
+        raw, modality, label = loaded.raw, loaded.modality, loaded.label
     else:
-        pool_idx = np.arange(len(pool_y))
-        test_x, test_y = raw.test_x, raw.test_y
-        test_idx = np.arange(len(test_y))
+        raw = _load_raw(name, None if root is None else str(root))
+        modality, label = DATASETS[name].modality, name
 
-    rest, dev_sub = _carve(pool_y[pool_idx], dev_fraction, _rng(split_seed, _TAG_DEV))
-    train_idx, dev_idx = pool_idx[rest], pool_idx[dev_sub]
-
-    train_idx = _cap(train_idx, pool_y, max_train, _rng(split_seed, _TAG_TRAIN_SUB))
-    dev_idx = _cap(dev_idx, pool_y, max_eval, _rng(EVAL_SUBSAMPLE_SEED, _TAG_DEV_SUB))
-    test_idx = _cap(test_idx, test_y, max_eval, _rng(EVAL_SUBSAMPLE_SEED, _TAG_TEST_SUB))
-
-    bundle = DatasetBundle(
-        name=name,
-        modality=info.modality,
-        class_names=list(raw.class_names),
-        train=_make_split(pool_x, pool_y, train_idx, info.modality),
-        dev=_make_split(pool_x, pool_y, dev_idx, info.modality),
-        test=_make_split(test_x, test_y, test_idx, info.modality),
-    )
-    logger.info("Loaded %s: train=%d dev=%d test=%d (split_seed=%d) in %.2fs", name,
+    plan = _plan(raw, dev_fraction, split_seed, max_train, max_eval)
+    if user is not None:
+        userdata.check_split_sizes(label, {k: len(v[3]) for k, v in plan.items()})
+    splits = {k: _make_split(x, y, idx, modality) for k, (x, y, _, idx) in plan.items()}
+    ids = {k: (None if i is None else [str(v) for v in i[idx]]) for k, (_, _, i, idx) in plan.items()}
+    bundle = DatasetBundle(name=label, modality=modality, class_names=list(raw.class_names), **splits)
+    logger.info("Loaded %s: train=%d dev=%d test=%d (split_seed=%d) in %.2fs", label,
                 len(bundle.train), len(bundle.dev), len(bundle.test), split_seed,
                 time.perf_counter() - start)
-    return bundle
+    return bundle, ids
+
+
+def load_for_config(cfg: Any) -> DatasetBundle:
+    """The dataset an ExperimentConfig trains on (registry name or user data, with its columns
+    and the student's image size and channels)."""
+    from . import userdata
+
+    d = cfg.data
+    return load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed, max_train=d.max_train,
+                        max_eval=d.max_eval, root=d.root, options=userdata.options_for(cfg))

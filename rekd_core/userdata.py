@@ -1,0 +1,724 @@
+"""Bring your own data: a folder of images, a CSV or JSONL of texts, or a Hugging Face dataset.
+
+`data.dataset` takes a registry name (rekd_core.data.DATASETS) or one of these specs:
+
+  folder:/abs/dir            one sub-folder per class holding its images (png, jpg/jpeg, bmp,
+                             gif, webp); or train/ (and optional dev/, test/) each holding the
+                             class folders: an official split. Images are decoded with Pillow
+                             (first frame of a GIF), converted to the student's channels
+                             (in_chans 1: gray as the mean of R, G, B; 3: RGB) and resized to
+                             img_size x img_size *without* keeping the aspect ratio (stretched,
+                             not cropped or padded): the same thing `explain` does to an
+                             uploaded image, so training and explanation see images alike.
+  csv:/abs/file.csv          a header row, then one text per row: `text_column` and
+  jsonl:/abs/file.jsonl      `label_column` (defaults "text" and "label"); one JSON object a line.
+                             An optional `split_column` (default "split", used only when the
+                             file has it) holds train / dev (or validation) / test.
+  hf:<id>[:<config>]         a Hugging Face dataset through the optional `datasets` library
+                             (pip install 'rekd[hf]'); HF_DATASETS_OFFLINE=1 reads only its cache.
+                             Texts from `text_column`, images from `image_column` (default "image").
+
+Labels may be strings or integers. Class names are the distinct labels as strings, sorted
+(numerically when every label is an integer, so 0..K-1 keep their index as their class).
+Without an official test split 10 % is carved out (stratified, fixed seed) as for the registry;
+dev is carved from train unless given.
+
+Everything that can be wrong with a file is a `DatasetError` (a ValueError) whose message names
+the file, and for tables the row (and line) and the column: the API and the CLI check a dataset
+before a run is queued, so a typo is a message, not a failed run an hour later.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the heavy imports (numpy, torch via data, Pillow) wait until data is loaded
+    import numpy as np
+
+    from .config import DataConfig, ExperimentConfig
+    from .data import _Raw
+
+logger = logging.getLogger(__name__)
+
+KINDS = {"folder": "vision", "csv": "text", "jsonl": "text", "hf": None}  # kind -> modality (hf: either)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # the only Pillow parsers that see the bytes
+# Same default as the API's `max_image_pixels`: larger images are refused (decompression bombs).
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_TABLE_BYTES = 1 << 30  # a CSV/JSONL is read into memory whole
+SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "val": "dev", "valid": "dev", "test": "test"}
+# Files the OS or a file manager drops into folders: not images, not the user's mistake.
+_JUNK = {"thumbs.db", "desktop.ini"}
+_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_HF_CONFIG = re.compile(r"[\w.-]+")
+_INT = re.compile(r"[+-]?\d+")
+
+
+class DatasetError(ValueError):
+    """User data that cannot be used; the message names the file, row and column at fault."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed `kind:target` spec: `target` is an absolute path, or the HF id (with `config`)."""
+
+    kind: str
+    target: str
+    config: str | None = None
+
+    @property
+    def modality(self) -> str | None:
+        return KINDS[self.kind]
+
+    @property
+    def label(self) -> str:
+        """A readable name for listings: the folder or file name and the kind."""
+        if self.kind == "hf":
+            return f"{self.target}{':' + self.config if self.config else ''} (hf)"
+        return f"{Path(self.target).name or self.target} ({self.kind})"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read user data: columns, and the student's image size and channels."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = "split"
+    image_column: str = "image"
+    image_size: int = 224
+    in_chans: int = 3
+    task: str | None = None  # hf: which columns to read (None: text if the text column exists)
+
+
+def allowed_forms() -> str:
+    from .data import DATASETS
+
+    return (f"a registry name ({', '.join(DATASETS)}), folder:/abs/dir, csv:/abs/file.csv, "
+            "jsonl:/abs/file.jsonl or hf:<id>[:<config>]")
+
+
+def parse_spec(spec: str) -> DatasetSpec | None:
+    """The parsed spec, or None for a plain (registry) name; DatasetError if malformed."""
+    if ":" not in spec:
+        return None
+    kind, _, rest = spec.partition(":")
+    if kind not in KINDS:
+        raise DatasetError(f"{spec!r}: unknown kind {kind + ':'!r}; allowed: {allowed_forms()}")
+    if kind == "hf":
+        ident, _, config = rest.partition(":")
+        if not _HF_ID.fullmatch(ident) or (config and not _HF_CONFIG.fullmatch(config)):
+            raise DatasetError(f"{spec!r}: expected hf:<id> or hf:<id>:<config> (e.g. hf:imdb, "
+                               f"hf:glue:sst2, hf:user/name); allowed: {allowed_forms()}")
+        return DatasetSpec("hf", ident, config or None)
+    if not rest or "\0" in rest or not os.path.isabs(rest):
+        raise DatasetError(f"{spec!r}: {kind}: needs an absolute server-side path ({kind}:/abs/...), "
+                           f"got {rest!r}; allowed: {allowed_forms()}")
+    return DatasetSpec(kind, os.path.normpath(rest))
+
+
+def check_spec(spec: str) -> str:
+    """Syntax only (no file is read): a registry name or a well-formed user spec."""
+    from .data import DATASETS
+
+    if parse_spec(spec) is None and spec not in DATASETS:
+        raise DatasetError(f"unknown dataset {spec!r}; allowed: {allowed_forms()}")
+    return spec
+
+
+def dataset_label(spec: str) -> str:
+    """A readable dataset name: registry names as they are, user data as 'name (kind)'."""
+    if not isinstance(spec, str):
+        return str(spec)
+    try:
+        parsed = parse_spec(spec)
+    except DatasetError:
+        return spec
+    return spec if parsed is None else parsed.label
+
+
+class DatasetRef(str):
+    """`data.dataset` as a string that also carries its LoadOptions.
+
+    Why: the trainer loads `load_dataset(cfg.data.dataset, ...)` and the columns and the
+    student's image size live elsewhere in the config; a parsed ExperimentConfig attaches them
+    here (it stays an equal, JSON-serialisable str). `data.load_for_config(cfg)` is the explicit
+    way and makes this unnecessary once the trainer calls it.
+    """
+
+    options: LoadOptions
+
+    def __new__(cls, value: str, options: LoadOptions) -> DatasetRef:
+        obj = super().__new__(cls, value)
+        obj.options = options
+        return obj
+
+
+def options_of(spec: str) -> LoadOptions:
+    return getattr(spec, "options", None) or LoadOptions()
+
+
+def options_for(cfg: ExperimentConfig) -> LoadOptions:
+    d = cfg.data
+    student = cfg.model.student
+    return LoadOptions(text_column=d.text_column, label_column=d.label_column, split_column=d.split_column,
+                       image_column=d.image_column, image_size=getattr(student, "img_size", 224),
+                       in_chans=getattr(student, "in_chans", 3), task=cfg.task)
+
+
+def check_task(spec: str, task: str) -> None:
+    """Modality must match the task: an image folder cannot train a text model and vice versa."""
+    parsed = parse_spec(spec)
+    if parsed is None:
+        from .data import DATASETS
+
+        modality = DATASETS[spec].modality if spec in DATASETS else None
+    else:
+        modality = parsed.modality
+    if modality is not None and modality != task:
+        what = "images" if modality == "vision" else "texts"
+        raise DatasetError(f"data.dataset {spec!r} holds {what} ({modality}) but task is {task!r}: "
+                           f"use a {'folder:' if task == 'vision' else 'csv:/jsonl:'} dataset for a {task} task")
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class UserRaw:
+    raw: _Raw
+    modality: str
+    label: str
+
+
+def load_user_raw(spec: DatasetSpec, options: LoadOptions, root: str | None = None) -> UserRaw:
+    """Read and check the whole dataset (cached while the files are unchanged)."""
+    if spec.kind == "hf":
+        return _cached_hf(spec, options, root)
+    path = Path(spec.target)
+    _check_exists(path, folder=spec.kind == "folder")
+    return _cached_files(spec, _file_options(spec, options), _fingerprint(path))
+
+
+def _file_options(spec: DatasetSpec, o: LoadOptions) -> LoadOptions:
+    # Only what a kind reads goes into the cache key: a text file's rows do not depend on image size.
+    if spec.kind == "folder":
+        return LoadOptions(image_size=o.image_size, in_chans=o.in_chans, text_column="", label_column="",
+                           split_column=None, image_column="")
+    return LoadOptions(text_column=o.text_column, label_column=o.label_column, split_column=o.split_column,
+                       image_column="", image_size=0, in_chans=0)
+
+
+def _check_exists(path: Path, *, folder: bool) -> None:
+    if not path.exists():
+        raise DatasetError(f"{path}: no such {'folder' if folder else 'file'} on the server")
+    if folder and not path.is_dir():
+        raise DatasetError(f"{path}: not a folder (folder: needs a directory holding one sub-folder per class)")
+    if not folder and not path.is_file():
+        raise DatasetError(f"{path}: not a regular file")
+
+
+def _fingerprint(path: Path) -> str:
+    """Changes when any file changes (names, sizes, mtimes), so the cache never serves stale data."""
+    h = hashlib.sha256()
+    if path.is_file():
+        st = path.stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            count += 1
+            if count > 2_000_000:  # a mistaken folder:/ must not walk the whole disk
+                raise DatasetError(f"{path}: over 2,000,000 files; is this the right folder?")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_files(spec: DatasetSpec, options: LoadOptions, fingerprint: str) -> UserRaw:
+    start = time.perf_counter()
+    if spec.kind == "folder":
+        out = _load_folder(Path(spec.target), options)
+    else:
+        records = _read_csv(Path(spec.target), options) if spec.kind == "csv" else _read_jsonl(Path(spec.target),
+                                                                                             options)
+        out = UserRaw(_text_raw(records, spec.target, options), "text", spec.label)
+    _freeze_raw(out.raw)
+    logger.info("Read %s in %.2fs", spec.label, time.perf_counter() - start)
+    return out
+
+
+def _freeze_raw(raw: _Raw) -> None:
+    from .data import _freeze
+
+    _freeze(raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.dev_x, raw.dev_y)
+
+
+def check_split_sizes(label: str, sizes: dict[str, int]) -> None:
+    if min(sizes.values()) == 0:
+        raise DatasetError(f"{label}: too few examples ({sum(sizes.values())} in all): train/dev/test would hold "
+                           f"{sizes['train']}/{sizes['dev']}/{sizes['test']}; each split needs at least one "
+                           "(add examples, or give a larger data.dev_fraction or an explicit split)")
+
+
+# ----------------------------------------------------------------------------------- images
+
+
+def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[tuple[str, list[Path]]]:
+    """[(class name, its image files)] of a folder of class folders; refuses anything else."""
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    visible = [p for p in entries if not p.name.startswith(".") and p.name.lower() not in _JUNK]
+    loose = [p for p in visible if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        raise DatasetError(f"{loose[0]}: an image directly in {folder}; put each image in the sub-folder of its "
+                           "class (e.g. cat/, dog/)")
+    classes = [p for p in visible if p.is_dir()]
+    if len(classes) < min_classes:
+        found = ", ".join(p.name for p in classes) or "none"
+        raise DatasetError(f"{folder}: found {len(classes)} class folder(s) ({found}); need at least {min_classes} "
+                           "sub-folders, one per class, each holding that class's images")
+    out = []
+    for cls in classes:
+        files = []
+        for p in sorted(cls.iterdir(), key=lambda p: p.name):
+            if p.name.startswith(".") or p.name.lower() in _JUNK:
+                continue
+            if p.is_dir():
+                raise DatasetError(f"{p}: a folder inside class folder {cls.relative_to(root)}; images of a class "
+                                   f"must sit directly in {cls.relative_to(root)}/ (nested too deep)")
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DatasetError(f"{p}: not an image file (allowed: {', '.join(s[1:] for s in IMAGE_SUFFIXES)})")
+            files.append(p)
+        if not files:
+            raise DatasetError(f"{cls}: class folder {cls.name!r} holds no images")
+        out.append((cls.name, files))
+    return out
+
+
+def _load_folder(root: Path, o: LoadOptions) -> UserRaw:
+    import numpy as np
+
+    from .data import _Raw
+
+    if o.in_chans not in (1, 3):
+        raise DatasetError(f"{root}: images become 1 (gray) or 3 (RGB) channels; model.student.in_chans is "
+                           f"{o.in_chans}")
+    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if "train" in subdirs and subdirs <= {"train", "dev", "test"}:
+        layout = {s: _scan_classes(root / s, root, min_classes=2 if s == "train" else 1)
+                  for s in ("train", "dev", "test") if s in subdirs}
+    else:
+        layout = {"train": _scan_classes(root, root, min_classes=2)}
+    class_names = [c for c, _ in layout["train"]]
+    index = {c: i for i, c in enumerate(class_names)}
+    arrays: dict[str, Any] = {}
+    for split, classes in layout.items():
+        files, labels = [], []
+        for c, fs in classes:
+            if c not in index:
+                raise DatasetError(f"{root / split / c}: class {c!r} is not among the train classes "
+                                   f"({', '.join(class_names)})")
+            files += fs
+            labels += [index[c]] * len(fs)
+        x = np.empty((len(files), o.in_chans, o.image_size, o.image_size), dtype=np.uint8)
+        for i, f in enumerate(files):
+            x[i] = _decode_file(f, o.image_size, o.in_chans)
+        ids = np.empty(len(files), dtype=object)
+        ids[:] = [str(f.relative_to(root)) for f in files]
+        arrays[split] = (x, np.asarray(labels, dtype=np.int64), ids)
+    tr = arrays["train"]
+    te = arrays.get("test", (None, None, None))
+    dv = arrays.get("dev", (None, None, None))
+    raw = _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
+    return UserRaw(raw, "vision", DatasetSpec("folder", str(root)).label)
+
+
+def _decode_file(path: Path, size: int, chans: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
+            return image_array(img, size, chans, str(path))
+    except DatasetError:
+        raise
+    except Image.DecompressionBombError:
+        raise DatasetError(f"{path}: image too large (over {MAX_IMAGE_PIXELS} pixels)") from None
+    except UnidentifiedImageError:
+        raise DatasetError(f"{path}: not a PNG, JPEG, GIF, BMP or WEBP image (or its header is corrupt)") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: unreadable or corrupt image ({err})") from None
+    except Exception as err:  # decoders of damaged files raise SyntaxError, struct.error, ValueError...
+        raise DatasetError(f"{path}: corrupt image ({type(err).__name__}: {err})") from None
+
+
+def image_array(img: Any, size: int, chans: int, where: str) -> np.ndarray:
+    """A PIL image as uint8 (chans, size, size): the student's channels, stretched to a square."""
+    import numpy as np
+    from PIL import Image
+
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"{where}: {img.width}x{img.height} image is over the {MAX_IMAGE_PIXELS}-pixel limit")
+    if img.format == "JPEG":
+        img.draft("L" if chans == 1 else "RGB", (size, size))  # decode at a reduced scale: much faster
+    img.load()
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        wide = np.asarray(img, dtype=np.float32)
+        scale = 257.0 if img.mode.startswith("I") and wide.max(initial=0) > 255 else 1.0
+        img = Image.fromarray(np.clip(wide / scale, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode not in ("L", "RGB"):
+        gray = img.mode in ("1", "LA", "La")
+        img = img.convert("L" if gray else "RGBA" if img.mode in ("P", "PA") else "RGB")
+        if img.mode == "RGBA":
+            img = img.convert("RGB")
+    img = img.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    if arr.shape[0] == chans:
+        return arr
+    if chans == 1:  # the featurizer's own RGB -> gray: the mean of the channels
+        return np.rint(arr.astype(np.float32).mean(0, keepdims=True)).astype(np.uint8)
+    return np.repeat(arr, chans, axis=0)
+
+
+# ----------------------------------------------------------------------------------- texts
+
+
+@dataclass(frozen=True)
+class _Record:
+    where: str  # "row 3 (line 4)", for messages
+    text: str
+    label: str | int
+    split: str | None
+
+
+def _read_utf8(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise DatasetError(f"{path}: {size} bytes; at most {MAX_TABLE_BYTES} are read")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DatasetError(f"{path}: not UTF-8 at byte offset {err.start} (line {line}: "
+                           f"{data[err.start:err.start + 4]!r}); save the file as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def _text_value(value: Any, where: str, column: str, path: Path) -> str:
+    if not isinstance(value, str):
+        raise DatasetError(f"{path}: {where}, column {column!r}: the text must be a string, got "
+                           f"{type(value).__name__} {value!r:.40}")
+    if not value.strip():
+        raise DatasetError(f"{path}: {where}, column {column!r}: the text is empty")
+    return value
+
+
+def _label_value(value: Any, where: str, column: str, path: Path) -> str | int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DatasetError(f"{path}: {where}, column {column!r}: the label is empty")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DatasetError(f"{path}: {where}, column {column!r}: a label must be a string or an integer, got "
+                           f"{type(value).__name__} {value!r:.40}")
+    return value.strip() if isinstance(value, str) else value
+
+
+def _split_value(value: Any, where: str, column: str, path: Path) -> str:
+    key = str(value).strip().lower() if value is not None else ""
+    if key not in SPLIT_NAMES:
+        raise DatasetError(f"{path}: {where}, column {column!r}: split must be train, dev (or validation) or test, "
+                           f"got {value!r:.40}")
+    return SPLIT_NAMES[key]
+
+
+def _missing_column(path: Path, column: str, option: str, found: Iterable[str], where: str = "") -> DatasetError:
+    cols = ", ".join(repr(c) for c in found) or "none"
+    return DatasetError(f"{path}: {where + ': ' if where else ''}no column {column!r} (data.{option}); "
+                        f"columns found: {cols}")
+
+
+def _read_csv(path: Path, o: LoadOptions) -> list[_Record]:
+    text = _read_utf8(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DatasetError(f"{path}: the file is empty (expected a header row naming the columns)") from None
+    except csv.Error as err:
+        raise DatasetError(f"{path}: line 1: not valid CSV ({err})") from None
+    for col, opt in ((o.text_column, "text_column"), (o.label_column, "label_column")):
+        if col not in header:
+            raise _missing_column(path, col, opt, header)
+    ti, li = header.index(o.text_column), header.index(o.label_column)
+    si = header.index(o.split_column) if o.split_column and o.split_column in header else None
+    out, row, prev = [], 0, reader.line_num
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise DatasetError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
+        line, prev = prev + 1, reader.line_num
+        if not fields:
+            continue  # a blank line
+        row += 1
+        where = f"row {row} (line {line})"
+        if len(fields) != len(header):
+            raise DatasetError(f"{path}: {where}: {len(fields)} fields, but the header has {len(header)} "
+                               f"({', '.join(header)}); quote texts that contain commas")
+        out.append(_Record(where, _text_value(fields[ti], where, o.text_column, path),
+                           _label_value(fields[li], where, o.label_column, path),
+                           None if si is None else _split_value(fields[si], where, o.split_column or "", path)))
+    return out
+
+
+def _read_jsonl(path: Path, o: LoadOptions) -> list[_Record]:
+    text = _read_utf8(path)
+    out: list[_Record] = []
+    uses_split = None
+    row = 0
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}: line {n} is not JSON ({err.msg} at column {err.colno})") from None
+        row += 1
+        where = f"row {row} (line {n})"
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}: {where}: expected a JSON object like "
+                               f'{{"{o.text_column}": ..., "{o.label_column}": ...}}, got {type(obj).__name__}')
+        for col, opt in ((o.text_column, "text_column"), (o.label_column, "label_column")):
+            if col not in obj:
+                raise _missing_column(path, col, opt, obj, where)
+        if uses_split is None:  # the first row decides whether the file carries a split column
+            uses_split = bool(o.split_column and o.split_column in obj)
+        split = None
+        if uses_split:
+            if o.split_column not in obj:
+                raise _missing_column(path, o.split_column or "", "split_column", obj, where)
+            split = _split_value(obj[o.split_column], where, o.split_column or "", path)
+        out.append(_Record(where, _text_value(obj[o.text_column], where, o.text_column, path),
+                           _label_value(obj[o.label_column], where, o.label_column, path), split))
+    return out
+
+
+def class_index(labels: list[str | int], where: str, column: str,
+                names: list[str] | None = None) -> tuple[list[str], list[int]]:
+    """(class names, each label's index): ints sorted numerically, anything else as sorted strings."""
+    if names is not None:  # a dataset that names its classes (HF ClassLabel): labels are indices
+        return names, [int(v) for v in labels]
+    as_int = all(isinstance(v, int) or _INT.fullmatch(str(v)) for v in labels)
+    keys = [int(v) for v in labels] if as_int else [str(v) for v in labels]
+    distinct = sorted(set(keys))
+    if len(distinct) < 2:
+        found = ", ".join(repr(str(d)) for d in distinct) or "none"
+        raise DatasetError(f"{where}: column {column!r} has {len(distinct)} distinct label(s) ({found}); "
+                           "a classifier needs at least 2 classes")
+    pos = {k: i for i, k in enumerate(distinct)}
+    return [str(d) for d in distinct], [pos[k] for k in keys]
+
+
+def _text_raw(records: list[_Record], where: str, o: LoadOptions,
+              names: list[str] | None = None) -> _Raw:
+    import numpy as np
+
+    from .data import _Raw, _text_array
+
+    if not records:
+        raise DatasetError(f"{where}: no rows")
+    class_names, y = class_index([r.label for r in records], where, o.label_column, names)
+    by_split: dict[str, list[int]] = {"train": [], "dev": [], "test": []}
+    for i, r in enumerate(records):
+        by_split[r.split or "train"].append(i)
+    if not by_split["train"]:
+        raise DatasetError(f"{where}: column {o.split_column!r} marks no row as train")
+    parts: dict[str, tuple[Any, Any, Any]] = {}
+    for split, idx in by_split.items():
+        if split != "train" and not idx:
+            parts[split] = (None, None, None)
+            continue
+        ids = np.empty(len(idx), dtype=object)
+        ids[:] = [records[i].where for i in idx]
+        parts[split] = (_text_array([records[i].text for i in idx]), np.asarray([y[i] for i in idx], dtype=np.int64),
+                        ids)
+    tr, te, dv = parts["train"], parts["test"], parts["dev"]
+    return _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
+
+
+# ----------------------------------------------------------------------------------- Hugging Face
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_hf(spec: DatasetSpec, options: LoadOptions, root: str | None) -> UserRaw:
+    try:
+        import datasets as hf  # optional: pip install 'rekd[hf]'
+    except ImportError:
+        raise DatasetError(f"hf:{spec.target}: the Hugging Face 'datasets' library is not installed; "
+                           "install it with: pip install 'rekd[hf]'  (or: pip install datasets)") from None
+    try:
+        ds = hf.load_dataset(spec.target, spec.config, cache_dir=root)
+    except Exception as err:  # offline misses, unknown ids, auth errors: many types across versions
+        offline = os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true", "TRUE", "yes")
+        hint = ("HF_DATASETS_OFFLINE is set, so only the local cache was read: load it once where there is "
+                "a network" if offline else "check the id and config, and the network (or set "
+                "HF_DATASETS_OFFLINE=1 to read only a local cache)")
+        raise DatasetError(f"hf:{spec.target}{':' + spec.config if spec.config else ''}: could not load it "
+                           f"({type(err).__name__}: {str(err)[:300]}); {hint}") from None
+    out = from_hf(ds, spec, options)
+    _freeze_raw(out.raw)
+    return out
+
+
+def from_hf(ds: Any, spec: DatasetSpec, o: LoadOptions) -> UserRaw:
+    """A loaded Hugging Face DatasetDict (or any mapping split -> columns) as raw splits.
+
+    Splits: train; validation / dev / valid as dev; test (dropped when unlabelled, label -1,
+    as GLUE's test sets are: then test is carved from train).
+    """
+    name = f"hf:{spec.target}{':' + spec.config if spec.config else ''}"
+    splits = {SPLIT_NAMES[k.lower()]: ds[k] for k in ds.keys() if k.lower() in SPLIT_NAMES}
+    if "train" not in splits:
+        raise DatasetError(f"{name}: no train split (splits found: {', '.join(map(str, ds.keys()))})")
+    first = splits["train"]
+    columns = list(getattr(first, "column_names", None) or first.keys())
+    vision = o.task == "vision" if o.task else (o.text_column not in columns and o.image_column in columns)
+    col, opt = (o.image_column, "image_column") if vision else (o.text_column, "text_column")
+    for c, op in ((col, opt), (o.label_column, "label_column")):
+        if c not in columns:
+            raise _missing_column(Path(name), c, op, columns, "split 'train'")
+    feature = (getattr(first, "features", None) or {}).get(o.label_column)
+    names = list(feature.names) if getattr(feature, "names", None) else None
+    if vision:
+        return _hf_images(splits, spec, o, names)
+    records: list[_Record] = []
+    for split, part in splits.items():
+        labels, texts = list(part[o.label_column]), list(part[o.text_column])
+        if split == "test" and labels and all(v == -1 for v in labels):
+            continue
+        for i, (t, v) in enumerate(zip(texts, labels), 1):
+            where = f"split {split!r} row {i}"
+            if names is not None and not (isinstance(v, int) and 0 <= v < len(names)):
+                raise DatasetError(f"{name}: {where}, column {o.label_column!r}: label {v!r} is not one of the "
+                                   f"{len(names)} classes")
+            records.append(_Record(where, _text_value(t, where, o.text_column, Path(name)),
+                                   _label_value(v, where, o.label_column, Path(name)), split))
+    return UserRaw(_text_raw(records, name, o, names), "text", spec.label)
+
+
+def _hf_images(splits: dict[str, Any], spec: DatasetSpec, o: LoadOptions, names: list[str] | None) -> UserRaw:
+    import numpy as np
+    from PIL import Image
+
+    from .data import _Raw
+
+    name = f"hf:{spec.target}{':' + spec.config if spec.config else ''}"
+    labels_all = {s: list(p[o.label_column]) for s, p in splits.items()}
+    if "test" in labels_all and all(v == -1 for v in labels_all["test"]):
+        del labels_all["test"]
+    flat = [v for s in labels_all for v in labels_all[s]]
+    for s, ls in labels_all.items():
+        for i, v in enumerate(ls, 1):
+            _label_value(v, f"split {s!r} row {i}", o.label_column, Path(name))
+    class_names, y = class_index(flat, name, o.label_column, names)
+    parts: dict[str, tuple[Any, Any, Any]] = {"test": (None, None, None), "dev": (None, None, None)}
+    k = 0
+    for s, ls in labels_all.items():
+        images = splits[s][o.image_column]
+        x = np.empty((len(ls), o.in_chans, o.image_size, o.image_size), dtype=np.uint8)
+        for i, img in enumerate(images):
+            where = f"{name}: split {s!r} row {i + 1}, column {o.image_column!r}"
+            if isinstance(img, dict) and img.get("bytes"):  # undecoded Image feature
+                img = Image.open(io.BytesIO(img["bytes"]), formats=IMAGE_FORMATS)
+            if not hasattr(img, "convert"):
+                raise DatasetError(f"{where}: not an image ({type(img).__name__})")
+            x[i] = image_array(img, o.image_size, o.in_chans, where)
+        ids = np.empty(len(ls), dtype=object)
+        ids[:] = [f"{s} row {i + 1}" for i in range(len(ls))]
+        parts[s] = (x, np.asarray(y[k:k + len(ls)], dtype=np.int64), ids)
+        k += len(ls)
+    tr, te, dv = parts["train"], parts["test"], parts["dev"]
+    raw = _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
+    return UserRaw(raw, "vision", spec.label)
+
+
+# ----------------------------------------------------------------------------------- inspection
+
+
+def inspect_dataset(data_cfg: DataConfig, task: str, *, image_size: int | None = None,
+                    in_chans: int | None = None, examples: int = 5) -> dict[str, Any]:
+    """Load the dataset as training would and summarise it; DatasetError says what is wrong.
+
+    Returns {"kind", "name", "modality", "class_names", "counts": {split: n},
+    "per_class": {class: {split: n}}, "examples": [{"split", "label", "text" | "file"}], "seconds"}.
+    """
+    from .data import DatasetUnavailable, _load_with_ids
+
+    spec = data_cfg.dataset
+    check_spec(spec)
+    check_task(spec, task)
+    parsed = parse_spec(spec)
+    options = LoadOptions(text_column=data_cfg.text_column, label_column=data_cfg.label_column,
+                          split_column=data_cfg.split_column, image_column=data_cfg.image_column,
+                          image_size=image_size or 224, in_chans=in_chans or 3, task=task)
+    start = time.perf_counter()
+    try:
+        bundle, ids = _load_with_ids(spec, dev_fraction=data_cfg.dev_fraction, split_seed=data_cfg.split_seed,
+                                     max_train=data_cfg.max_train, max_eval=data_cfg.max_eval, root=data_cfg.root,
+                                     options=options)
+    except DatasetUnavailable as err:
+        raise DatasetError(str(err)) from None
+    seconds = time.perf_counter() - start
+    if bundle.modality != task:
+        raise DatasetError(f"data.dataset {spec!r} holds {bundle.modality} data but task is {task!r}")
+    splits = {"train": bundle.train, "dev": bundle.dev, "test": bundle.test}
+    per_class = {c: {s: 0 for s in splits} for c in bundle.class_names}
+    for s, part in splits.items():
+        for k, n in Counter(part.y.tolist()).items():
+            per_class[bundle.class_names[k]][s] = n
+    shown = []
+    for s, part in splits.items():
+        for i in _spread(len(part), examples if s == "train" else max(1, examples // 3)):
+            row: dict[str, Any] = {"split": s, "label": bundle.class_names[int(part.y[i])]}
+            if bundle.modality == "text":
+                t = part.x[i]
+                row["text"] = t if len(t) <= 200 else t[:199] + "…"
+            if ids[s] is not None:
+                row["source"] = ids[s][i]
+            shown.append(row)
+    return {"kind": parsed.kind if parsed else "registry", "name": bundle.name, "modality": bundle.modality,
+            "class_names": list(bundle.class_names), "counts": {s: len(p) for s, p in splits.items()},
+            "per_class": per_class, "examples": shown, "seconds": round(seconds, 3)}
+
+
+def _spread(n: int, k: int) -> Iterator[int]:
+    """k indices spread over range(n): examples from every class of a class-sorted split."""
+    if n <= k:
+        yield from range(n)
+        return
+    for j in range(k):
+        yield j * n // k
