@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, apply_overrides, load_config_file, parse_config
+from .config import ConfigError, DataConfig, apply_overrides, load_config_file, parse_config
 from .presets import PRESETS, get_preset
 from .runstore import new_run_id
+from .userdata import inspect_dataset, parse_spec
 
 
 def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
@@ -65,6 +66,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = parse_config(apply_overrides(load_config_file(args.config), args.set))
     else:
         raise ConfigError("give a CONFIG file or --preset NAME (see `rekd presets`)")
+    if parse_spec(cfg.data.dataset) is not None:
+        # user data: a malformed file is a message now, not a failed run directory
+        from .data import load_for_config
+
+        load_for_config(cfg)  # cached: the trainer's load reuses it
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / new_run_id(cfg.name)
     print(f"run directory: {run_dir}", file=sys.stderr)
     _, on_event = _progress()
@@ -88,6 +94,33 @@ def cmd_explain(args: argparse.Namespace) -> int:
         target = path.read_text()
     result = explain(args.run, target, which=args.checkpoint)
     print(json.dumps(result.to_dict(compact=not args.full), indent=2))
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    spec = parse_spec(args.spec)
+    task = args.task or (spec.modality if spec is not None and spec.modality else None)
+    if task is None:
+        from .data import DATASETS
+
+        task = DATASETS[args.spec].modality if args.spec in DATASETS else "text"
+    data = DataConfig(dataset=args.spec, text_column=args.text_column, label_column=args.label_column,
+                      split_column=None if args.split_column == "" else args.split_column,
+                      image_column=args.image_column, dev_fraction=args.dev_fraction)
+    summary = inspect_dataset(data, task, image_size=args.image_size, in_chans=args.in_chans)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['name']}: {summary['modality']}, {len(summary['class_names'])} classes, "
+          + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
+          + f" (read and checked in {summary['seconds']:.2f} s)")
+    width = max(len(c) for c in summary["class_names"])
+    for c, per in summary["per_class"].items():
+        print(f"  {c:<{width}}  " + "  ".join(f"{s} {n:>6}" for s, n in per.items()))
+    print("examples:")
+    for ex in summary["examples"]:
+        shown = ex.get("text") or ex.get("source") or ""
+        print(f"  [{ex['split']}] {ex['label']}: {shown}")
     return 0
 
 
@@ -121,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--full", action="store_true", help="include per-position probabilities and the masked input")
     e.set_defaults(func=cmd_explain)
+
+    d = sub.add_parser("data", help="your own data: check a folder of images, a CSV/JSONL of texts, an HF dataset")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("inspect", help="read and check a dataset as training would; print its summary",
+                         description="SPEC: a registry name, folder:/abs/dir, csv:/abs/file.csv, "
+                                     "jsonl:/abs/file.jsonl or hf:<id>[:<config>]")
+    di.add_argument("spec", help="the dataset, as data.dataset takes it")
+    di.add_argument("--task", choices=["vision", "text"], help="default: from the kind (folder: vision; csv, jsonl: "
+                                                              "text; hf: text)")
+    di.add_argument("--text-column", default="text")
+    di.add_argument("--label-column", default="label")
+    di.add_argument("--split-column", default="split", help="a train/dev/test column, used if present ('' = none)")
+    di.add_argument("--image-column", default="image", help="hf: the column holding the images")
+    di.add_argument("--image-size", type=int, default=224, help="the student's img_size (images are resized to it)")
+    di.add_argument("--in-chans", type=int, default=3, choices=[1, 3], help="the student's in_chans")
+    di.add_argument("--dev-fraction", type=float, default=0.1)
+    di.add_argument("--json", action="store_true", help="print the summary as JSON")
+    di.set_defaults(func=cmd_data_inspect)
 
     p = sub.add_parser("presets", help="list the presets, one line each")
     p.add_argument("--offline", action="store_true", help="only those that run without a network")

@@ -1,0 +1,102 @@
+"""POST /api/datasets/inspect: check and summarise a dataset before training on it.
+
+The dataset is a registry name or the user's own data as a *server-side* path or HF id
+(`folder:/abs/dir`, `csv:/abs/file.csv`, `jsonl:/abs/file.jsonl`, `hf:<id>[:<config>]`): the
+whole dataset is read and checked as training would read it, and what is wrong comes back as a
+422 naming the file, row and column.
+
+Security: this route reads files anywhere the server process may read and echoes a few rows
+(texts, file names) back, so it is guarded like the mutating routes: with REKD_API_TOKEN set it
+needs `Authorization: Bearer <token>` (TokenDep). Without a token the service only binds
+loopback unless told `--insecure` (rekd/cli.py). Relative paths are refused; files must be
+regular files with an allowed suffix (no devices, FIFOs or /proc entries) and tables are capped
+in size (rekd_core.userdata.MAX_TABLE_BYTES).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
+
+from rekd_core.config import DataConfig, ExperimentConfig, validation_errors
+from rekd_core.userdata import DatasetError, inspect_dataset, options_for, parse_spec
+
+from ..deps import TokenDep
+
+router = APIRouter(tags=["datasets"])
+
+
+class DatasetInspect(BaseModel):
+    dataset: str = Field(description="registry name, folder:/abs/dir, csv:/abs/file.csv, jsonl:/abs/file.jsonl "
+                                     "or hf:<id>[:<config>]")
+    task: Literal["vision", "text"]
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = "split"
+    image_column: str = "image"
+    image_size: int = Field(224, gt=0, le=1024, description="the student's img_size: images are resized to it")
+    in_chans: Literal[1, 3] = Field(3, description="the student's in_chans: 1 gray, 3 RGB")
+
+
+class DatasetExample(BaseModel):
+    split: str
+    label: str
+    text: str | None = None
+    source: str | None = Field(None, description="the image file (relative to the folder) or the table row")
+
+
+class DatasetSummary(BaseModel):
+    kind: str = Field(description="folder, csv, jsonl, hf or registry")
+    name: str = Field(description="a readable name, e.g. 'pets (folder)'")
+    modality: Literal["vision", "text"]
+    class_names: list[str]
+    counts: dict[str, int] = Field(description="examples per split (train, dev, test) as training splits them")
+    per_class: dict[str, dict[str, int]]
+    examples: list[DatasetExample]
+    seconds: float = Field(description="time to read and check the data")
+
+
+def _refused(msg: str) -> HTTPException:
+    return HTTPException(422, [{"loc": ["body", "dataset"], "msg": msg, "type": "value_error"}])
+
+
+@router.post("/api/datasets/inspect", response_model=DatasetSummary, dependencies=[TokenDep],
+             responses={422: {"description": "the dataset cannot be used: the message names the file, row and "
+                                             "column"}})
+async def inspect(body: DatasetInspect) -> DatasetSummary:
+    fields = body.model_dump(include={"text_column", "label_column", "split_column", "image_column"})
+    try:
+        data = DataConfig(dataset=body.dataset, **fields)
+    except ValidationError as err:
+        raise HTTPException(422, [{"loc": ["body", *e["field"].split(".")], "msg": e["message"],
+                                   "type": "value_error"} for e in validation_errors(err)]) from None
+    try:
+        # reading a folder of images takes a while: off the event loop
+        summary = await run_in_threadpool(inspect_dataset, data, body.task, image_size=body.image_size,
+                                          in_chans=body.in_chans)
+    except (DatasetError, ValueError) as err:
+        raise _refused(str(err)) from None
+    return DatasetSummary(**summary)
+
+
+def check_dataset(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Read user data now, as training will, so a malformed file is a 422 before the run is queued
+    (registry datasets are not loaded here: they are known good, and some are large)."""
+    if parse_spec(cfg.data.dataset) is None:
+        return cfg
+    from rekd_core.data import load_dataset
+
+    d = cfg.data
+    try:
+        load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed, max_train=d.max_train,
+                     max_eval=d.max_eval, root=d.root, options=options_for(cfg))
+    except ValueError as err:  # DatasetError: names the file, row and column
+        raise HTTPException(422, [{"loc": ["body", "config", "data", "dataset"], "msg": str(err),
+                                   "type": "value_error"}]) from None
+    return cfg
+
+
+__all__: list[Any] = ["router", "check_dataset"]
