@@ -32,6 +32,7 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig, config_to_dict
 from .data import DatasetBundle, load_dataset
+from .faithfulness import Faithfulness, erasure, summarize
 from .features import Featurizer, Inputs, Prepared, TextFeaturizer, build_featurizer
 from .masks import hard_mask, selection_probs
 from .models import RationaleModel, count_parameters
@@ -320,8 +321,16 @@ class Trainer:
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, data: Prepared, *, teacher: TeacherOutputs | None = None,
-                 rows: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """Deterministic evaluation (argmax masks, no noise) of the student on `data`."""
+                 rows: torch.Tensor | None = None, faithfulness: bool = True,
+                 teacher_faithfulness: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Deterministic evaluation (argmax masks, no noise) of the student on `data`.
+
+        With `faithfulness` an RE student's rationales are also scored with ERASER's
+        comprehensiveness and sufficiency (faithfulness.py): two more predictor forwards per batch
+        (full input, complement), read as `f_*` columns and averaged into metrics["faithfulness"].
+        `teacher_faithfulness` scores the teacher's own rationales the same way (`t_f_*` columns),
+        with the live teacher predictor: meant for the small snapshot subset only.
+        """
         model = self.model
         model.eval()
         if rows is None:
@@ -342,6 +351,10 @@ class Trainer:
                     q = model.predict(inputs, m)
                     sel = inputs.selectable
                     outs["frac"].append((m * sel).sum(1) / sel.sum(1).clamp_min(1))
+                    if faithfulness:
+                        f = erasure(model.predict, inputs, m, q_rationale=q)
+                        for k, v in f.columns().items():
+                            outs.setdefault(f"f_{k}", []).append(v)
                     per_pos["mask"].append(_pad(m, self.feat.num_positions))
                     per_pos["sel"].append(_pad(selection_probs(z), self.feat.num_positions))
                 else:
@@ -353,6 +366,10 @@ class Trainer:
                     per_pos["t_sel"].append(_pad(selection_probs(zt), self.feat.num_positions))
                     per_pos["t_pred"].append(qt.argmax(-1))
                     per_pos["t_probs"].append(torch.softmax(qt.float(), -1))
+                    if teacher_faithfulness:
+                        ft = erasure(teacher.predict_with, inputs, mt, q_rationale=qt)
+                        for k, v in ft.columns().items():
+                            per_pos.setdefault(f"t_f_{k}", []).append(v)
                     if model.with_generator:
                         outs["iou"].append(mask_iou(m, mt, inputs.selectable))
             outs["pred"].append(q.argmax(-1))
@@ -372,6 +389,8 @@ class Trainer:
             metrics["selected"] = _frac_stats(cat["frac"])
         if "iou" in cat:
             metrics["iou"] = float(cat["iou"].mean())
+        if "f_p_full" in cat:
+            metrics["faithfulness"] = summarize(_faith(cat, "f_"), y)
         return metrics, cat
 
     def _teacher(self, split: str) -> TeacherOutputs | None:
@@ -383,7 +402,8 @@ class Trainer:
             return
         from .examples import write_snapshot
 
-        _, out = self.evaluate(self.dev_data, teacher=self._teacher("dev"), rows=self.snapshot_idx)
+        _, out = self.evaluate(self.dev_data, teacher=self._teacher("dev"), rows=self.snapshot_idx,
+                               teacher_faithfulness=True)
         write_snapshot(self.store, step=step, tau=tau, out=out, y=self.dev_data.y[self.snapshot_idx.to(self.device)])
 
     # --- the loop -----------------------------------------------------------------------------
@@ -500,7 +520,8 @@ class Trainer:
                 load_model_weights(self.model, tensors)
             if self.teacher_run is not None:
                 self.teacher_out["test"] = self._teacher_outputs(self.test_data, "test")
-            test, _ = self.evaluate(self.test_data, teacher=self._teacher("test"))
+            # faithfulness is a dev-eval figure: the test set may be large and is scored once
+            test, _ = self.evaluate(self.test_data, teacher=self._teacher("test"), faithfulness=False)
             results["test"] = test
             self.emit({"type": "test", "split": "test", "step": step, "checkpoint_step": self.best["step"], **test})
             self.store.write_results(results)
@@ -509,6 +530,12 @@ class Trainer:
                                 test=results.get("test"))
         self.emit({"type": "finished", "step": step, "state": state})
         return results
+
+
+def _faith(cat: dict[str, torch.Tensor], prefix: str) -> Faithfulness:
+    """The evaluation's `{prefix}*` columns back as a Faithfulness (ŷ is not kept: not needed)."""
+    return Faithfulness(target=cat[f"{prefix}full_pred"], **{k: cat[f"{prefix}{k}"] for k in
+                        ("p_full", "p_rationale", "p_complement", "full_pred", "complement_pred")})
 
 
 def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
