@@ -2,7 +2,9 @@
 
 The generator picks positions deterministically (argmax Z, no noise); the predictor sees only
 those, so the returned mask is exactly what the prediction was computed from. For a distilled
-run the teacher's rationale and prediction for the same input come alongside.
+run the teacher's rationale and prediction for the same input come alongside. Each rationale
+carries its ERASER comprehensiveness and sufficiency (faithfulness.py), so the claim is measured;
+with a baseline CLS run, that run's integrated-gradients selection at the same sparsity too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
 from .features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from .masks import hard_mask, selection_probs
 from .runmodel import LoadedRun
@@ -35,6 +38,11 @@ class Explanation:
     checkpoint_step: int
     teacher: Explanation | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # ERASER comprehensiveness / sufficiency of `mask` under the same predictor (faithfulness.py);
+    # None for a CLS run, which has no rationale
+    faithfulness: dict[str, Any] | None = None
+    # with a baseline CLS run: its integrated-gradients top-k selection at this rationale's size
+    posthoc: dict[str, Any] | None = None
 
     def to_dict(self, compact: bool = False) -> dict[str, Any]:
         d = asdict(self)
@@ -135,12 +143,14 @@ def _explain_loaded(run: LoadedRun, inp: Any) -> Explanation:
         inputs = to_device_inputs(inputs, dev)
         positions = positions[: inputs.selectable.shape[1]]
 
+    faith = None
     if model.with_generator:
         z = model.generate(inputs)
         m = hard_mask(z)
         q = model.predict(inputs, m)
         sel_prob = selection_probs(z)[0].tolist()
         mask = (m[0] * inputs.selectable[0]).to(torch.int64).tolist()
+        faith = rows(erasure(model.predict, inputs, m, q_rationale=q), run.class_names)[0]
     else:  # a CLS run: the whole input is its "rationale"
         q = model.predict(inputs, None)
         sel_prob = inputs.selectable[0].tolist()
@@ -158,13 +168,50 @@ def _explain_loaded(run: LoadedRun, inp: Any) -> Explanation:
         probabilities={c: round(float(p), 6) for c, p in zip(run.class_names, probs)},
         mask=mask, selection_prob=[round(float(p), 4) for p in sel_prob], positions=positions,
         selected_fraction=frac, masked_input=masked, run=str(run.run_dir), checkpoint_step=run.step,
+        faithfulness=faith,
     )
 
 
-def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_teacher: bool = True) -> Explanation:
-    """Explain one image (PIL image or array) or text with a trained run (directory or LoadedRun)."""
+def _fit(t: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, L') cut or right-padded with zeros to (B, length): one run may trim texts, the other not."""
+    return t[:, :length] if t.shape[1] >= length else torch.nn.functional.pad(t, (0, length - t.shape[1]))
+
+
+def _posthoc(baseline: LoadedRun, inp: Any, ex: Explanation, steps: int) -> dict[str, Any]:
+    """The baseline CLS run's IG top-k selection of the same input, k = the rationale's size."""
+    feat, dev = baseline.featurizer, baseline.device
+    if isinstance(feat, VisionFeaturizer):
+        inputs = _vision_inputs(feat, _image_array(inp), dev)
+    else:
+        assert isinstance(feat, TextFeaturizer)
+        inputs = to_device_inputs(feat.positions(inp)[0], dev)
+    length = inputs.selectable.shape[1]
+    rationale = _fit(torch.tensor([ex.mask], dtype=torch.float32, device=dev), length)
+    k = (rationale * inputs.selectable).sum(1).long()
+    res = posthoc(baseline.model, inputs, k, steps=steps)
+    n = len(ex.mask)
+    mask = _fit(res.mask, n)[0].to(torch.int64).tolist()
+    attr = _fit(res.ig.per_position.detach(), n)[0].tolist()
+    return {"run_id": baseline.run_dir.name, "method": "integrated_gradients", "mask": mask,
+            "attributions": [round(float(a), 6) for a in attr],
+            "comprehensiveness": round(float(res.scores.comprehensiveness[0]), 4),
+            "sufficiency": round(float(res.scores.sufficiency[0]), 4)}
+
+
+def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_teacher: bool = True,
+            baseline: LoadedRun | None = None, ig_steps: int = IG_STEPS) -> Explanation:
+    """Explain one image (PIL image or array) or text with a trained run (directory or LoadedRun).
+
+    `baseline`, a CLS run on the same data (see faithfulness.baseline_problem), adds `posthoc`:
+    its integrated-gradients selection at the rationale's sparsity, with its ERASER scores.
+    """
     loaded = run if isinstance(run, LoadedRun) else load_run(run, which)
     out = _explain_loaded(loaded, inp)
+    if baseline is not None:
+        problem = baseline_problem(loaded.config, loaded.class_names, baseline.config, baseline.class_names)
+        if problem:
+            raise ValueError(problem)
+        out.posthoc = _posthoc(baseline, inp, out, ig_steps)
     teacher_dir = loaded.config.model.teacher_run
     if with_teacher and loaded.mode == "rekd" and teacher_dir and Path(teacher_dir).exists():
         out.teacher = _explain_loaded(load_run(teacher_dir, loaded.config.model.teacher_checkpoint), inp)
