@@ -1,8 +1,10 @@
 """Per-example rationales and metric series of one run, read from its run directory.
 
-Both routes only read files that the trainer writes atomically (examples/*.json,
-examples/inputs.safetensors, events.jsonl), so they are safe to call while the run trains.
-They are plain `def` routes: FastAPI runs them in its threadpool, off the event loop.
+The routes only read files that the trainer writes atomically (examples/*.json,
+examples/inputs.safetensors, events.jsonl, checkpoints), so they are safe to call while the run
+trains. The faithfulness route also runs models (a baseline CLS run's integrated gradients, or an
+old snapshot's checkpoint). They are plain `def` routes: FastAPI runs them in its threadpool, off
+the event loop.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
-from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
-from rekd_core.examples import list_snapshots, read_snapshot
+from backend.runs_fs import SettingsDep, check_run_id, error_responses, run_dir_or_404
+from backend.settings import Settings
+from rekd_core.config import ExperimentConfig
+from rekd_core.examples import NoFaithfulness, faithfulness_report, list_snapshots, read_snapshot
+from rekd_core.explain import load_run
+from rekd_core.faithfulness import baseline_problem
+from rekd_core.runmodel import LoadedRun
 from rekd_core.runstore import RunStore
 
 router = APIRouter(tags=["runs"])
@@ -45,6 +52,19 @@ class PatchPosition(BaseModel):
     selectable: bool = True
 
 
+class ExampleFaithfulness(BaseModel):
+    """ERASER scores of one rationale, all three probabilities from the same predictor, of ŷ = its
+    prediction from the rationale (4 decimals)."""
+
+    p_full: float = Field(description="p(ŷ | x): every selectable position kept")
+    p_rationale: float = Field(description="p(ŷ | r): the rationale only (the normal prediction)")
+    p_complement: float = Field(description="p(ŷ | x \\ r): every selectable position but the rationale")
+    comprehensiveness: float = Field(description="p_full − p_complement: high = the rationale was needed")
+    sufficiency: float = Field(description="p_full − p_rationale: low = the rationale suffices")
+    full_pred: str = Field(description="class predicted from the full input")
+    complement_pred: str = Field(description="class predicted from the complement")
+
+
 class Side(BaseModel):
     """One model's view of one example (student or teacher)."""
 
@@ -52,6 +72,8 @@ class Side(BaseModel):
     probs: list[float] = Field(description="class probabilities, in class_names order")
     mask: list[int] | None = Field(None, description="1 where the predictor saw the position; null for a CLS run")
     sel_prob: list[float] | None = Field(None, description="the generator's keep probability per position")
+    faithfulness: ExampleFaithfulness | None = Field(
+        None, description="RE sides: comprehensiveness and sufficiency; null for a CLS run or an older snapshot")
 
 
 class ExampleItem(BaseModel):
@@ -118,6 +140,13 @@ class EvalPoint(_MetricPoint):
     accuracy: float | None = None
     macro_f1: float | None = None
     n: int | None = None
+    faithfulness_comprehensiveness: float | None = Field(None, description="RE/REKD: dev mean p(ŷ|x) − p(ŷ|x \\ r)")
+    faithfulness_sufficiency: float | None = Field(None, description="RE/REKD: dev mean p(ŷ|x) − p(ŷ|r)")
+    faithfulness_p_full: float | None = None
+    faithfulness_p_rationale: float | None = None
+    faithfulness_p_complement: float | None = None
+    faithfulness_complement_accuracy: float | None = None
+    faithfulness_full_accuracy: float | None = None
 
 
 class TestPoint(EvalPoint):
@@ -184,14 +213,29 @@ def _selected_rows(snap: dict[str, Any], flt: ExampleFilter, label: int | None) 
     return rows
 
 
-def _side(raw: dict[str, Any] | None, i: int, keep: int | None) -> Side | None:
+def _class_name(class_names: list[str], k: Any) -> str:
+    return class_names[k] if isinstance(k, int) and 0 <= k < len(class_names) else str(k)
+
+
+def _faithfulness(raw: dict[str, Any] | None, i: int, class_names: list[str]) -> ExampleFaithfulness | None:
+    # snapshots written before faithfulness scores existed have no such key
+    if not raw:
+        return None
+    nums = {k: finite(raw[k][i]) or 0.0 for k in ("p_full", "p_rationale", "p_complement", "comprehensiveness",
+                                                  "sufficiency")}
+    return ExampleFaithfulness(**nums, full_pred=_class_name(class_names, raw["full_pred"][i]),
+                               complement_pred=_class_name(class_names, raw["complement_pred"][i]))
+
+
+def _side(raw: dict[str, Any] | None, i: int, keep: int | None, class_names: list[str]) -> Side | None:
     if raw is None:
         return None
     mask = raw.get("mask")
     sel = raw.get("sel_prob")
     return Side(pred=raw["pred"][i], probs=[finite(p) or 0.0 for p in raw["probs"][i]],
                 mask=None if mask is None else mask[i][:keep],
-                sel_prob=None if sel is None else [finite(p) or 0.0 for p in sel[i][:keep]])
+                sel_prob=None if sel is None else [finite(p) or 0.0 for p in sel[i][:keep]],
+                faithfulness=_faithfulness(raw.get("faithfulness"), i, class_names))
 
 
 def _iou(a: list[int], b: list[int], valid: list[bool]) -> float:
@@ -215,8 +259,8 @@ def _item(inputs: dict[str, Any], snap: dict[str, Any], i: int, image: str | Non
     text_item = inputs["items"][i] if inputs["modality"] == "text" else None
     positions = None if text_item is None else [TokenPosition(**p) for p in text_item["positions"]]
     keep = None if positions is None else max((p.index for p in positions), default=-1) + 1
-    student = _side(snap["student"], i, keep)
-    teacher = _side(snap.get("teacher"), i, keep)
+    student = _side(snap["student"], i, keep, inputs["class_names"])
+    teacher = _side(snap.get("teacher"), i, keep, inputs["class_names"])
     assert student is not None  # every snapshot has the student's side
     agree = None
     if student.mask is not None and teacher is not None and teacher.mask is not None:
@@ -321,3 +365,97 @@ def get_metrics(
     tests = _series(events, "test")
     return Metrics(run_id=run_id, log=[LogPoint(**r) for r in log], eval=[EvalPoint(**r) for r in evals],
                    test=TestPoint(**tests[-1]) if tests else None)
+
+
+# --- faithfulness, with a post-hoc baseline ---------------------------------------------------
+class FaithfulnessScores(BaseModel):
+    comprehensiveness: float = Field(description="mean p(ŷ|x) − p(ŷ|x without the selection)")
+    sufficiency: float = Field(description="mean p(ŷ|x) − p(ŷ|the selection only)")
+    selected_fraction: float = Field(description="mean share of the counted positions selected")
+
+
+class BaselineScores(FaithfulnessScores):
+    run_id: str = Field(description="the CLS run explained post hoc")
+    method: Literal["integrated_gradients"]
+
+
+class FaithfulnessReport(BaseModel):
+    run_id: str
+    step: int = Field(description="the snapshot step scored")
+    n: int = Field(description="examples scored (the first `limit` saved dev examples)")
+    rationale: FaithfulnessScores = Field(description="the run's own rationales (ŷ: its prediction from them)")
+    baseline: BaselineScores | None = Field(
+        None, description="the baseline CLS run's integrated-gradients top-k selections at each example's "
+                          "rationale size, scored with that CLS model (ŷ: its full-input prediction)")
+
+
+def baseline_run_or_422(settings: Settings, baseline_id: str, run_cfg: ExperimentConfig,
+                        class_names: list[str]) -> LoadedRun:
+    """The baseline CLS run, loaded; 422 (with the reason) unless it is a completed CLS run on the
+    same data and positions as the run. Loads a model: call it off the event loop."""
+    check_run_id(baseline_id)
+    root = settings.runs_dir.resolve()
+    path = (settings.runs_dir / baseline_id).resolve()
+    if path == root or not path.is_relative_to(root) or not path.is_dir():
+        raise HTTPException(422, f"baseline: no run {baseline_id!r}")
+    bstore = RunStore(path)
+    try:
+        bcfg = bstore.config()
+        state = bstore.status().get("state")
+    except Exception:  # a directory that is not a run: refused as input, never a 500
+        raise HTTPException(422, f"baseline: {baseline_id!r} is not a readable run") from None
+    problem = baseline_problem(run_cfg, class_names, bcfg, class_names)
+    if problem:
+        raise HTTPException(422, f"baseline {baseline_id!r}: {problem}")
+    if state != "completed":
+        raise HTTPException(422, f"baseline {baseline_id!r}: the CLS run is {state or 'not started'}, not completed")
+    try:
+        loaded = load_run(path, "best")
+    except Exception as err:
+        raise HTTPException(422, f"baseline {baseline_id!r}: its checkpoint cannot be read "
+                                 f"({type(err).__name__})") from None
+    problem = baseline_problem(run_cfg, class_names, loaded.config, loaded.class_names)
+    if problem:
+        raise HTTPException(422, f"baseline {baseline_id!r}: {problem}")
+    return loaded
+
+
+@router.get("/api/runs/{run_id:path}/faithfulness", response_model=FaithfulnessReport,
+            responses=error_responses(404, 409, 422, e404="no such run, or no snapshot at that step",
+                                      e409="the run has no rationale snapshot yet (or one too old to score)",
+                                      e422="invalid run id or query parameter; the run is a CLS run; the baseline "
+                                           "is not a completed CLS run on the same dataset and positions"))
+def get_faithfulness(
+    run_id: str,
+    settings: SettingsDep,
+    baseline: Annotated[str | None, Query(description="a completed CLS run id: add its integrated-gradients "
+                                                      "selections at the same sparsity")] = None,
+    step: Annotated[int | None, Query(ge=0, description="a snapshot step; omitted: the latest")] = None,
+    limit: Annotated[int, Query(ge=1, le=256, description="score the first `limit` saved dev examples")] = 64,
+) -> FaithfulnessReport:
+    """ERASER comprehensiveness and sufficiency of the run's rationales over its saved dev examples,
+    beside (with `baseline`) a post-hoc method's at the same sparsity."""
+    store = RunStore(run_dir_or_404(settings, run_id))
+    if baseline is not None:
+        check_run_id(baseline)
+    try:
+        cfg = store.config()
+    except Exception:
+        raise HTTPException(409, f"run {run_id!r} has no readable config") from None
+    if cfg.mode == "cls":
+        raise HTTPException(422, f"run {run_id!r} is a CLS run: it has no rationale to score")
+    inputs = _read_inputs(store)
+    _, shown = _pick_step(store, step)
+    base = None if baseline is None else baseline_run_or_422(settings, baseline, cfg, inputs["class_names"])
+    try:
+        report = faithfulness_report(store, shown, baseline=base, limit=limit)
+    except NoFaithfulness as err:
+        raise HTTPException(409, str(err)) from None
+
+    def scores(d: dict[str, Any]) -> dict[str, float]:
+        return {k: finite(d[k]) or 0.0 for k in ("comprehensiveness", "sufficiency", "selected_fraction")}
+
+    b = report["baseline"]
+    return FaithfulnessReport(
+        run_id=run_id, step=shown, n=report["n"], rationale=FaithfulnessScores(**scores(report["rationale"])),
+        baseline=None if b is None else BaselineScores(run_id=b["run_id"], method=b["method"], **scores(b)))

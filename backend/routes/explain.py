@@ -27,7 +27,13 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
-from backend.routes.examples import PatchPosition, TokenPosition, png_data_url
+from backend.routes.examples import (
+    ExampleFaithfulness,
+    PatchPosition,
+    TokenPosition,
+    baseline_run_or_422,
+    png_data_url,
+)
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
 from backend.settings import Settings, get_settings
 from rekd_core.explain import Explanation, explain, load_run
@@ -87,6 +93,15 @@ router = APIRouter(tags=["explain"], route_class=CappedBodyRoute)
 
 
 # --- response model ----------------------------------------------------------------------------
+class PosthocOut(BaseModel):
+    run_id: str = Field(description="the baseline CLS run")
+    method: Literal["integrated_gradients"]
+    mask: list[int] = Field(description="per position, 1 = among the top-k attributions (k = the rationale's size)")
+    attributions: list[float] = Field(description="per position, sum of |IG attribution| over its pixels / dims")
+    comprehensiveness: float = Field(description="CLS model: p(ŷ|x) − p(ŷ|x without the top-k)")
+    sufficiency: float = Field(description="CLS model: p(ŷ|x) − p(ŷ|the top-k only)")
+
+
 class ExplanationOut(BaseModel):
     modality: Literal["vision", "text"]
     label: str = Field(description="predicted class name")
@@ -103,6 +118,11 @@ class ExplanationOut(BaseModel):
     checkpoint_step: int
     teacher: ExplanationOut | None = Field(None, description="REKD runs: the teacher's explanation of the same input")
     extra: dict[str, Any] = Field(default_factory=dict)
+    faithfulness: ExampleFaithfulness | None = Field(
+        None, description="ERASER comprehensiveness / sufficiency of `mask` under the same predictor "
+                          "(null for CLS runs)")
+    posthoc: PosthocOut | None = Field(
+        None, description="with `baseline_run`: that CLS run's integrated-gradients selection at this sparsity")
 
 
 def _to_out(ex: Explanation) -> ExplanationOut:
@@ -205,13 +225,17 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
                  e413="request body over max_upload_bytes",
                  e415="the file is not a PNG, JPEG, GIF, BMP or WEBP image",
                  e422="invalid run id; neither or both of file/text; empty or too long text; corrupt or too "
-                      "large image; an image for a text run or a text for an image run"))
+                      "large image; an image for a text run or a text for an image run; a baseline_run that is "
+                      "not a completed CLS run on the same data, or one given for a CLS run"))
 async def explain_input(
     settings: SettingsDep,
     run_id: Annotated[str, Form(description="the trained run that explains the input")],
     file: Annotated[UploadFile | None, File(description="an image (PNG, JPEG, GIF, BMP, WEBP)")] = None,
     text: Annotated[str | None, Form(description="a text, for text runs")] = None,
     checkpoint: Annotated[Literal["best", "last"], Form(description="which checkpoint explains")] = "best",
+    baseline_run: Annotated[str | None, Form(
+        description="a completed CLS run on the same data: adds `posthoc`, its integrated-gradients "
+                    "selection at the same sparsity")] = None,
 ) -> ExplanationOut:
     """Explain one image (`file`) or one `text` with a trained run: the prediction, and the patches or
     tokens it was computed from (with the teacher's, for an REKD run).
@@ -223,13 +247,17 @@ async def explain_input(
     if has_file == (text is not None):
         raise HTTPException(422, "give exactly one input: an image `file` or a `text`")
     loaded = await _loaded(run_dir, run_id, checkpoint)
+    baseline = None
+    if baseline_run is not None:
+        baseline = await run_in_threadpool(baseline_run_or_422, settings, baseline_run, loaded.config,
+                                           loaded.class_names)
     if file is not None and has_file:
         data = await _read_capped(file, settings.max_upload_bytes)
         inp: Any = await run_in_threadpool(_pixels, _open_image(data, settings.max_image_pixels))
     else:
         inp = _checked_text(text or "", settings.max_text_chars)
     try:
-        ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint)
+        ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint, baseline=baseline)
     except ValueError as err:  # explain's own refusal: an image for a text run or the reverse
         raise HTTPException(422, str(err)) from None
     return _to_out(ex)
