@@ -209,8 +209,15 @@ def load_user_raw(spec: DatasetSpec, options: LoadOptions, root: str | None = No
     if spec.kind == "hf":
         return _cached_hf(spec, options, root)
     path = Path(spec.target)
-    _check_exists(path, folder=spec.kind == "folder")
-    return _cached_files(spec, _file_options(spec, options), _fingerprint(path))
+    try:
+        _check_exists(path, folder=spec.kind == "folder")
+        if spec.kind == "folder":
+            # the layout first: a wrong folder (even folder:/) fails on its first odd entry, cheaply
+            layout = _scan_layout(path)
+            return _cached_files(spec, _file_options(spec, options), _fingerprint(path, layout))
+        return _cached_files(spec, _file_options(spec, options), _fingerprint(path, None))
+    except OSError as err:  # permissions, a file vanishing mid-read: the user's to fix, named
+        raise DatasetError(f"{err.filename or path}: cannot be read ({err.strerror or err})") from None
 
 
 def _file_options(spec: DatasetSpec, o: LoadOptions) -> LoadOptions:
@@ -231,25 +238,16 @@ def _check_exists(path: Path, *, folder: bool) -> None:
         raise DatasetError(f"{path}: not a regular file")
 
 
-def _fingerprint(path: Path) -> str:
-    """Changes when any file changes (names, sizes, mtimes), so the cache never serves stale data."""
+Layout = dict[str, list[tuple[str, list[Path]]]]  # split -> [(class, image files)]
+
+
+def _fingerprint(path: Path, layout: Layout | None) -> str:
+    """Changes when any file read changes (names, sizes, mtimes): the cache never serves stale data."""
     h = hashlib.sha256()
-    if path.is_file():
-        st = path.stat()
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()
-    count = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for name in sorted(filenames):
-            try:
-                st = os.stat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            h.update(f"{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-            count += 1
-            if count > 2_000_000:  # a mistaken folder:/ must not walk the whole disk
-                raise DatasetError(f"{path}: over 2,000,000 files; is this the right folder?")
+    files = [path] if layout is None else [f for classes in layout.values() for _, fs in classes for f in fs]
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -314,6 +312,14 @@ def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[tuple[s
     return out
 
 
+def _scan_layout(root: Path) -> Layout:
+    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if "train" in subdirs and subdirs <= {"train", "dev", "test"}:
+        return {s: _scan_classes(root / s, root, min_classes=2 if s == "train" else 1)
+                for s in ("train", "dev", "test") if s in subdirs}
+    return {"train": _scan_classes(root, root, min_classes=2)}
+
+
 def _load_folder(root: Path, o: LoadOptions) -> UserRaw:
     import numpy as np
 
@@ -322,12 +328,7 @@ def _load_folder(root: Path, o: LoadOptions) -> UserRaw:
     if o.in_chans not in (1, 3):
         raise DatasetError(f"{root}: images become 1 (gray) or 3 (RGB) channels; model.student.in_chans is "
                            f"{o.in_chans}")
-    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    if "train" in subdirs and subdirs <= {"train", "dev", "test"}:
-        layout = {s: _scan_classes(root / s, root, min_classes=2 if s == "train" else 1)
-                  for s in ("train", "dev", "test") if s in subdirs}
-    else:
-        layout = {"train": _scan_classes(root, root, min_classes=2)}
+    layout = _scan_layout(root)
     class_names = [c for c, _ in layout["train"]]
     index = {c: i for i, c in enumerate(class_names)}
     arrays: dict[str, Any] = {}
