@@ -31,7 +31,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ExperimentConfig, config_to_dict
-from .data import DatasetBundle, load_dataset
+from .data import DatasetBundle, load_for_config
 from .faithfulness import Faithfulness, erasure, summarize
 from .features import Featurizer, Inputs, Prepared, TextFeaturizer, build_featurizer
 from .masks import hard_mask, selection_probs
@@ -134,8 +134,7 @@ class Trainer:
         self.autocast = cfg.train.precision == "bf16"
         torch.manual_seed(cfg.train.seed)
         d = cfg.data
-        bundle = self._bundle or load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed,
-                                              max_train=d.max_train, max_eval=d.max_eval, root=d.root)
+        bundle = self._bundle or load_for_config(cfg)
         if bundle.modality != cfg.task:
             raise ValueError(f"data.dataset {d.dataset!r} is a {bundle.modality} dataset but task is {cfg.task!r}")
         self.bundle = bundle
