@@ -32,7 +32,10 @@ def create() -> FastAPI:
     def _plotly_js() -> FileResponse:  # the UI's charts, from the installed package: no CDN, works offline
         return FileResponse(plotly_js, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
-    api = ApiClient(os.environ.get("REKD_API_URL") or api_url(settings.host, settings.port), token=settings.api_token)
+    # download links are same-origin (this server serves the API), unless REKD_PUBLIC_API_URL names
+    # the API's address as a browser reaches it
+    api = ApiClient(os.environ.get("REKD_API_URL") or api_url(settings.host, settings.port), token=settings.api_token,
+                    public_base=os.environ.get("REKD_PUBLIC_API_URL", ""))
     # with a token, the UI asks for it too (any user name): otherwise it would launch runs for anyone
     auth = (lambda _user, password: password == settings.api_token) if settings.api_token else None
     return gr.mount_gradio_app(app, build_ui(api), path="/", auth=auth, ssr_mode=False, theme=THEME, css=CSS, head=HEAD,

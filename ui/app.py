@@ -1,4 +1,4 @@
-"""The rekd web UI: Gradio Blocks over the HTTP API (launch, monitor, rationales, explain).
+"""The rekd web UI: Gradio Blocks over the HTTP API (launch, monitor, rationales, compare, explain, sweeps).
 
 `build_ui(api)` returns the Blocks; `rekd.app` mounts it at `/` of the API server. Every
 handler goes through `ApiClient`, so the UI works the same against a remote backend.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import experiments, explain_view, monitor, rationales, sweeps_view
+from . import compare_view, experiments, explain_view, monitor, rationales, sweeps_view
 from .client import ApiClient, ApiError
 from .runs_table import choices, signature
 
@@ -51,6 +51,8 @@ def build_ui(api: ApiClient) -> gr.Blocks:
                 mon = monitor.build(api)
             with gr.Tab("Rationales", id="rationales", elem_id="tab-rationales"):
                 rat = rationales.build(api)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                cmp = compare_view.build(api)
             with gr.Tab("Explain", id="explain", elem_id="tab-explain"):
                 exv = explain_view.build(api)
             with gr.Tab("Sweeps", id="sweeps", elem_id="tab-sweeps") as sweeps_tab:
@@ -72,11 +74,13 @@ def build_ui(api: ApiClient) -> gr.Blocks:
             health_text = _health_line(api)
             table = experiments.refresh(runs) if table_sig != old_table else [gr.skip()] * n_exp
             picks = ([*experiments.refresh_choices(runs), *monitor.refresh_choices(runs, watched),
-                      *rationales.refresh_choices(runs), *explain_view.refresh_choices(runs)]
+                      *rationales.refresh_choices(runs), *compare_view.refresh_choices(runs),
+                      *explain_view.refresh_choices(runs)]
                      if pick_sig != old_pick else [gr.skip()] * n_pick)
             return (runs, (table_sig, pick_sig), health_text, *table, *picks)
 
-        pickers = [*exp.choice_outputs, *mon.choice_outputs, *rat.choice_outputs, *exv.choice_outputs]
+        pickers = [*exp.choice_outputs, *mon.choice_outputs, *rat.choice_outputs, *cmp.choice_outputs,
+                   *exv.choice_outputs]
         refresh_outputs = [runs_state, sig_state, health, *exp.table_outputs, *pickers]
         timer = gr.Timer(2.0)
         timer.tick(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)

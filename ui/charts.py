@@ -116,6 +116,33 @@ def selection_and_agreement(runs: list[RunSeries], revision: str) -> go.Figure:
     return _layout(fig, "Rationale: sparsity and agreement", revision)
 
 
+def faithfulness(runs: list[RunSeries], revision: str) -> go.Figure:
+    """Dev-set comprehensiveness and sufficiency (ERASER) at each evaluation, beside τ.
+
+    Comprehensiveness = p(ŷ|x) − p(ŷ|x without the rationale): high means the rationale was
+    needed. Sufficiency = p(ŷ|x) − p(ŷ|rationale alone): near zero means it was enough.
+    """
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.06, subplot_titles=[
+        "comprehensiveness ↑ (dev)", "sufficiency ↓ (dev)", "τ at each evaluation (log)"])
+    for r in runs:
+        shown = False
+        for col, key in ((1, "faithfulness_comprehensiveness"), (2, "faithfulness_sufficiency")):
+            xs, ys = _xy(r.eval, key)
+            if xs:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=r.label, legendgroup=r.run_id,
+                                         showlegend=not shown, line=dict(color=r.color, width=2)), row=1, col=col)
+                shown = True
+        xs, ys = _xy(r.eval, "tau")
+        if xs and shown:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{r.label} τ", legendgroup=r.run_id,
+                                     showlegend=False, line=dict(color=r.color, shape="hv")), row=1, col=3)
+    fig.update_yaxes(range=[-1.02, 1.02], zeroline=True, row=1, col=1)
+    fig.update_yaxes(range=[-1.02, 1.02], zeroline=True, row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_xaxes(title_text="step")
+    return _layout(fig, "Faithfulness of the rationale (CLS runs have none)", revision)
+
+
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 

@@ -46,9 +46,12 @@ def error_from(resp: httpx.Response) -> ApiError:
 class ApiClient:
     """Synchronous client for the rekd API; every failure becomes an ApiError."""
 
-    def __init__(self, base: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, base: str, token: str | None = None, timeout: float = 60.0, public_base: str = "") -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base = base.rstrip("/")
+        # where the *browser* reaches the API, for download links: "" when the UI is served by the
+        # API server itself (same origin), else the API's public URL
+        self.public_base = public_base.rstrip("/")
         self._http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
@@ -107,6 +110,18 @@ class ApiClient:
         body.update({"preset": preset} if config is None else {"config": config})
         return self._call("POST", "/api/runs", json=body)
 
+    def clone(self, run_id: str, overrides: list[str] | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/api/runs/{run_id}/clone", json={"overrides": overrides or []})
+
+    def compare(self, runs: list[str], *, filter: str = "disagree", offset: int = 0, limit: int = 12) -> dict[str, Any]:
+        return self._call("GET", "/api/compare", params={"runs": runs, "filter": filter, "offset": offset,
+                                                         "limit": limit})
+
+    def link(self, path: str, **params: Any) -> str:
+        """A URL for the browser (a download link), not for this client."""
+        query = httpx.QueryParams({k: v for k, v in params.items() if v is not None})
+        return f"{self.public_base}{path}" + (f"?{query}" if query else "")
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/runs/{run_id}/cancel")
 
@@ -122,8 +137,16 @@ class ApiClient:
             params["label"] = label
         return self._call("GET", f"/api/runs/{run_id}/examples", params=params)
 
-    def explain(self, run_id: str, *, image_path: str | None = None, text: str | None = None) -> dict[str, Any]:
-        data = {"run_id": run_id}
+    def inspect_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/datasets/inspect", json=body)
+
+    def faithfulness(self, run_id: str, baseline: str | None = None, step: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"baseline": baseline, "step": step}.items() if v is not None}
+        return self._call("GET", f"/api/runs/{run_id}/faithfulness", params=params)
+
+    def explain(self, run_id: str, *, image_path: str | None = None, text: str | None = None,
+                baseline_run: str | None = None) -> dict[str, Any]:
+        data = {"run_id": run_id, **({"baseline_run": baseline_run} if baseline_run else {})}
         if image_path is not None:
             path = Path(image_path)
             mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

@@ -104,6 +104,11 @@ def build(api: ApiClient) -> ExperimentsView:
                 with gr.Row():
                     for path in row:
                         widgets[path] = _widget(FIELD[path])
+            with gr.Row():
+                check_btn = gr.Button("Check dataset", size="sm", elem_id="btn-check-data", scale=1)
+                data_info = gr.Markdown("Your own data: a folder of class sub-folders, a CSV / JSONL of texts, or "
+                                        "a Hugging Face id — type it as the dataset, then *Check dataset*.",
+                                        elem_id="data-info")
             with gr.Accordion("Advanced", open=False, elem_id="f-advanced-acc"):
                 advanced = gr.Textbox(label="more overrides, one key.path=value per line", lines=3,
                                       elem_id="f-advanced", placeholder="optim.lr=3e-4\ntrain.eval_every=50")
@@ -118,6 +123,9 @@ def build(api: ApiClient) -> ExperimentsView:
             with gr.Row():
                 selected = gr.Dropdown(label="selected run", choices=[], elem_id="run-selected", scale=3)
                 cancel_btn = gr.Button("Cancel run", variant="stop", elem_id="btn-cancel", scale=1)
+            with gr.Row():
+                clone_btn = gr.Button("Clone into form", size="sm", elem_id="btn-clone")
+                rerun_btn = gr.Button("Run again (same config)", size="sm", elem_id="btn-rerun")
             with gr.Row():
                 to_monitor = gr.Button("Watch in Monitor", size="sm", elem_id="btn-to-monitor")
                 to_rationales = gr.Button("Open rationales", size="sm", elem_id="btn-to-rationales")
@@ -190,6 +198,32 @@ def build(api: ApiClient) -> ExperimentsView:
 
     init_outputs = [preset, presets_state, meta, launch_msg, *fields, reference]
 
+    # --- your own data: read and summarised before anything is queued ----------------------------------
+    def check_dataset(name: str | None, presets: dict[str, Any], adv: str, dataset: str | None):
+        p = presets.get(name or "")
+        if p is None or not dataset:
+            return "pick a preset and a dataset first"
+        cfg = p["config"]
+        body: dict[str, Any] = {"dataset": dataset, "task": cfg.get("task", "vision")}
+        student = (cfg.get("model") or {}).get("student") or {}
+        if body["task"] == "vision":
+            body.update(image_size=student.get("img_size", 224), in_chans=student.get("in_chans", 3))
+        try:
+            for line in form.parse_advanced(adv or ""):
+                key, _, value = line.partition("=")
+                if key in ("data.text_column", "data.label_column", "data.split_column", "data.image_column"):
+                    body[key.split(".", 1)[1]] = value
+            got = api.inspect_dataset(body)
+        except (ValueError, ApiError) as err:
+            return f"⚠ {getattr(err, 'message', err)}"
+        classes = ", ".join(f"{c} ({sum(got['per_class'][c].values())})" for c in got["class_names"][:12])
+        more = f" … and {len(got['class_names']) - 12} more" if len(got["class_names"]) > 12 else ""
+        counts = " / ".join(f"{k} {v}" for k, v in got["counts"].items())
+        return (f"✓ **{got['name']}** — {got['modality']}, {len(got['class_names'])} classes: {classes}{more}. "
+                f"Splits: {counts} (read in {got['seconds']:.2f} s).")
+
+    check_btn.click(check_dataset, [preset, presets_state, advanced, widgets["data.dataset"]], data_info)
+
     # --- launch ------------------------------------------------------------------------------------
     def launch(name: str | None, presets: dict[str, Any], info: dict[str, Any], adv: str, *values: Any):
         # every field's info line back to what it allows; a refused field's line becomes its error
@@ -205,8 +239,10 @@ def build(api: ApiClient) -> ExperimentsView:
             overrides += form.parse_advanced(adv or "")
         except ValueError as err:
             return [message(str(err)), *plain, gr.skip()]
+        source = p.get("cloned_from")
         try:
-            created = api.launch(preset=name, overrides=overrides)
+            # a clone starts from the run's exact config; the API records where it came from
+            created = api.clone(source, overrides) if source else api.launch(preset=name, overrides=overrides)
         except ApiError as err:
             on_field, general = _field_errors(err)
             marked = [gr.update(info=f"⚠ {on_field[path]}") if path in on_field else u
@@ -214,7 +250,8 @@ def build(api: ApiClient) -> ExperimentsView:
             text = "the run was not launched: " + ("; ".join(general) if general else "see the fields marked ⚠")
             return [message(text), *marked, gr.skip()]
         changed = ", ".join(overrides) or "no changes"
-        return [message(f"queued {created['id']} (preset {name}; {changed})", "ok-msg"), *plain, [created["id"]]]
+        origin = f"clone of {source}" if source else f"preset {name}"
+        return [message(f"queued {created['id']} ({origin}; {changed})", "ok-msg"), *plain, [created["id"]]]
 
     launch_btn.click(launch, [preset, presets_state, meta, advanced, *fields], [launch_msg, *fields, launched])
 
@@ -254,6 +291,37 @@ def build(api: ApiClient) -> ExperimentsView:
                        "info")
 
     cancel_btn.click(cancel, selected, action_msg)
+
+    def clone_into_form(run_id: str | None, presets: dict[str, Any]):
+        """The run's exact config becomes the form's starting point (a pseudo-preset), ready to edit."""
+        if not run_id:
+            return message("select a run first"), gr.skip(), gr.skip()
+        try:
+            run = api.run(run_id)
+        except ApiError as err:
+            return message(err.message), gr.skip(), gr.skip()
+        key = f"clone:{run_id}"
+        entry = {"name": key, "config": run["config"], "offline": True, "cloned_from": run_id,
+                 "summary": f"the exact config of **{run_id}** ({run['state']}); edit any field, then Launch"}
+        presets = {**presets, key: entry}
+        listed = [(f"clone of {run_id}", key)] + [
+            (k if v.get("cloned_from") or v["offline"] else f"{k}  (network)", k)
+            for k, v in presets.items() if k != key]
+        return (message(f"the form now holds {run_id}'s config: change what you like and press Launch", "info"),
+                presets, gr.update(choices=listed, value=key))
+
+    clone_btn.click(clone_into_form, [selected, presets_state], [action_msg, presets_state, preset])
+
+    def run_again(run_id: str | None):
+        if not run_id:
+            return message("select a run first"), gr.skip()
+        try:
+            created = api.clone(run_id)
+        except ApiError as err:
+            return message(err.message), gr.skip()
+        return message(f"queued {created['id']}: {run_id} again, same config", "ok-msg"), [created["id"]]
+
+    rerun_btn.click(run_again, selected, [action_msg, launched])
 
     return ExperimentsView(
         table_outputs=[hero, table], choice_outputs=[selected, widgets["model.teacher_run"]],

@@ -21,13 +21,22 @@ class ExplainView:
     choice_outputs: list[Any]
 
 
+NO_BASELINE = "none"
+
+
 def refresh_choices(runs: list[dict[str, Any]]) -> list[Any]:
     # any run that has written a checkpoint can explain; completed ones are the usual pick
-    return [gr.update(choices=choices(runs, lambda r: r["state"] == "completed" or r.get("step", 0) > 0))]
+    return [gr.update(choices=choices(runs, lambda r: r["state"] == "completed" or r.get("step", 0) > 0)),
+            gr.update(choices=[("none", NO_BASELINE), *choices(
+                runs, lambda r: r.get("mode") == "cls" and r["state"] == "completed")])]
 
 
 def build(api: ApiClient) -> ExplainView:
-    run = gr.Dropdown(label="trained run", choices=[], elem_id="exp-run")
+    with gr.Row():
+        run = gr.Dropdown(label="trained run", choices=[], elem_id="exp-run", scale=3)
+        baseline = gr.Dropdown(label="compare with a post-hoc explainer: integrated gradients on this CLS run",
+                               choices=[("none", NO_BASELINE)], value=NO_BASELINE, elem_id="exp-baseline", scale=2,
+                               info="its top-k positions at the rationale's size, scored the same way")
     with gr.Row():
         image = gr.File(label="an image (PNG, JPEG, GIF, BMP, WEBP) — for image runs", type="filepath",
                         elem_id="exp-file")
@@ -37,7 +46,7 @@ def build(api: ApiClient) -> ExplainView:
     go_btn = gr.Button("Explain", variant="primary", elem_id="btn-explain")
     out = gr.HTML("", elem_id="exp-out")
 
-    def explain(run_id: str | None, path: str | None, review: str | None):
+    def explain(run_id: str | None, path: str | None, review: str | None, base: str | None):
         if not run_id:
             return render.message("pick a trained run first")
         review = (review or "").strip()
@@ -46,7 +55,8 @@ def build(api: ApiClient) -> ExplainView:
         try:
             task = api.run(run_id).get("task")
             use_image = bool(path) and (not review or task != "text")
-            ex = api.explain(run_id, image_path=path if use_image else None, text=None if use_image else review)
+            ex = api.explain(run_id, image_path=path if use_image else None, text=None if use_image else review,
+                             baseline_run=None if base in (None, NO_BASELINE) else base)
         except ApiError as err:
             hint = {413: "the file is too large", 415: "this file type is not supported",
                     422: "the input was refused", 409: "the run cannot explain yet"}.get(err.status, "error")
@@ -57,5 +67,6 @@ def build(api: ApiClient) -> ExplainView:
                                   text=None if use_image else review)
 
     # clear first: a stale explanation must not sit beside a new input while it is computed
-    go_btn.click(lambda: "", None, out, show_progress="hidden", queue=False).then(explain, [run, image, text], out)
-    return ExplainView(run=run, choice_outputs=[run])
+    go_btn.click(lambda: "", None, out, show_progress="hidden", queue=False).then(
+        explain, [run, image, text, baseline], out)
+    return ExplainView(run=run, choice_outputs=[run, baseline])

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import charts
+from . import charts, render
 from .client import ApiClient, ApiError
 from .render import message
 from .runs_table import ACTIVE, choices, newest_first
@@ -22,7 +22,7 @@ from .runs_table import ACTIVE, choices, newest_first
 MAX_RUNS = 6
 
 
-CHARTS = ("losses", "accuracy", "selection")
+CHARTS = ("losses", "accuracy", "selection", "faithfulness")
 # draws every figure in the JSON into its persistent div; called on each update and when the tab shows
 DRAW_JS = """(figs) => {
   if (!window.Plotly || !figs) return;
@@ -70,6 +70,7 @@ def build(api: ApiClient) -> MonitorView:
     figures = gr.JSON(None, visible=False)
     gr.Markdown("#### Final numbers (test = the best-dev checkpoint on the test split)")
     summary = gr.Dataframe(headers=charts.SUMMARY_HEADERS, value=[], interactive=False, elem_id="monitor-summary")
+    downloads = gr.HTML("", elem_id="monitor-downloads")
     drawn = gr.State(None)
 
     def draw(run_ids: list[str] | None, last: Any, force: bool = False):
@@ -98,11 +99,21 @@ def build(api: ApiClient) -> MonitorView:
         revision = "|".join(run_ids)
         text = message("; ".join(missing)) if missing else ""
         figs = {"losses": charts.losses(series, revision), "accuracy": charts.accuracy_and_tau(series, revision),
-                "selection": charts.selection_and_agreement(series, revision)}
+                "selection": charts.selection_and_agreement(series, revision),
+                "faithfulness": charts.faithfulness(series, revision)}
         return (text, {k: json.loads(f.to_json()) for k, f in figs.items()}, charts.summary_rows(series, states), key)
 
     outputs = [note, figures, summary, drawn]
     picked.change(lambda ids, last: draw(ids, last, force=True), [picked, drawn], outputs, show_progress="hidden")
+
+    def links(ids: list[str] | None) -> str:
+        ids = list(ids or [])
+        if not ids:
+            return ""
+        return render.download_links([(f"{rid}: metrics CSV", api.link(f"/api/runs/{rid}/metrics", format="csv"))
+                                      for rid in ids])
+
+    picked.change(links, picked, downloads, show_progress="hidden")
 
     def tick(ids: list[str] | None, last: Any, on: bool):
         if not on:

@@ -25,7 +25,25 @@ class RationalesView:
 
 def refresh_choices(runs: list[dict[str, Any]]) -> list[Any]:
     # a run has snapshots once it has evaluated; queued ones have nothing to show yet
-    return [gr.update(choices=choices(runs, lambda r: r["state"] != "queued" and r.get("mode") != "cls"))]
+    return [gr.update(choices=choices(runs, lambda r: r["state"] != "queued" and r.get("mode") != "cls")),
+            gr.update(choices=choices(runs, lambda r: r.get("mode") == "cls" and r["state"] == "completed"))]
+
+
+def faithfulness_table(rep: dict[str, Any]) -> str:
+    """The rationale's dev scores beside a post-hoc explainer's at the same sparsity (Markdown)."""
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    rows = [("rationale (this run's generator)", rep["rationale"])]
+    if rep.get("baseline"):
+        b = rep["baseline"]
+        rows.append((f"integrated gradients top-k on CLS run {b['run_id']}", b))
+    body = "\n".join(f"| {name} | {num(r['comprehensiveness'])} | {num(r['sufficiency'])} | "
+                     f"{100 * r['selected_fraction']:.1f} |" for name, r in rows)
+    return (f"**Faithfulness at step {rep['step']}** over the {rep['n']} saved dev examples (ERASER: "
+            "comprehensiveness = p(ŷ|x) − p(ŷ|x without the selection), higher is better; sufficiency = "
+            "p(ŷ|x) − p(ŷ|the selection only), lower is better)\n\n"
+            "| selection | comprehensiveness ↑ | sufficiency ↓ | kept % |\n|---|---|---|---|\n" + body)
 
 
 def build(api: ApiClient) -> RationalesView:
@@ -40,6 +58,13 @@ def build(api: ApiClient) -> RationalesView:
         prev_btn = gr.Button("◀ previous", size="sm", elem_id="rat-prev")
         next_btn = gr.Button("next ▶", size="sm", elem_id="rat-next")
         refresh_btn = gr.Button("↻ latest snapshot", size="sm", elem_id="rat-refresh")
+    with gr.Accordion("Faithfulness: the rationale vs. a post-hoc explainer", open=False, elem_id="rat-faith-acc"):
+        with gr.Row():
+            baseline = gr.Dropdown(label="integrated gradients on this CLS run (same data), at the rationale's "
+                                         "sparsity", choices=[], elem_id="rat-baseline", scale=3)
+            faith_btn = gr.Button("Score both", size="sm", elem_id="btn-rat-faith", scale=1)
+        faith = gr.Markdown("", elem_id="rat-faith")
+    downloads = gr.HTML("", elem_id="rat-downloads")
     grid = gr.HTML(render.message("Pick a run above: its saved dev examples show here, the student's rationale "
                                   "beside the teacher's for a distilled run.", "info"), elem_id="rat-grid")
     steps_state = gr.State([])
@@ -49,7 +74,7 @@ def build(api: ApiClient) -> RationalesView:
              steps: list[int], latest: bool = False):
         if not run_id:
             return (gr.skip(), "", render.message("pick a run (one that has evaluated at least once)", "info"),
-                    steps, 0, gr.skip())
+                    steps, 0, gr.skip(), "")
         try:
             names_page = None
             want = None if latest or not steps else steps[min(int(step_idx or 0), len(steps) - 1)]
@@ -60,7 +85,7 @@ def build(api: ApiClient) -> RationalesView:
             page = api.examples(run_id, step=want, offset=offset, limit=PAGE, filter=filter_, label=label_idx)
         except ApiError as err:
             return (gr.skip(), "", render.message(err.message, "info" if err.status == 409 else "error"),
-                    steps, 0, gr.skip())
+                    steps, 0, gr.skip(), "")
         except ValueError:
             return show(run_id, step_idx, filter_, ALL_CLASSES, 0, steps)
         new_steps = page["steps"]
@@ -74,9 +99,11 @@ def build(api: ApiClient) -> RationalesView:
                            label=f"evaluation {idx + 1} of {len(new_steps)} (step {page['step']}{tau}); "
                                  "drag to see the rationale change as τ falls")
         classes = gr.update(choices=[ALL_CLASSES, *page["class_names"]])
-        return slider, head, render.examples_grid(page), new_steps, page["offset"], classes
+        links = render.download_links([(f"rationales at step {page['step']} (JSONL)",
+                                        api.link(f"/api/runs/{run_id}/rationales", step=page["step"]))])
+        return slider, head, render.examples_grid(page), new_steps, page["offset"], classes, links
 
-    outputs = [step, header, grid, steps_state, offset_state, cls]
+    outputs = [step, header, grid, steps_state, offset_state, cls, downloads]
     run.change(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
                show_progress="hidden")
     # input, not change: a slider moved by show() itself must not call show() again
@@ -92,4 +119,15 @@ def build(api: ApiClient) -> RationalesView:
                    [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden")
     refresh_btn.click(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
                       show_progress="hidden")
-    return RationalesView(run=run, choice_outputs=[run])
+
+    def score(run_id: str | None, base: str | None, step_idx: float | None, steps: list[int]):
+        if not run_id:
+            return "pick a run first"
+        want = steps[min(int(step_idx or 0), len(steps) - 1)] if steps else None
+        try:
+            return faithfulness_table(api.faithfulness(run_id, baseline=base or None, step=want))
+        except ApiError as err:
+            return f"⚠ {err.message}"
+
+    faith_btn.click(score, [run, baseline, step, steps_state], faith)
+    return RationalesView(run=run, choice_outputs=[run, baseline])

@@ -105,6 +105,19 @@ def kept_fraction(mask: list[int], positions: list[dict[str, Any]] | None = None
     return sum(mask[i] for i in valid) / max(len(valid), 1)
 
 
+def faithfulness_line(f: dict[str, Any] | None, pred: str | None = None) -> str:
+    """ERASER scores of one rationale, with the three probabilities behind them in the tooltip."""
+    if not f:
+        return ""
+    tip = (f"p({pred or 'ŷ'}): full input {f['p_full']:.2f} · rationale only {f['p_rationale']:.2f} · "
+           f"without the rationale {f['p_complement']:.2f} (then it predicts {f['complement_pred']}). "
+           "Comprehensiveness = full − without (high: the rationale was needed); "
+           "sufficiency = full − rationale only (low: the rationale is enough).")
+    return (f'<div class="rk-faith" title="{esc(tip)}"><span>comprehensiveness <b>{f["comprehensiveness"]:.2f}</b> ↑'
+            f'</span><span>sufficiency <b>{f["sufficiency"]:.2f}</b> ↓</span>'
+            f'<span class="rk-dim">without it: {esc(f["complement_pred"])} {100 * f["p_complement"]:.0f}%</span></div>')
+
+
 def _side_html(role: str, side: dict[str, Any], page: dict[str, Any], item: dict[str, Any]) -> str:
     names = page["class_names"]
     pred = names[side["pred"]]
@@ -120,7 +133,8 @@ def _side_html(role: str, side: dict[str, Any], page: dict[str, Any], item: dict
     frac = f" · {100 * kept_fraction(mask, item.get('positions')):.0f}% kept" if mask else ""
     return (f'<div class="rk-side rk-{role}"><div class="rk-side-head"><b>{role}</b> → '
             f'<span class="{"rk-ok" if ok else "rk-bad"}">{esc(pred)} {"✓" if ok else "✗"}</span>'
-            f' <span class="rk-dim">{100 * max(side["probs"]):.0f}%{frac}</span></div>{body}</div>')
+            f' <span class="rk-dim">{100 * max(side["probs"]):.0f}%{frac}</span></div>{body}'
+            f'{faithfulness_line(side.get("faithfulness"), pred)}</div>')
 
 
 def example_card(page: dict[str, Any], item: dict[str, Any]) -> str:
@@ -142,6 +156,70 @@ def examples_grid(page: dict[str, Any]) -> str:
     return f'<div class="rk-grid">{"".join(example_card(page, it) for it in page["items"])}</div>'
 
 
+def letters(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
+
+
+def pattern_label(pattern: str, names: list[str]) -> str:
+    """'10' -> 'only A right'; '11' -> 'all right'; '00' -> 'all wrong'; '110' -> 'A, B right; C wrong'."""
+    right = [n for n, c in zip(names, pattern) if c == "1"]
+    wrong = [n for n, c in zip(names, pattern) if c == "0"]
+    if not wrong:
+        return "all right" if len(names) > 2 else "both right"
+    if not right:
+        return "all wrong" if len(names) > 2 else "both wrong"
+    if len(right) == 1:
+        return f"only {right[0]} right"
+    return f"{', '.join(right)} right; {', '.join(wrong)} wrong"
+
+
+def compare_summary(page: dict[str, Any]) -> str:
+    """Who is who, and a confusion-style count: a 2x2 table for two runs, pattern counts for more."""
+    runs, summ = page["runs"], page["summary"]
+    tags = letters(len(runs))
+    legend = "".join(
+        f'<li><b>{t}</b> = {esc(r["name"])} <span class="rk-dim">({esc(r["mode"])}, {esc(r["id"])}, step {r["step"]}'
+        f'{"" if acc is None else f", {100 * acc:.1f}% right here"})</span></li>'
+        for t, r, acc in zip(tags, runs, summ["accuracy"]))
+    n = summ["n"]
+    if len(runs) == 2:
+        c = summ["patterns"]
+        table = ('<table class="rk-confusion"><tr><th></th><th>B right</th><th>B wrong</th></tr>'
+                 f'<tr><th>A right</th><td>{c["11"]}</td><td class="rk-only">{c["10"]}</td></tr>'
+                 f'<tr><th>A wrong</th><td class="rk-only">{c["01"]}</td><td>{c["00"]}</td></tr></table>')
+    else:
+        rows = "".join(f'<tr><td>{esc(pattern_label(pat, tags))}</td><td>{count}</td></tr>'
+                       for pat, count in summ["patterns"].items())
+        table = f'<table class="rk-confusion"><tr><th>outcome</th><th>examples</th></tr>{rows}</table>'
+    return (f'<div class="rk-compare-summary"><ul class="rk-legend">{legend}</ul>{table}'
+            f'<div class="rk-dim">{n} shared dev examples · predictions differ on {summ["disagree"]}</div></div>')
+
+
+def compare_card(page: dict[str, Any], item: dict[str, Any]) -> str:
+    names = page["class_names"]
+    tags = letters(len(page["runs"]))
+    sides = []
+    for tag, run, side in zip(tags, page["runs"], item["sides"]):
+        view = dict(item, positions=side.get("positions"))
+        sides.append(_side_html(f"{tag} · {run['mode']}", side, page, view))
+    return (f'<div class="rk-card rk-compare-card" data-row="{item["row"]}"><div class="rk-card-head">#{item["row"]} '
+            f'· true <b>{esc(names[item["label"]])}</b> <span class="rk-badge">'
+            f'{esc(pattern_label(item["pattern"], tags))}</span></div>'
+            f'<div class="rk-sides">{"".join(sides)}</div></div>')
+
+
+def compare_grid(page: dict[str, Any]) -> str:
+    if not page["items"]:
+        return '<div class="rk-empty">No shared example matches this filter.</div>'
+    return f'<div class="rk-grid rk-compare-grid">{"".join(compare_card(page, it) for it in page["items"])}</div>'
+
+
+def download_links(links: list[tuple[str, str]]) -> str:
+    """Download anchors styled as small buttons (the browser fetches the API route directly)."""
+    return '<div class="rk-downloads">' + "".join(
+        f'<a class="rk-download" href="{esc(url)}" download>{esc(label)}</a>' for label, url in links) + "</div>"
+
+
 def _explanation_side(role: str, ex: dict[str, Any], image: str | None, text: str | None) -> str:
     head = (f'<div class="rk-side-head"><b>{role}</b> ({esc(ex["run"])}, step {ex["checkpoint_step"]}) → '
             f'<span class="rk-pred">{esc(ex["label"])}</span> '
@@ -159,13 +237,40 @@ def _explanation_side(role: str, ex: dict[str, Any], image: str | None, text: st
         body = (token_highlight(text or "", ex["positions"], ex["mask"], ex["selection_prob"])
                 + f'<div class="rk-seen"><span class="rk-dim">what the predictor saw:</span> '
                   f'{esc(ex["masked_input"])}</div>')
-    return f'<div class="rk-side rk-{role}">{head}{bars}{body}</div>'
+    faith = faithfulness_line(ex.get("faithfulness"), ex["label"])
+    return f'<div class="rk-side rk-{role}">{head}{bars}{body}{faith}</div>'
+
+
+def posthoc_side(ex: dict[str, Any], image: str | None, text: str | None) -> str:
+    """A CLS run's integrated-gradients top-k beside the rationale, at the same sparsity, scored the same way."""
+    ph = ex["posthoc"]
+    if ex["modality"] == "vision":
+        body = patch_overlay(image or "", ex["positions"], ph["mask"], None, width=240,
+                             title="integrated gradients top-k")
+    else:
+        body = token_highlight(text or "", ex["positions"], ph["mask"], None)
+    f = ex.get("faithfulness") or {}
+
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    table = ('<table class="rk-confusion rk-faith-table"><tr><th></th><th>comprehensiveness ↑</th>'
+             '<th>sufficiency ↓</th></tr>'
+             f'<tr><th>rationale ({esc(ex["run"])})</th><td>{num(f.get("comprehensiveness"))}</td>'
+             f'<td>{num(f.get("sufficiency"))}</td></tr>'
+             f'<tr><th>integrated gradients top-k ({esc(ph["run_id"])})</th><td>{num(ph["comprehensiveness"])}</td>'
+             f'<td>{num(ph["sufficiency"])}</td></tr></table>')
+    head = (f'<div class="rk-side-head"><b>post-hoc</b>: integrated gradients on CLS run {esc(ph["run_id"])}, '
+            f'its top {sum(ph["mask"])} positions (the rationale\'s size)</div>')
+    return f'<div class="rk-side rk-posthoc">{head}{body}{table}</div>'
 
 
 def explanation(ex: dict[str, Any], image: str | None = None, text: str | None = None) -> str:
     sides = [_explanation_side("student" if ex.get("teacher") else "model", ex, image, text)]
     if ex.get("teacher"):
         sides.append(_explanation_side("teacher", ex["teacher"], image, text))
+    if ex.get("posthoc"):
+        sides.append(posthoc_side(ex, image, text))
     return f'<div class="rk-explain rk-sides">{"".join(sides)}</div>'
 
 
@@ -205,6 +310,15 @@ CSS = """
 .rk-empty{opacity:0.7;padding:16px}
 .rk-hero{border:1px dashed var(--border-color-primary);border-radius:10px;padding:12px 16px}
 .rk-chart{width:100%;min-height:330px}
+.rk-faith{display:flex;gap:10px;flex-wrap:wrap;font-size:0.8em;margin-top:4px;cursor:help}
+.rk-faith-table{font-size:0.85em}
+.rk-compare-grid{grid-template-columns:repeat(auto-fill,minmax(520px,1fr))}
+.rk-confusion{border-collapse:collapse;margin:6px 0}.rk-confusion td,.rk-confusion th{border:1px solid
+  var(--border-color-primary);padding:3px 10px;text-align:center}.rk-confusion .rk-only{background:#fde68a;color:#111}
+.rk-legend{margin:0 0 4px 0;padding-left:18px;font-size:0.9em}
+.rk-downloads{display:flex;gap:8px;flex-wrap:wrap;margin:4px 0}
+.rk-download{font-size:0.85em;border:1px solid var(--border-color-primary);border-radius:6px;padding:3px 10px;
+  text-decoration:none}.rk-download:before{content:"⤓ "}
 .rk-progress{display:inline-block;width:90px;height:8px;border-radius:4px;background:#e5e7eb;overflow:hidden;vertical-align:middle}
 .rk-progress>span{display:block;height:100%;background:#60a5fa}
 """

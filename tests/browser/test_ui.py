@@ -67,6 +67,23 @@ def pick(pg, elem_id: str, text: str) -> None:
     pg.locator("[role=option]", has_text=text).first.click()
 
 
+def pick_many(pg, elem_id: str, texts: list[str]) -> None:
+    """Choose several options of the multiselect `elem_id`, typing each to filter the list."""
+    box = pg.locator(f"#{elem_id} input")
+    for text in texts:
+        box.click()
+        box.fill(text)
+        pg.locator("[role=option]", has_text=text).first.click()
+    pg.keyboard.press("Escape")
+
+
+def set_text(pg, elem_id: str, value: str) -> None:
+    """Type a value into a dropdown that takes custom values (or a textbox) and leave it."""
+    box = pg.locator(f"#{elem_id} input")
+    box.fill(value)
+    box.press("Tab")
+
+
 def set_number(pg, elem_id: str, value: str) -> None:
     box = pg.locator(f"#{elem_id} input")
     box.fill(value)
@@ -224,6 +241,200 @@ def test_rationales_teacher_beside_student(page, svc, shots):
     slider.press("Home")
     wait_until(lambda: f"step {steps[0]}" in page.locator("#rat-header").inner_text(), 10, "the first snapshot")
     assert "τ = " in page.locator("#rat-header").inner_text()
+
+
+def test_rationale_filters_and_run_survive_live_refreshes(page, svc):
+    # the previous test left: the REKD run, "student wrong", the first evaluation
+    header = page.locator("#rat-header").inner_text()
+    with svc.client() as c:  # a new run makes every picker refresh its choices on the next tick
+        extra = c.post("/api/runs", json={"preset": "demo-fmnist-student", "overrides": {
+            "mode": "cls", "train.max_steps": 2, "data.max_train": 64, "data.max_eval": 16}}).json()["id"]
+    time.sleep(5)  # two refresh ticks
+    assert "demo-fmnist-rekd" in page.locator("#rat-run input").input_value()
+    assert page.locator("#rat-filter label", has_text="student wrong").locator("input").is_checked()
+    assert page.locator("#rat-header").inner_text() == header  # same step, same page: nothing reset
+    wait_finished(svc, [extra])
+
+
+def test_compare_runs_example_by_example(page, svc, shots):
+    demo = {r["name"]: r["id"] for r in runs(svc) if (r.get("name") or "").startswith("demo-fmnist-")}
+    ids = [demo["demo-fmnist-cls"], demo["demo-fmnist-re"], demo["demo-fmnist-rekd"]]
+    with svc.client() as c:
+        api = c.get("/api/compare", params={"runs": ids, "filter": "all", "limit": 100}).json()
+    tab(page, "Compare")
+    pick_many(page, "cmp-runs", ["demo-fmnist-cls · ", "demo-fmnist-re · ", "demo-fmnist-rekd · "])
+    summary = page.locator("#cmp-summary")
+    wait_until(lambda: "C = demo-fmnist-rekd" in summary.inner_text(), 20, "the comparison of three runs")
+    text = summary.inner_text()
+    assert f"{api['summary']['n']} shared dev examples" in text
+    assert f"predictions differ on {api['summary']['disagree']}" in text
+    # confusion-style counts for 3 runs: one row per outcome, as the API counted them
+    assert f"only A right\t{api['summary']['patterns']['100']}" in text
+    assert f"all right\t{api['summary']['patterns']['111']}" in text
+    grid = page.locator("#cmp-grid")
+    if api["summary"]["disagree"]:
+        grid.locator(".rk-compare-card").first.wait_for()
+        card = grid.locator(".rk-compare-card").first
+        assert card.locator(".rk-side").count() == 3
+        assert card.locator("svg.rk-overlay").count() == 3 and card.locator("rect.rk-kept").count() > 0
+    # "only B right": pick it by its label, which carries its count
+    count = api["summary"]["patterns"]["010"]
+    pick(page, "cmp-filter", f"only B right ({count})")
+    wait_until(lambda: f"{count} examples match" in page.locator("#cmp-header").inner_text(), 15, "the filter")
+    if count:
+        badges = grid.locator(".rk-compare-card .rk-badge").all_inner_texts()
+        assert badges and all(b == "only B right" for b in badges), badges
+    pick(page, "cmp-filter", "predictions differ")
+    wait_until(lambda: f"{api['summary']['disagree']} examples match" in page.locator("#cmp-header").inner_text(),
+               15, "the disagreements")
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+    # downloads: the comparison table in three formats, each run's rationales
+    links = page.locator("#cmp-downloads a")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert len(hrefs) == 6 and all(h.startswith("/api/") for h in hrefs)
+    md = page.request.get(svc.base + hrefs[0])
+    assert md.ok and md.text().startswith("| run | mode |") and md.text().count("\n") == 5
+    tex = page.request.get(svc.base + hrefs[2])
+    assert r"\begin{tabular}" in tex.text()
+    jl = page.request.get(svc.base + hrefs[4])
+    assert jl.ok and len(jl.text().splitlines()) == api["summary"]["n"]
+
+
+def test_downloads_from_monitor_and_rationales(page, svc):
+    rekd = next(r["id"] for r in runs(svc) if r.get("name") == "demo-fmnist-rekd")
+    tab(page, "Rationales")
+    link = page.locator("#rat-downloads a").first
+    link.wait_for()
+    href = link.get_attribute("href")
+    assert href.startswith(f"/api/runs/{rekd}/rationales?step=")
+    with page.expect_download() as got:
+        link.click()
+    path = got.value.path()
+    lines = Path(path).read_text().splitlines()
+    assert lines and '"teacher"' in lines[0] and '"rationale_patches"' in lines[0]
+    tab(page, "Monitor")
+    page.locator("#monitor-downloads a").first.wait_for()
+    hrefs = page.locator("#monitor-downloads a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    assert all(h.endswith("/metrics?format=csv") for h in hrefs) and hrefs
+    csv_text = page.request.get(svc.base + hrefs[0]).text()
+    assert csv_text.startswith("kind,step,") and "eval," in csv_text
+
+
+def test_faithfulness_in_monitor_rationales_and_explain(page, svc, shots, tmp_path):
+    demo = {r["name"]: r["id"] for r in runs(svc) if (r.get("name") or "").startswith("demo-fmnist-")}
+    with svc.client() as c:
+        evals = c.get(f"/api/runs/{demo['demo-fmnist-rekd']}/metrics").json()["eval"]
+    comp = [e["faithfulness_comprehensiveness"] for e in evals]
+    assert comp and all(-1 <= x <= 1 for x in comp)
+    # Monitor: comprehensiveness and sufficiency over training, beside tau, one line per RE/REKD run
+    tab(page, "Monitor")
+    pick_many(page, "monitor-runs", ["demo-fmnist-rekd · "])
+
+    def drawn():
+        return page.evaluate("""() => { const el = document.querySelector('#plot-faithfulness .js-plotly-plot');
+            return el && el.data ? el.data.map(t => [t.name, t.xaxis || 'x', t.y]) : null; }""")
+    traces = wait_until(lambda: (t := drawn()) and any("demo-fmnist-rekd" in n for n, _, _ in t) and t, 20,
+                        "the faithfulness chart")
+    rekd_comp = next(y for n, ax, y in traces if n.startswith("demo-fmnist-rekd") and ax == "x")
+    assert [round(v, 6) for v in rekd_comp] == [round(v, 6) for v in comp]
+    assert not any(n.startswith("demo-fmnist-cls") for n, _, _ in traces)  # a CLS run has no rationale
+
+    # Rationales: each side carries its scores; the dev scores beside integrated gradients on the CLS run
+    tab(page, "Rationales")
+    pick(page, "rat-run", "demo-fmnist-rekd · ")
+    page.locator("#rat-filter").get_by_text("all", exact=True).click()
+    page.locator("#rat-grid .rk-card").first.wait_for()
+    wait_until(lambda: page.locator("#rat-grid .rk-faith").count() >= 2, 15, "scores on the cards")
+    assert "comprehensiveness" in page.locator("#rat-grid .rk-student .rk-faith").first.inner_text()
+    page.locator("#rat-faith-acc").get_by_text("Faithfulness").first.click()
+    pick(page, "rat-baseline", "demo-fmnist-cls · ")
+    page.click("#btn-rat-faith")
+    wait_until(lambda: "integrated gradients" in page.locator("#rat-faith").inner_text(), 60, "the IG scores")
+    shown = page.locator("#rat-faith").inner_text()
+    step = int(shown.split("at step ")[1].split(" ")[0])  # the evaluation the slider shows
+    with svc.client() as c:
+        rep = c.get(f"/api/runs/{demo['demo-fmnist-rekd']}/faithfulness",
+                    params={"baseline": demo["demo-fmnist-cls"], "step": step}).json()
+    assert f"{rep['rationale']['comprehensiveness']:.3f}" in shown
+    assert f"{rep['baseline']['sufficiency']:.3f}" in shown
+    page.locator("#rat-faith").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "faithfulness.png"), full_page=True)
+
+    # Explain: the upload's rationale scored, and IG's top-k on the CLS run at the same size
+    tab(page, "Explain")
+    pick(page, "exp-run", "demo-fmnist-rekd · ")
+    pick(page, "exp-baseline", "demo-fmnist-cls · ")
+    clear_file(page)
+    out = explain_with(page, path=_fmnist_png(tmp_path))
+    assert "rk-posthoc" in out and "integrated gradients" in out and out.count("rk-faith") >= 2
+    page.screenshot(path=str(shots / "explain.png"), full_page=True)
+    pick(page, "exp-baseline", "none")
+
+
+def test_your_own_csv_from_the_form(page, svc, tmp_path):
+    good = tmp_path / "reviews.csv"
+    rows = ["text,label"] + [f"a {w} film,pos" for w in ("great", "superb", "moving", "lovely", "witty") * 4] + \
+        [f"a {w} film,neg" for w in ("dull", "awful", "boring", "bad", "tedious") * 4]
+    good.write_text("\n".join(rows) + "\n")
+    bad = tmp_path / "broken.csv"
+    bad.write_text("text,label\nfine film,pos\n,neg\n")
+    tab(page, "Experiments")
+    pick(page, "f-preset", "demo-rt-student")
+    wait_until(lambda: page.locator("#f-data-dataset input").input_value() == "rotten_tomatoes", 10, "the preset")
+    set_text(page, "f-data-dataset", f"csv:{bad}")
+    page.click("#btn-check-data")
+    wait_until(lambda: "row 2" in page.locator("#data-info").inner_text(), 15, "the refused file")
+    assert "column 'text'" in page.locator("#data-info").inner_text()
+    page.click("#btn-launch")  # refused by the API too, next to the field, and nothing queued
+    wait_until(lambda: "row 2" in page.locator("#f-data-dataset").inner_text(), 15, "the field error")
+    set_text(page, "f-data-dataset", f"csv:{good}")
+    page.click("#btn-check-data")
+    wait_until(lambda: "reviews.csv (csv)" in page.locator("#data-info").inner_text(), 15, "the summary")
+    assert "2 classes: neg (20), pos (20)" in page.locator("#data-info").inner_text()
+    set_number(page, "f-train-max-steps", "4")
+    page.click("#btn-launch")
+    wait_until(lambda: "queued" in page.locator("#launch-msg").inner_text(), 15, "the launch")
+    run_id = page.locator("#launch-msg").inner_text().split("queued ")[1].split(" ")[0]
+    done = wait_finished(svc, [run_id], timeout=120)
+    assert done[run_id]["state"] == "completed"
+    with svc.client() as c:
+        detail = c.get(f"/api/runs/{run_id}").json()
+    assert detail["config"]["data"]["dataset"] == f"csv:{good}" and detail["dataset"] == "reviews.csv (csv)"
+
+
+def test_clone_a_run_into_the_form_edit_it_and_run_it_again(page, svc):
+    source = next(r for r in runs(svc) if r.get("name") == "demo-fmnist-re")
+    tab(page, "Experiments")
+    label = f"demo-fmnist-re · re · {source['id'][-4:]}"
+    pick(page, "run-selected", label)
+    page.click("#btn-clone")
+    wait_until(lambda: "clone of" in page.locator("#f-preset input").input_value(), 10, "the cloned config")
+    with svc.client() as c:
+        cfg = c.get(f"/api/runs/{source['id']}").json()["config"]
+    assert page.locator("#f-train-max-steps input").input_value() == str(cfg["train"]["max_steps"])
+    set_number(page, "f-train-max-steps", "6")
+    set_number(page, "f-train-seed", "3")
+    page.click("#btn-launch")
+    wait_until(lambda: "clone of" in page.locator("#launch-msg").inner_text(), 15, "the launch")
+    new_id = page.locator("#launch-msg").inner_text().split("queued ")[1].split(" ")[0]
+    with svc.client() as c:
+        new = c.get(f"/api/runs/{new_id}").json()
+    assert new["cloned_from"] == source["id"]
+    assert new["config"]["train"]["max_steps"] == 6 and new["config"]["train"]["seed"] == 3
+    expected = {**cfg, "train": {**cfg["train"], "max_steps": 6, "seed": 3}}
+    assert new["config"] == expected  # the exact config, and only the two edits
+
+    tab(page, "Experiments")
+    pick(page, "run-selected", label)
+    page.click("#btn-rerun")
+    wait_until(lambda: "same config" in page.locator("#action-msg").inner_text(), 15, "run again")
+    again_id = page.locator("#action-msg").inner_text().split("queued ")[1].split(":")[0]
+    with svc.client() as c:
+        again = c.get(f"/api/runs/{again_id}").json()
+        assert again["config"] == cfg and again["cloned_from"] == source["id"]
+        c.post(f"/api/runs/{again_id}/cancel")
+    wait_finished(svc, [new_id, again_id])
 
 
 def _fmnist_png(tmp: Path) -> Path:
