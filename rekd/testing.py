@@ -81,9 +81,11 @@ class Service:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_service(tmp: Path, workers: int = 1, ui: bool = False, **env_extra: str) -> Service:
-    runs = tmp / "runs"
-    runs.mkdir()
+def start_service(tmp: Path, workers: int = 1, ui: bool = False, runs_dir: Path | None = None,
+                  **env_extra: str) -> Service:
+    """Every process of the service, fresh, on `runs_dir` (default: a new folder in `tmp`)."""
+    runs = runs_dir or tmp / "runs"
+    runs.mkdir(exist_ok=True)
     logs = tmp / "logs"
     logs.mkdir()
     redis_proc, url = start_redis(tmp / "redis")

@@ -166,3 +166,26 @@ def test_clone_queues_the_exact_config_again_with_edits_and_remembers_its_origin
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-2:] == ["loss", "alpha"]
         assert {p.name for p in svc.runs_dir.iterdir()} == before
         assert c.post("/api/runs/nope/clone").status_code == 404
+
+
+def test_run_history_survives_a_restart_of_every_process(svc, tmp_path):
+    with svc.client() as c:
+        cls = launch(c, tiny_vision("cls", max_steps=4, eval_every=2, checkpoint_every=2))
+        re_ = launch(c, tiny_vision("re", max_steps=4, eval_every=2, checkpoint_every=2))
+        for rid in (cls, re_):
+            assert sse_events(c, rid)[-1]["state"] == "completed"
+        before = {r["id"]: r for r in c.get("/api/runs").json()}
+        metrics = c.get(f"/api/runs/{re_}/metrics").json()
+        compared = c.get("/api/compare", params={"runs": [cls, re_], "filter": "all"}).json()
+    # a new redis-server (empty), new workers and a new API server: only the run directories remain
+    fresh = start_service(tmp_path, workers=1, runs_dir=svc.runs_dir)
+    try:
+        with fresh.client() as c:
+            after = {r["id"]: r for r in c.get("/api/runs").json()}
+            assert after == before
+            assert c.get(f"/api/runs/{re_}/metrics").json() == metrics
+            assert c.get("/api/compare", params={"runs": [cls, re_], "filter": "all"}).json() == compared
+            replay = sse_events(c, re_)  # the stream of a finished run, replayed from its events.jsonl
+            assert replay[-1]["state"] == "completed" and [e["id"] for e in replay] == list(range(1, len(replay) + 1))
+    finally:
+        fresh.stop()
