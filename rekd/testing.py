@@ -136,3 +136,10 @@ def sse_events(client: httpx.Client, run_id: str, last_event_id: int | None = No
                 block[k] = v.lstrip()
     return out
 
+
+def launch_run(client: httpx.Client, cfg: dict[str, Any]) -> str:
+    """POST a full config; the new run's id (fails loudly on anything but 201 Created)."""
+    r = client.post("/api/runs", json={"config": cfg})
+    if r.status_code != 201:
+        raise AssertionError(f"launch refused: {r.status_code} {r.text}")
+    return r.json()["id"]

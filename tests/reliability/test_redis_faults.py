@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import tiny_vision
+from rekd.testing import launch_run as launch
 from rekd.testing import sse_events, start_service
 
 
@@ -23,12 +24,6 @@ def svc(tmp_path):
     s = start_service(tmp_path, workers=1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
     yield s
     s.stop()
-
-
-def launch(c: httpx.Client, cfg: dict) -> str:
-    r = c.post("/api/runs", json={"config": cfg})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def wait_step(c: httpx.Client, run_id: str, step: int, timeout: float = 120) -> None:

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import run_history, same_final_weights, tiny_vision
+from rekd.testing import launch_run as launch
 from rekd.testing import sse_events, start_service
 from rekd_core.config import parse_config
 from rekd_core.trainer import train
@@ -25,12 +26,6 @@ def svc(tmp_path_factory):
     s = start_service(tmp_path_factory.mktemp("svc"), workers=1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
     yield s
     s.stop()
-
-
-def launch(c, cfg) -> str:
-    r = c.post("/api/runs", json={"config": cfg})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def test_killed_worker_run_resumes_on_another_and_ends_as_if_never_interrupted(svc, tmp_path):
