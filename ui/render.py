@@ -115,7 +115,8 @@ def faithfulness_line(f: dict[str, Any] | None, pred: str | None = None) -> str:
            "sufficiency = full − rationale only (low: the rationale is enough).")
     return (f'<div class="rk-faith" title="{esc(tip)}"><span>comprehensiveness <b>{f["comprehensiveness"]:.2f}</b> ↑'
             f'</span><span>sufficiency <b>{f["sufficiency"]:.2f}</b> ↓</span>'
-            f'<span class="rk-dim">without it: {esc(f["complement_pred"])} {100 * f["p_complement"]:.0f}%</span></div>')
+            f'<span class="rk-dim">p({esc(pred or "ŷ")}): full {100 * f["p_full"]:.0f}% · without it '
+            f'{100 * f["p_complement"]:.0f}% (→ {esc(f["complement_pred"])})</span></div>')
 
 
 def _side_html(role: str, side: dict[str, Any], page: dict[str, Any], item: dict[str, Any]) -> str:

@@ -280,13 +280,14 @@ def test_compare_runs_example_by_example(page, svc, shots):
     # "only B right": pick it by its label, which carries its count
     count = api["summary"]["patterns"]["010"]
     pick(page, "cmp-filter", f"only B right ({count})")
-    wait_until(lambda: f"{count} examples match" in page.locator("#cmp-header").inner_text(), 15, "the filter")
+    wait_until(lambda: page.locator("#cmp-header").inner_text().startswith(f"{count} examples match"), 15,
+               "the filter")
     if count:
         badges = grid.locator(".rk-compare-card .rk-badge").all_inner_texts()
         assert badges and all(b == "only B right" for b in badges), badges
     pick(page, "cmp-filter", "predictions differ")
-    wait_until(lambda: f"{api['summary']['disagree']} examples match" in page.locator("#cmp-header").inner_text(),
-               15, "the disagreements")
+    wait_until(lambda: page.locator("#cmp-header").inner_text().startswith(
+        f"{api['summary']['disagree']} examples match"), 15, "the disagreements")
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
     # downloads: the comparison table in three formats, each run's rationales
@@ -368,7 +369,7 @@ def test_faithfulness_in_monitor_rationales_and_explain(page, svc, shots, tmp_pa
     clear_file(page)
     out = explain_with(page, path=_fmnist_png(tmp_path))
     assert "rk-posthoc" in out and "integrated gradients" in out and out.count("rk-faith") >= 2
-    page.screenshot(path=str(shots / "explain.png"), full_page=True)
+    page.screenshot(path=str(shots / "explain-ig.png"), full_page=True)
     pick(page, "exp-baseline", "none")
 
 
@@ -412,7 +413,9 @@ def test_clone_a_run_into_the_form_edit_it_and_run_it_again(page, svc):
     wait_until(lambda: "clone of" in page.locator("#f-preset input").input_value(), 10, "the cloned config")
     with svc.client() as c:
         cfg = c.get(f"/api/runs/{source['id']}").json()["config"]
-    assert page.locator("#f-train-max-steps input").input_value() == str(cfg["train"]["max_steps"])
+    wait_until(lambda: page.locator("#f-train-max-steps input").input_value() == str(cfg["train"]["max_steps"]),
+               10, "the form to hold the run's config")
+    assert page.locator("#f-data-dataset input").input_value() == cfg["data"]["dataset"]
     set_number(page, "f-train-max-steps", "6")
     set_number(page, "f-train-seed", "3")
     page.click("#btn-launch")
@@ -477,6 +480,7 @@ def explain_with(page, path: Path | None = None, text: str | None = None) -> str
 
 def test_explain_an_uploaded_image(page, svc, shots, tmp_path):
     tab(page, "Explain")
+    clear_file(page)  # an earlier test may have left an upload in place
     pick(page, "exp-run", "demo-fmnist-rekd")
     out = explain_with(page, path=_fmnist_png(tmp_path))
     result = page.locator("#exp-out")
