@@ -66,6 +66,7 @@ def test_compare_lists_disagreements_with_each_runs_rationale(client, runs_dir):
         assert item["image"].startswith("data:image/png;base64,")
         cls_side, re_side, _ = item["sides"]
         assert cls_side["mask"] is None and len(re_side["mask"]) == 16  # CLS has no rationale; RE does
+        assert cls_side["faithfulness"] is None and -1 <= re_side["faithfulness"]["comprehensiveness"] <= 1
         right = "".join("1" if s["pred"] == item["label"] else "0" for s in item["sides"])
         assert right == item["pattern"]
     # the counts agree with the listed examples, pattern by pattern

@@ -28,7 +28,7 @@ from rekd_core.compare import (
 from rekd_core.examples import list_snapshots, read_snapshot
 from rekd_core.runstore import RunStore
 
-from .examples import PatchPosition, Side, TokenPosition, _images, finite
+from .examples import PatchPosition, Side, TokenPosition, _faithfulness, _images, finite
 
 router = APIRouter(tags=["compare"])
 
@@ -97,7 +97,9 @@ def _side(view: RunView, row: int) -> CompareSide:
     return CompareSide(pred=raw["pred"], probs=[finite(p) or 0.0 for p in raw["probs"]],
                        mask=None if raw["mask"] is None else raw["mask"][:keep],
                        sel_prob=None if raw["sel_prob"] is None else [finite(p) or 0.0 for p in raw["sel_prob"][:keep]],
-                       positions=positions)
+                       positions=positions,
+                       faithfulness=_faithfulness(view.snap["student"].get("faithfulness"), view.index_of_row[row],
+                                                  view.inputs["class_names"]))
 
 
 @router.get("/api/compare", response_model=ComparePage,
