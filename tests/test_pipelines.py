@@ -258,3 +258,13 @@ def test_teacher_verdict(tmp_path, state, verdict):
     teacher.write_status(state=state, error="ValueError: x" if state == "failed" else None)
     assert teacher_verdict(parse_config(_rekd(str(teacher.root)))) == verdict
     assert teacher_verdict(parse_config(tiny_vision("re"))) == ("train", None)  # no teacher, nothing to wait for
+
+
+def test_a_pipeline_on_a_broken_data_file_is_refused_before_anything_is_queued(runs_dir, sent, tmp_path):
+    bad = tmp_path / "broken.csv"
+    bad.write_text("text,label\nfine film,pos\n,neg\n")
+    r = client(runs_dir).post("/api/pipelines", json={"name": "demo-rt", "overrides": [f"data.dataset=csv:{bad}"]})
+    assert r.status_code == 422
+    (err,) = r.json()["detail"]
+    assert "row 2" in err["msg"] and "column 'text'" in err["msg"]
+    assert not runs_dir.exists() and sent == []

@@ -194,6 +194,14 @@ def test_post_sweep_refusals_are_422_naming_the_field(api):
     assert sent == [] and not runs_dir.exists()
 
 
+def test_a_sweep_over_a_missing_image_folder_is_refused_before_anything_is_queued(api, tmp_path):
+    c, runs_dir, sent = api
+    r = c.post("/api/sweeps", json={"preset": "sweep-fmnist",
+                                    "overrides": [f"data.dataset=folder:{tmp_path / 'nowhere'}"]})
+    assert r.status_code == 422 and "no such folder" in r.text
+    assert sent == [] and not runs_dir.exists()
+
+
 def test_table_endpoint_and_state_from_the_run_directories(api):
     c, runs_dir, _ = api
     spec = {"name": "u", "base": {"preset": "demo-fmnist-student"}, "axes": {"train.seed": [0, 1], "mode": ["re"]}}

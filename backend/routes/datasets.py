@@ -99,4 +99,16 @@ def check_dataset(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-__all__: list[Any] = ["router", "check_dataset"]
+def check_datasets(configs: list[ExperimentConfig]) -> None:
+    """check_dataset for a pipeline's or a sweep's runs, reading each distinct dataset once."""
+    seen: set[tuple[Any, ...]] = set()
+    for cfg in configs:
+        student = cfg.model.student
+        key = (cfg.task, cfg.data.model_dump_json(), getattr(student, "img_size", None),
+               getattr(student, "in_chans", None))
+        if key not in seen:
+            seen.add(key)
+            check_dataset(cfg)
+
+
+__all__: list[Any] = ["router", "check_dataset", "check_datasets"]

@@ -18,6 +18,7 @@ from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
 from rekd_core.sweeps import SweepStore, get_sweep, parse_spec, plan, render
 
 from ..deps import SettingsDep, SyncRedisDep, TokenDep
+from .datasets import check_datasets
 from .runs import TERMINAL, cancel_one, override_strings
 
 router = APIRouter(tags=["sweeps"])
@@ -144,6 +145,7 @@ def create_sweep(body: SweepCreate, settings: SettingsDep, response: Response) -
         p = plan(spec, overrides, teacher_dir)
     except ConfigError as err:
         raise _refused(where if body.preset is None else "overrides", err.errors) from None
+    check_datasets([t.config for t in p.teachers] + [s.config for s in p.students])
     queue = spec.queue or settings.queue
     t_queue = spec.teacher_queue or queue
     sweep_id = new_run_id(spec.name)
