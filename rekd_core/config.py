@@ -235,12 +235,9 @@ class ExperimentConfig(_Strict):
                     f"in_chans {t.img_size}/{t.patch_size}/{t.in_chans}, model.student {s.img_size}/"
                     f"{s.patch_size}/{s.in_chans}"
                 )
-        from .userdata import DatasetRef, check_task, options_for, parse_spec
+        from .userdata import check_task
 
         check_task(self.data.dataset, self.task)
-        if parse_spec(self.data.dataset) is not None:
-            # the loader needs the columns and the student's image size; see DatasetRef for why
-            object.__setattr__(self.data, "dataset", DatasetRef(self.data.dataset, options_for(self)))
         if self.schedule.tau_final > self.schedule.tau0:
             raise ValueError("schedule.tau_final must not exceed schedule.tau0 (tau anneals downwards)")
         return self

@@ -560,7 +560,7 @@ def _load_with_ids(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
     _check_limit("max_eval", max_eval)
     start = time.perf_counter()
     if user is not None:
-        loaded = userdata.load_user_raw(user, options if options is not None else userdata.options_of(name),
+        loaded = userdata.load_user_raw(user, options if options is not None else userdata.LoadOptions(),
                                         None if root is None else str(root))
         raw, modality, label = loaded.raw, loaded.modality, loaded.label
     else:

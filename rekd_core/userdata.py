@@ -150,27 +150,6 @@ def dataset_label(spec: str) -> str:
     return spec if parsed is None else parsed.label
 
 
-class DatasetRef(str):
-    """`data.dataset` as a string that also carries its LoadOptions.
-
-    Why: the trainer loads `load_dataset(cfg.data.dataset, ...)` and the columns and the
-    student's image size live elsewhere in the config; a parsed ExperimentConfig attaches them
-    here (it stays an equal, JSON-serialisable str). `data.load_for_config(cfg)` is the explicit
-    way and makes this unnecessary once the trainer calls it.
-    """
-
-    options: LoadOptions
-
-    def __new__(cls, value: str, options: LoadOptions) -> DatasetRef:
-        obj = super().__new__(cls, value)
-        obj.options = options
-        return obj
-
-
-def options_of(spec: str) -> LoadOptions:
-    return getattr(spec, "options", None) or LoadOptions()
-
-
 def options_for(cfg: ExperimentConfig) -> LoadOptions:
     d = cfg.data
     student = cfg.model.student

@@ -15,9 +15,9 @@ from backend.settings import Settings, get_settings
 from conftest import tiny_text, tiny_vision
 from rekd_core import cli
 from rekd_core.config import ConfigError, DataConfig, parse_config
-from rekd_core.data import load_dataset
+from rekd_core.data import load_dataset, load_for_config
 from rekd_core.trainer import train
-from rekd_core.userdata import DatasetError, DatasetSpec, LoadOptions, from_hf, inspect_dataset
+from rekd_core.userdata import DatasetError, DatasetSpec, LoadOptions, from_hf, inspect_dataset, options_for
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 GOOD = ["a great, wonderful film", "truly wonderful acting", "great fun and a joy", "a joy to watch, great",
@@ -78,7 +78,7 @@ def test_folder_trains_end_to_end(tmp_path):
     cfg = parse_config(vision_cfg(f"folder:{folder}"))
     res = train(cfg, tmp_path / "run")
     assert res["state"] == "completed" and 0.0 <= res["test"]["accuracy"] <= 1.0
-    b = load_dataset(cfg.data.dataset)
+    b = load_for_config(cfg)
     assert b.name == "colors (folder)" and b.class_names == ["blue", "green", "red"]
     assert tuple(b.train.x.shape[1:]) == (3, 16, 16)  # resized to the student's img_size, its channels
 
@@ -91,7 +91,7 @@ def test_jsonl_trains_end_to_end_with_its_split_column(tmp_path):
     cfg = parse_config(text_cfg(f"jsonl:{path}", text_column="review", label_column="stars", split_column="part"))
     res = train(cfg, tmp_path / "run")
     assert res["state"] == "completed" and res["test"]["n"] == 8
-    b = load_dataset(cfg.data.dataset)
+    b = load_for_config(cfg)
     assert b.class_names == ["0", "1"] and len(b.test) == 8 and len(b.train) + len(b.dev) == 32
 
 
@@ -199,7 +199,7 @@ def test_modality_must_match_the_task(tmp_path):
 def test_parsed_config_round_trips_as_plain_json(tmp_path):
     cfg = parse_config(text_cfg("csv:/data/r.csv", text_column="review"))
     assert json.loads(cfg.model_dump_json())["data"]["dataset"] == "csv:/data/r.csv"
-    assert cfg.data.dataset.options.text_column == "review"
+    assert options_for(cfg).text_column == "review"  # what the trainer's load_for_config passes on
     assert parse_config(json.loads(cfg.model_dump_json())) == cfg
 
 
