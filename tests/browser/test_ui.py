@@ -176,14 +176,16 @@ def test_launch_from_the_form_and_watch_it_live(page, svc, shots):
     while runs(svc)[0]["state"] in ("queued", "running"):
         n = trace_points(page, "plot-losses")
         seen.add(n)
-        if n >= 3 and zoomed_at is None:  # the user zooms in while it trains
+        if n >= 3 and zoomed_at is None:  # the user zooms in, and hides a trace in the legend, while it trains
             page.evaluate(f"() => Plotly.relayout(document.querySelector({CHART!r}), {{'xaxis.range': [5, 25]}})")
+            page.locator("#plot-losses .legendtoggle").first.click()  # a real click, as the user makes it
             zoomed_at = n
         time.sleep(0.3)
     assert len(seen - {0}) >= 3, f"the loss chart did not update live (sizes seen: {sorted(seen)})"
     # ... and the updates that followed kept the zoom (the chart element persists; uirevision)
     assert zoomed_at is not None and max(seen) > zoomed_at
     assert page.evaluate(f"() => document.querySelector({CHART!r}).layout.xaxis.range") == [5, 25]
+    assert page.evaluate(f"() => document.querySelector({CHART!r}).data[0].visible") == "legendonly"
     with svc.client() as c:
         n_log = len(c.get(f"/api/runs/{run_id}/metrics").json()["log"])
     wait_until(lambda: trace_points(page, "plot-losses") == n_log, 5, "the chart to show every log event")
