@@ -28,7 +28,7 @@ from rekd_core.compare import (
 from rekd_core.examples import list_snapshots, read_snapshot
 from rekd_core.runstore import RunStore
 
-from .examples import PatchPosition, Side, TokenPosition, _faithfulness, _images, finite
+from .examples import PatchPosition, Side, TokenPosition, example_faithfulness, example_images, finite
 
 router = APIRouter(tags=["compare"])
 
@@ -98,8 +98,8 @@ def _side(view: RunView, row: int) -> CompareSide:
                        mask=None if raw["mask"] is None else raw["mask"][:keep],
                        sel_prob=None if raw["sel_prob"] is None else [finite(p) or 0.0 for p in raw["sel_prob"][:keep]],
                        positions=positions,
-                       faithfulness=_faithfulness(view.snap["student"].get("faithfulness"), view.index_of_row[row],
-                                                  view.inputs["class_names"]))
+                       faithfulness=example_faithfulness(view.snap["student"].get("faithfulness"),
+                                                         view.index_of_row[row], view.inputs["class_names"]))
 
 
 @router.get("/api/compare", response_model=ComparePage,
@@ -126,7 +126,7 @@ def compare_runs(
     page = picked[offset: offset + limit]
     first = views[0]
     vision = first.inputs["modality"] == "vision"
-    images = _images(RunStore(settings.run_dir(first.run_id)), [first.index_of_row[o["row"]] for o in page]) \
+    images = example_images(RunStore(settings.run_dir(first.run_id)), [first.index_of_row[o["row"]] for o in page]) \
         if vision else {}
     items = []
     for o in page:

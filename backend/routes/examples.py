@@ -217,7 +217,8 @@ def _class_name(class_names: list[str], k: Any) -> str:
     return class_names[k] if isinstance(k, int) and 0 <= k < len(class_names) else str(k)
 
 
-def _faithfulness(raw: dict[str, Any] | None, i: int, class_names: list[str]) -> ExampleFaithfulness | None:
+def example_faithfulness(raw: dict[str, Any] | None, i: int, class_names: list[str]) -> ExampleFaithfulness | None:
+    """Example `i`'s ERASER scores from a snapshot side (shared with the run comparison)."""
     # snapshots written before faithfulness scores existed have no such key
     if not raw:
         return None
@@ -235,7 +236,7 @@ def _side(raw: dict[str, Any] | None, i: int, keep: int | None, class_names: lis
     return Side(pred=raw["pred"][i], probs=[finite(p) or 0.0 for p in raw["probs"][i]],
                 mask=None if mask is None else mask[i][:keep],
                 sel_prob=None if sel is None else [finite(p) or 0.0 for p in sel[i][:keep]],
-                faithfulness=_faithfulness(raw.get("faithfulness"), i, class_names))
+                faithfulness=example_faithfulness(raw.get("faithfulness"), i, class_names))
 
 
 def _iou(a: list[int], b: list[int], valid: list[bool]) -> float:
@@ -245,7 +246,8 @@ def _iou(a: list[int], b: list[int], valid: list[bool]) -> float:
     return inter / union if union else 1.0
 
 
-def _images(store: RunStore, indices: list[int]) -> dict[int, str]:
+def example_images(store: RunStore, indices: list[int]) -> dict[int, str]:
+    """PNG data URLs of the stored dev images at `indices` (shared with the run comparison)."""
     path = store.examples / "inputs.safetensors"
     if not indices or not path.exists():
         return {}
@@ -294,7 +296,7 @@ def get_examples(
     rows = _selected_rows(snap, filter, label)
     page = rows[offset : offset + limit]
     vision = inputs["modality"] == "vision"
-    images = _images(store, page) if vision else {}
+    images = example_images(store, page) if vision else {}
     return ExamplesPage(
         run_id=run_id, modality=inputs["modality"], class_names=inputs["class_names"], steps=steps, step=shown,
         tau=finite(snap.get("tau")), filter=filter, label=label, offset=offset, limit=limit, total=len(rows),
