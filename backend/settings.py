@@ -5,6 +5,7 @@ No other module reads the environment: everything takes a `Settings`.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: str | None = Field(None, description="if set, mutating endpoints require it as a Bearer token")
+    data_roots: str | None = Field(None, description="folders (separated by ':') the API may read user data and "
+                                                     "data.root from; unset: any path the server process can read")
+
+    def allowed_data_roots(self) -> list[Path] | None:
+        """The resolved REKD_DATA_ROOTS, or None when every readable path is allowed."""
+        if not self.data_roots:
+            return None
+        return [Path(p).expanduser().resolve() for p in self.data_roots.split(os.pathsep) if p.strip()]
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id

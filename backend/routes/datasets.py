@@ -8,13 +8,16 @@ whole dataset is read and checked as training would read it, and what is wrong c
 Security: this route reads files anywhere the server process may read and echoes a few rows
 (texts, file names) back, so it is guarded like the mutating routes: with REKD_API_TOKEN set it
 needs `Authorization: Bearer <token>` (TokenDep). Without a token the service only binds
-loopback unless told `--insecure` (rekd/cli.py). Relative paths are refused; files must be
+loopback unless told `--insecure` (rekd/cli.py). With REKD_DATA_ROOTS set, user data and data.root
+must lie inside those folders (after symlinks are resolved), here and wherever a run is queued
+(check_dataset). Relative paths are refused; files must be
 regular files with an allowed suffix (no devices, FIFOs or /proc entries) and tables are capped
 in size (rekd_core.userdata.MAX_TABLE_BYTES).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
@@ -24,7 +27,8 @@ from pydantic import BaseModel, Field, ValidationError
 from rekd_core.config import DataConfig, ExperimentConfig, validation_errors
 from rekd_core.userdata import DatasetError, inspect_dataset, options_for, parse_spec
 
-from ..deps import TokenDep
+from ..deps import SettingsDep, TokenDep
+from ..settings import Settings
 
 router = APIRouter(tags=["datasets"])
 
@@ -59,6 +63,27 @@ class DatasetSummary(BaseModel):
     seconds: float = Field(description="time to read and check the data")
 
 
+def check_data_paths(data: DataConfig, settings: Settings, loc: list[str]) -> None:
+    """422 naming the field when REKD_DATA_ROOTS is set and the dataset's file or folder, or
+    data.root, lies outside it (symlinks resolved: a link inside a root cannot point out of it)."""
+    roots = settings.allowed_data_roots()
+    if roots is None:
+        return
+    spec = parse_spec(data.dataset)
+    paths = {"dataset": spec.target if spec is not None and spec.kind != "hf" else None, "root": data.root}
+    errors = []
+    for field, path in paths.items():
+        if path is None:
+            continue
+        real = Path(path).expanduser().resolve()
+        if not any(real.is_relative_to(r) for r in roots):
+            errors.append({"loc": [*loc, field], "type": "value_error",
+                           "msg": f"{path} is outside the folders this server reads data from "
+                                  f"({', '.join(map(str, roots))}; REKD_DATA_ROOTS)"})
+    if errors:
+        raise HTTPException(422, errors)
+
+
 def _refused(msg: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", "dataset"], "msg": msg, "type": "value_error"}])
 
@@ -66,13 +91,14 @@ def _refused(msg: str) -> HTTPException:
 @router.post("/api/datasets/inspect", response_model=DatasetSummary, dependencies=[TokenDep],
              responses={422: {"description": "the dataset cannot be used: the message names the file, row and "
                                              "column"}})
-async def inspect(body: DatasetInspect) -> DatasetSummary:
+async def inspect(body: DatasetInspect, settings: SettingsDep) -> DatasetSummary:
     fields = body.model_dump(include={"text_column", "label_column", "split_column", "image_column"})
     try:
         data = DataConfig(dataset=body.dataset, **fields)
     except ValidationError as err:
         raise HTTPException(422, [{"loc": ["body", *e["field"].split(".")], "msg": e["message"],
                                    "type": "value_error"} for e in validation_errors(err)]) from None
+    check_data_paths(data, settings, ["body"])
     try:
         # reading a folder of images takes a while: off the event loop
         summary = await run_in_threadpool(inspect_dataset, data, body.task, image_size=body.image_size,
@@ -82,9 +108,10 @@ async def inspect(body: DatasetInspect) -> DatasetSummary:
     return DatasetSummary(**summary)
 
 
-def check_dataset(cfg: ExperimentConfig) -> ExperimentConfig:
+def check_dataset(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
     """Read user data now, as training will, so a malformed file is a 422 before the run is queued
     (registry datasets are not loaded here: they are known good, and some are large)."""
+    check_data_paths(cfg.data, settings, ["body", "config", "data"])
     if parse_spec(cfg.data.dataset) is None:
         return cfg
     from rekd_core.data import load_dataset
@@ -99,7 +126,7 @@ def check_dataset(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def check_datasets(configs: list[ExperimentConfig]) -> None:
+def check_datasets(configs: list[ExperimentConfig], settings: Settings) -> None:
     """check_dataset for a pipeline's or a sweep's runs, reading each distinct dataset once."""
     seen: set[tuple[Any, ...]] = set()
     for cfg in configs:
@@ -108,7 +135,7 @@ def check_datasets(configs: list[ExperimentConfig]) -> None:
                getattr(student, "in_chans", None))
         if key not in seen:
             seen.add(key)
-            check_dataset(cfg)
+            check_dataset(cfg, settings)
 
 
-__all__: list[Any] = ["router", "check_dataset", "check_datasets"]
+__all__: list[Any] = ["router", "check_data_paths", "check_dataset", "check_datasets"]

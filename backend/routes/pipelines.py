@@ -136,7 +136,7 @@ def create_pipeline(body: PipelineCreate, settings: SettingsDep) -> PipelineCrea
     # (its name is the stage's own: `name` is not overridable)
     teacher_id = new_run_id(pipeline.teacher.build().name)
     configs = _plan(pipeline, overrides, str(settings.run_dir(teacher_id).resolve()))
-    check_datasets(configs)  # user data: a malformed file is refused now, not by every run later
+    check_datasets(configs, settings)  # user data: a malformed file is refused now, not by every run later
     ids = [teacher_id if stage.role == "teacher" else new_run_id(cfg.name)
            for stage, cfg in zip(pipeline.stages, configs)]
     # every run on disk before anything is queued: a broker failure loses nothing

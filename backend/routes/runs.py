@@ -193,7 +193,7 @@ def clone_run(run_id: str, settings: SettingsDep, response: Response, body: RunC
 
 
 def _launch(body: RunCreate, settings: Settings, response: Response, **status: Any) -> RunCreated:
-    cfg = check_dataset(resolve_teacher(_config_from(body), settings))  # user data: rows checked now
+    cfg = check_dataset(resolve_teacher(_config_from(body), settings), settings)  # user data: rows checked now
     run_id = new_run_id(cfg.name)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore.create(settings.run_dir(run_id), cfg)

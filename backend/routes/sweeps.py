@@ -145,7 +145,7 @@ def create_sweep(body: SweepCreate, settings: SettingsDep, response: Response) -
         p = plan(spec, overrides, teacher_dir)
     except ConfigError as err:
         raise _refused(where if body.preset is None else "overrides", err.errors) from None
-    check_datasets([t.config for t in p.teachers] + [s.config for s in p.students])
+    check_datasets([t.config for t in p.teachers] + [s.config for s in p.students], settings)
     queue = spec.queue or settings.queue
     t_queue = spec.teacher_queue or queue
     sweep_id = new_run_id(spec.name)
