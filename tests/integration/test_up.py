@@ -20,8 +20,9 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REKD_")}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    log = tmp_path / "up.log"  # a file, not a pipe: an unread pipe that fills would block every process
     proc = subprocess.Popen([sys.executable, "-m", "rekd", "up", "--port", str(port), "--runs-dir", str(tmp_path)],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_for_port("127.0.0.1", port, timeout=120, proc=proc)
@@ -30,6 +31,8 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
             while not c.get("/api/health").json()["workers"] and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert c.get("/api/health").json()["ok"]
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            assert len(children) >= 3  # redis-server, the worker and the API
             page = c.get("/")  # the web UI, on the same port
             assert page.status_code == 200 and "gradio" in page.text.lower()
             assert c.get("/ui-assets/plotly.min.js").status_code == 200  # its charts, served locally
@@ -40,12 +43,18 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
         assert (tmp_path / ".redis").is_dir()  # the embedded Redis keeps its data under the runs dir
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        out = proc.communicate(timeout=60)[0].decode(errors="replace")
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # fail, but leave nothing running for the tests after this one
+            subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)])
+            proc.kill()
+            raise
+    out = log.read_text(errors="replace")
     assert f"http://127.0.0.1:{port}" in out and "[worker0]" in out and "[api]" in out
     assert proc.returncode == 0
-    # nothing it started is left: no process still has the runs dir in its command line
+    # nothing it started is left
     time.sleep(1)
-    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert left == [], left
 
 
