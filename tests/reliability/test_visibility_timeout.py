@@ -26,7 +26,9 @@ def svc(tmp_path_factory):
 
 def test_a_run_longer_than_the_visibility_timeout_is_trained_by_exactly_one_worker(svc):
     with svc.client() as c:
-        cfg = tiny_vision("re", max_steps=900, log_every=20, eval_every=450, checkpoint_every=100)
+        # ~20 s here (a fast day of this 2-core machine did 900 steps in 7.5 s, too short to outlast
+        # 3 timeouts): long enough for the check below with room for a faster machine
+        cfg = tiny_vision("re", max_steps=2400, log_every=40, eval_every=1200, checkpoint_every=200)
         r = c.post("/api/runs", json={"config": cfg})
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
@@ -36,7 +38,7 @@ def test_a_run_longer_than_the_visibility_timeout_is_trained_by_exactly_one_work
         assert evs[-1]["state"] == "completed"
         assert [e["id"] for e in evs] == list(range(1, len(evs) + 1))
         assert [e["type"] for e in evs].count("start") == 1
-        assert [e["step"] for e in evs if e["type"] == "log"] == list(range(20, 901, 20))
+        assert [e["step"] for e in evs if e["type"] == "log"] == list(range(40, 2401, 40))
         st = c.get(f"/api/runs/{run_id}").json()
         assert st["attempts"] == 1
         stored = [json.loads(x) for x in (svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()]
