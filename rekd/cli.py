@@ -38,7 +38,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     runs_dir = Path(args.runs_dir or settings.runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
-    # Python leaves SIGINT ignored when it started ignored (a background job of a script, nohup,
+    # Python leaves SIGINT ignored when it started ignored (a background job of a script, or
     # some supervisors): then Ctrl-C or `kill -INT` would not stop us, and we must stop everything
     signal.signal(signal.SIGINT, signal.default_int_handler)
     procs = []
