@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import tiny_vision
 from rekd.services import free_port, wait_for_port
@@ -16,7 +17,8 @@ from rekd.testing import sse_events
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_rekd_up_runs_everything_and_stops_everything(tmp_path, sig):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REKD_")}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
@@ -42,7 +44,7 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path):
             assert sse_events(c, r.json()["id"])[-1]["state"] == "completed"
         assert (tmp_path / ".redis").is_dir()  # the embedded Redis keeps its data under the runs dir
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:  # fail, but leave nothing running for the tests after this one
