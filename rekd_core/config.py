@@ -81,6 +81,23 @@ class TextBackbone(_Strict):
 Backbone = VisionBackbone | TextBackbone
 
 
+class BenchmarkConfig(_Strict):
+    """How the ground-truth benchmarks are generated (rekd_core/benchmarks.py); deterministic from `seed`.
+
+    Used by `fashion_mnist_clutter` and `mnist_5k_clutter` (canvas, clutter, fragment) and by
+    `rotten_tomatoes_needle` (filler_words); ignored by every other dataset.
+    """
+
+    seed: int = Field(0, description="seed of the placements and fillers (the source splits never depend on it)")
+    canvas: int = Field(64, ge=32, le=256, description="vision: side in pixels of the canvas the 28 px item is "
+                        "placed on, at a random position")
+    clutter: int = Field(6, ge=0, le=64, description="vision: distractor fragments cut from other images of the "
+                         "same split, placed off the item")
+    fragment: int = Field(12, ge=4, le=28, description="vision: side in pixels of each distractor fragment")
+    filler_words: int = Field(30, ge=0, le=1000, description="text: words of plot-synopsis sentences (from other "
+                              "films) around the review snippet")
+
+
 class DataConfig(_Strict):
     dataset: str = Field(
         "fashion_mnist", description="a registry name, or your own data: folder:/abs/dir (one sub-folder per class), "
@@ -103,6 +120,14 @@ class DataConfig(_Strict):
         "split", description="csv/jsonl: a column of train/dev/test, used when the file has it (null: never)"
     )
     image_column: str = Field("image", min_length=1, description="hf: the column holding the images")
+    rationale_column: str = Field(
+        "rationale", min_length=1, description="csv/jsonl: a column of ground-truth rationales (character spans or "
+        "highlighted substrings), used when the file has it")
+    # ground truth (built-in benchmarks, or your own masks / rationale column)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    evidence_cover: float = Field(
+        0.25, gt=0, le=1, description="a patch counts as ground-truth evidence when at least this fraction of its "
+        "pixels is evidence (text: a token counts when it overlaps an evidence span)")
 
     @field_validator("dataset")
     @classmethod

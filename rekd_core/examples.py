@@ -7,7 +7,13 @@ examples/step-<step>.json     at one step (zero-padded to 7 digits): student (an
                               probability per position, and for RE sides `faithfulness`: per
                               example p_full / p_rationale / p_complement, comprehensiveness,
                               sufficiency (4 decimals) and full_pred / complement_pred (class
-                              indices); snapshots written before it have no such key
+                              indices); snapshots written before it have no such key; where the
+                              data has ground truth, `plausibility`: per example precision and
+                              recall of the mask against it (null for an example without)
+
+inputs.json carries the ground truth where the data has it: `evidence`, per example the 0/1
+target per position (null for an example without), and `ground_truth`: "benchmark" (built so that
+only that part carries the label) or "annotations" (your own: agreement with annotators).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 import torch
 
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from .data import DatasetBundle
+from .data import DatasetBundle, ground_truth_kind
 from .faithfulness import IG_STEPS, posthoc, rationale_faithfulness, summarize
 from .features import Featurizer, Inputs, TextFeaturizer
 from .runmodel import LoadedRun
@@ -26,11 +32,17 @@ from .runstore import RunStore
 
 
 def write_inputs(store: RunStore, bundle: DatasetBundle, feat: Featurizer, rows: torch.Tensor,
-                 class_names: list[str]) -> None:
+                 class_names: list[str], evidence: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """`evidence`: the dev split's (targets (N, L), known (N,)) from Prepared.evidence, if any."""
     rows_l = rows.cpu().tolist()
     meta: dict[str, Any] = {"split": "dev", "rows": rows_l, "labels": bundle.dev.y[rows.cpu()].tolist(),
                             "class_names": class_names, "modality": bundle.modality,
                             "num_positions": feat.num_positions}
+    if evidence is not None:
+        targets, known = (t[rows.to(t.device)].cpu() for t in evidence)
+        meta["ground_truth"] = ground_truth_kind(bundle.name)
+        meta["evidence"] = [[int(v) for v in row] if k else None
+                            for row, k in zip(targets.round().to(torch.int64).tolist(), known.tolist())]
     if isinstance(feat, TextFeaturizer):
         texts = [bundle.dev.x[i] for i in rows_l]  # type: ignore[index]
         items = []
@@ -59,6 +71,9 @@ def _side(out: dict[str, torch.Tensor], prefix: str) -> dict[str, Any] | None:
         side["sel_prob"] = [[round(p, 3) for p in row] for row in out[f"{prefix}sel"].tolist()]
     if f"{prefix}f_p_full" in out:
         side["faithfulness"] = _faithfulness_columns(out, f"{prefix}f_")
+    if f"{prefix}pl_precision" in out:
+        side["plausibility"] = {k: [None if v != v else round(float(v), 4) for v in out[f"{prefix}pl_{k}"].tolist()]
+                                for k in ("precision", "recall")}
     return side
 
 

@@ -7,13 +7,16 @@ batches from them (`batch`), so the training loop never touches Python objects p
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import DataConfig, ExperimentConfig, TextBackbone, VisionBackbone
+
+if TYPE_CHECKING:
+    from .data import Evidence
 
 
 @dataclass
@@ -41,7 +44,11 @@ class Inputs:
 
 @dataclass
 class Prepared:
-    """A whole split on the device: `data` holds the raw tensors, `y` the labels."""
+    """A whole split on the device: `data` holds the raw tensors, `y` the labels.
+
+    Where the split carries ground truth, `data["evidence"]` is (N, num_positions) float, 1 at the
+    positions that are evidence, and `data["evidence_known"]` (N,) bool the examples that have it.
+    """
 
     data: dict[str, torch.Tensor]
     y: torch.Tensor
@@ -49,19 +56,50 @@ class Prepared:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    @property
+    def evidence(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(targets (N, L), known (N,)) when some example carries ground truth, else None."""
+        ev = self.data.get("evidence")
+        known = self.data.get("evidence_known")
+        if ev is None or known is None or not bool(known.any()):
+            return None
+        return ev, known
+
+
+def _with_evidence(prepared: Prepared, targets: torch.Tensor | None, known: torch.Tensor | None) -> Prepared:
+    if targets is not None and known is not None:
+        prepared.data["evidence"] = targets.to(prepared.y.device)
+        prepared.data["evidence_known"] = known.to(prepared.y.device)
+    return prepared
+
 
 class VisionFeaturizer:
     """uint8 images -> normalised float pixels at the backbone's size and channel count."""
 
     modality = "vision"
 
-    def __init__(self, spec: VisionBackbone) -> None:
+    def __init__(self, spec: VisionBackbone, *, evidence_cover: float = 0.25) -> None:
         self.spec = spec
         self.num_positions = spec.grid[0] * spec.grid[1]
+        self.evidence_cover = evidence_cover
 
-    def prepare(self, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Prepared:
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                evidence: Evidence | None = None) -> Prepared:
         # Kept as uint8: a float copy at 224 px would not fit in memory for CIFAR.
-        return Prepared({"images": x.to(device)}, y.to(device))
+        prepared = Prepared({"images": x.to(device)}, y.to(device))
+        if evidence is None or evidence.pixels is None:
+            return prepared
+        return _with_evidence(prepared, self.evidence_targets(evidence.pixels), evidence.known)
+
+    def evidence_targets(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) evidence masks (non-zero = evidence) -> (N, L) float: 1 where at least
+        `evidence_cover` of a patch's pixels are evidence. Pooled over each patch's box in the
+        image's own size, as `positions` draws it, so a mask and its image never disagree."""
+        out = []
+        for chunk in pixels.split(2048):  # a float copy of 54k masks at once would be ~1 GB
+            cover = F.adaptive_avg_pool2d((chunk > 0).float()[:, None], self.spec.grid)
+            out.append((cover.flatten(1) >= self.evidence_cover - 1e-6).float())
+        return torch.cat(out) if out else torch.zeros(0, self.num_positions)
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255.0)
@@ -127,8 +165,32 @@ class TextFeaturizer:
         return {"ids": enc["input_ids"], "attention": enc["attention_mask"],
                 "special": enc["special_tokens_mask"]}
 
-    def prepare(self, x: list[str], y: torch.Tensor, device: torch.device) -> Prepared:
-        return Prepared({k: v.to(device) for k, v in self.encode(x).items()}, y.to(device))
+    def prepare(self, x: list[str], y: torch.Tensor, device: torch.device,
+                evidence: Evidence | None = None) -> Prepared:
+        prepared = Prepared({k: v.to(device) for k, v in self.encode(x).items()}, y.to(device))
+        if evidence is None or evidence.spans is None:
+            return prepared
+        return _with_evidence(prepared, self.evidence_targets(x, evidence.spans), evidence.known)
+
+    def evidence_targets(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> torch.Tensor:
+        """(N, max_len) float: 1 at each real token whose characters overlap an evidence span.
+        Evidence cut off by truncation at max_len is not a target (it was never shown)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError("ground-truth rationales of texts need a fast tokenizer (character offsets); "
+                             f"{type(self.tokenizer).__name__} is not one")
+        out = torch.zeros(len(texts), self.max_len)
+        for start in range(0, len(texts), 1024):
+            part = list(texts[start:start + 1024])
+            enc = self.tokenizer(part, padding="max_length", truncation=True, max_length=self.max_len,
+                                 return_offsets_mapping=True, return_special_tokens_mask=True)
+            for j, (offsets, special) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
+                row = spans[start + j]
+                if not row:
+                    continue
+                for k, ((a, b), sp) in enumerate(zip(offsets, special)):
+                    if not sp and b > a and any(a < e and b > s for s, e in row):
+                        out[start + j, k] = 1.0
+        return out
 
     def _inputs(self, ids: torch.Tensor, attention: torch.Tensor, special: torch.Tensor) -> Inputs:
         if self.count_special:
@@ -174,7 +236,7 @@ Featurizer = VisionFeaturizer | TextFeaturizer
 def build_featurizer(cfg: ExperimentConfig) -> Featurizer:
     spec = cfg.model.student
     if isinstance(spec, VisionBackbone):
-        return VisionFeaturizer(spec)
+        return VisionFeaturizer(spec, evidence_cover=cfg.data.evidence_cover)
     assert isinstance(spec, TextBackbone)
     return TextFeaturizer(cfg.data, count_special=bool(cfg.loss.count_special))
 

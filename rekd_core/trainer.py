@@ -31,15 +31,14 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ExperimentConfig, config_to_dict
-from .data import DatasetBundle, load_for_config
-from .faithfulness import Faithfulness, erasure, summarize
+from .data import DatasetBundle, ground_truth_kind, load_for_config
+from .evaluate import evaluate, frac_stats
 from .features import Featurizer, Inputs, Prepared, TextFeaturizer, build_featurizer
-from .masks import hard_mask, selection_probs
 from .models import RationaleModel, count_parameters
 from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso
 from .schedule import tau_at
-from .tasks import ClsTask, RekdTask, ReTask, StepOut, TeacherOutputs, mask_iou
+from .tasks import ClsTask, RekdTask, ReTask, StepOut, TeacherOutputs
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +63,6 @@ def plan_steps(cfg: ExperimentConfig, n_train: int) -> tuple[int, int]:
     if cfg.train.max_steps is not None:
         return per_epoch, cfg.train.max_steps
     return per_epoch, max(1, math.ceil(float(cfg.train.epochs or 1) * per_epoch))
-
-
-def macro_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(y.cpu()), accumulate=True)
-    tp = conf.diag().float()
-    prec = tp / conf.sum(0).clamp_min(1)
-    rec = tp / conf.sum(1).clamp_min(1)
-    f1 = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec), torch.zeros_like(tp))
-    present = (conf.sum(1) + conf.sum(0)) > 0  # classes absent from both sides do not count
-    return float(f1[present].mean()) if bool(present.any()) else 0.0
-
-
-def _frac_stats(frac: torch.Tensor) -> dict[str, float]:
-    return {"mean": float(frac.mean()), "std": float(frac.std(unbiased=False)),
-            "min": float(frac.min()), "max": float(frac.max())}
 
 
 def build_optimizer(model: RationaleModel, cfg: ExperimentConfig, device: torch.device) -> torch.optim.AdamW:
@@ -141,9 +124,10 @@ class Trainer:
         self.class_names = list(bundle.class_names)
         self.num_classes = len(self.class_names)
         self.feat: Featurizer = build_featurizer(cfg)
+        # ground truth (if any) rides along for evaluation only: training never sees it
         self.train_data = self.feat.prepare(bundle.train.x, bundle.train.y, self.device)
-        self.dev_data = self.feat.prepare(bundle.dev.x, bundle.dev.y, self.device)
-        self.test_data = self.feat.prepare(bundle.test.x, bundle.test.y, self.device)
+        self.dev_data = self.feat.prepare(bundle.dev.x, bundle.dev.y, self.device, evidence=bundle.dev.evidence)
+        self.test_data = self.feat.prepare(bundle.test.x, bundle.test.y, self.device, evidence=bundle.test.evidence)
         self.steps_per_epoch, self.total_steps = plan_steps(cfg, len(self.train_data))
 
         self.model = build_model(cfg, cfg.model.student, num_classes=self.num_classes, featurizer=self.feat,
@@ -203,7 +187,7 @@ class Trainer:
         d = self.cfg.data
         key_src = {"ckpt": [ckpt.name, st.st_size, st.st_mtime_ns, run.step], "split": split, "n": len(data),
                    "data": [d.dataset, d.dev_fraction, d.split_seed, d.max_train, d.max_eval, d.tokenizer,
-                            d.max_len], "count_special": self.cfg.loss.count_special,
+                            d.max_len, d.benchmark.model_dump()], "count_special": self.cfg.loss.count_special,
                    "bf16": self.autocast, "version": 2}
         key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
         path = run.run_dir / "cache" / f"teacher-{split}-{key}.safetensors"
@@ -318,78 +302,17 @@ class Trainer:
         return step
 
     # --- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, data: Prepared, *, teacher: TeacherOutputs | None = None,
                  rows: torch.Tensor | None = None, faithfulness: bool = True,
-                 teacher_faithfulness: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """Deterministic evaluation (argmax masks, no noise) of the student on `data`.
-
-        With `faithfulness` an RE student's rationales are also scored with ERASER's
-        comprehensiveness and sufficiency (faithfulness.py): two more predictor forwards per batch
-        (full input, complement), read as `f_*` columns and averaged into metrics["faithfulness"].
-        `teacher_faithfulness` scores the teacher's own rationales the same way (`t_f_*` columns),
-        with the live teacher predictor: meant for the small snapshot subset only.
-        """
-        model = self.model
-        model.eval()
-        if rows is None:
-            # length-sorted order for text (batches trim to similar lengths); undone below
-            rows = self.feat.inference_order(data)
-        rows = rows.to(self.device)
-        outs: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "probs", "frac", "iou")}
-        per_pos: dict[str, list[torch.Tensor]] = {k: [] for k in ("mask", "sel", "t_mask", "t_sel", "t_pred",
-                                                                   "t_probs")}
-        bs = 64 if isinstance(self.feat, TextFeaturizer) else 256
-        for i in range(0, len(rows), bs):
-            idx = rows[i:i + bs]
-            inputs = self.feat.batch(data, idx)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                if model.with_generator:
-                    z = model.generate(inputs)
-                    m = hard_mask(z)
-                    q = model.predict(inputs, m)
-                    sel = inputs.selectable
-                    outs["frac"].append((m * sel).sum(1) / sel.sum(1).clamp_min(1))
-                    if faithfulness:
-                        f = erasure(model.predict, inputs, m, q_rationale=q)
-                        for k, v in f.columns().items():
-                            outs.setdefault(f"f_{k}", []).append(v)
-                    per_pos["mask"].append(_pad(m, self.feat.num_positions))
-                    per_pos["sel"].append(_pad(selection_probs(z), self.feat.num_positions))
-                else:
-                    q = model.predict(inputs, None)
-                if teacher is not None:
-                    zt, qt = teacher.own(idx, inputs.selectable.shape[1])
-                    mt = hard_mask(zt)
-                    per_pos["t_mask"].append(_pad(mt, self.feat.num_positions))
-                    per_pos["t_sel"].append(_pad(selection_probs(zt), self.feat.num_positions))
-                    per_pos["t_pred"].append(qt.argmax(-1))
-                    per_pos["t_probs"].append(torch.softmax(qt.float(), -1))
-                    if teacher_faithfulness:
-                        ft = erasure(teacher.predict_with, inputs, mt, q_rationale=qt)
-                        for k, v in ft.columns().items():
-                            per_pos.setdefault(f"t_f_{k}", []).append(v)
-                    if model.with_generator:
-                        outs["iou"].append(mask_iou(m, mt, inputs.selectable))
-            outs["pred"].append(q.argmax(-1))
-            outs["probs"].append(torch.softmax(q.float(), -1))
-        model.train()
-        cat = {k: torch.cat(v) for k, v in {**outs, **per_pos}.items() if v}
-        unsort = torch.argsort(rows)
-        rows = rows[unsort]
-        cat = {k: v[unsort] for k, v in cat.items()}
-        y = data.y[rows]
-        metrics: dict[str, Any] = {
-            "accuracy": float((cat["pred"] == y).float().mean()),
-            "macro_f1": macro_f1(cat["pred"], y, self.num_classes),
-            "n": int(len(rows)),
-        }
-        if "frac" in cat:
-            metrics["selected"] = _frac_stats(cat["frac"])
-        if "iou" in cat:
-            metrics["iou"] = float(cat["iou"].mean())
-        if "f_p_full" in cat:
-            metrics["faithfulness"] = summarize(_faith(cat, "f_"), y)
+                 teacher_faithfulness: bool = False,
+                 rationale: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The student on `data` (evaluate.py), its probe seeded by the run's seed."""
+        metrics, cat = evaluate(self.model, self.feat, data, num_classes=self.num_classes, autocast=self.autocast,
+                                teacher=teacher, rows=rows, faithfulness=faithfulness,
+                                teacher_faithfulness=teacher_faithfulness, rationale=rationale,
+                                probe_seed=self.cfg.train.seed)
+        if "plausibility" in metrics:
+            metrics["plausibility"]["ground_truth"] = ground_truth_kind(self.bundle.name)
         return metrics, cat
 
     def _teacher(self, split: str) -> TeacherOutputs | None:
@@ -402,7 +325,7 @@ class Trainer:
         from .examples import write_snapshot
 
         _, out = self.evaluate(self.dev_data, teacher=self._teacher("dev"), rows=self.snapshot_idx,
-                               teacher_faithfulness=True)
+                               teacher_faithfulness=True, rationale=False)
         write_snapshot(self.store, step=step, tau=tau, out=out, y=self.dev_data.y[self.snapshot_idx.to(self.device)])
 
     # --- the loop -----------------------------------------------------------------------------
@@ -416,7 +339,8 @@ class Trainer:
         if not resumed:
             from .examples import write_inputs
 
-            write_inputs(self.store, self.bundle, self.feat, self.snapshot_idx, self.class_names)
+            write_inputs(self.store, self.bundle, self.feat, self.snapshot_idx, self.class_names,
+                         evidence=self.dev_data.evidence)
         n_params = {"student": count_parameters(self.model)}
         if self.teacher_run is not None:
             n_params["teacher"] = count_parameters(self.teacher_run.model)
@@ -495,7 +419,7 @@ class Trainer:
             "samples_per_s": win["samples"] / max(dt, 1e-9),
         }
         if win["frac"]:
-            ev["selected"] = _frac_stats(torch.cat(win["frac"]))
+            ev["selected"] = frac_stats(torch.cat(win["frac"]))
         if win["iou"]:
             ev["iou"] = float(torch.cat(win["iou"]).mean())
         return ev
@@ -529,19 +453,6 @@ class Trainer:
                                 test=results.get("test"))
         self.emit({"type": "finished", "step": step, "state": state})
         return results
-
-
-def _faith(cat: dict[str, torch.Tensor], prefix: str) -> Faithfulness:
-    """The evaluation's `{prefix}*` columns back as a Faithfulness (ŷ is not kept: not needed)."""
-    return Faithfulness(target=cat[f"{prefix}full_pred"], **{k: cat[f"{prefix}{k}"] for k in
-                        ("p_full", "p_rationale", "p_complement", "full_pred", "complement_pred")})
-
-
-def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Right-pad (B, L') to (B, length) so batches trimmed to different lengths concatenate."""
-    if t.shape[1] == length:
-        return t
-    return torch.nn.functional.pad(t, (0, length - t.shape[1]))
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | None = None,

@@ -21,7 +21,8 @@ from rekd_core.data import (
 )
 
 ALL_NAMES = {"cifar10", "cifar100_coarse", "cifar100_fine", "imdb", "fashion_mnist",
-             "mnist_5k", "digits", "rotten_tomatoes", "tweets"}
+             "mnist_5k", "digits", "rotten_tomatoes", "tweets",
+             "fashion_mnist_clutter", "mnist_5k_clutter", "rotten_tomatoes_needle"}
 
 
 def _image_keys(split: Split) -> Counter:

@@ -1,0 +1,204 @@
+"""Deterministic evaluation of a model on a prepared split: accuracy, faithfulness and whether
+the rationale is real (plausibility, input dependence, the mask-only probe).
+
+Used by the training loop at every evaluation and on the test split, and by `rekd evaluate`
+on a finished run. Masks are the eval-time ones: argmax of the generator logits, no noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .faithfulness import Faithfulness, erasure, summarize
+from .features import Featurizer, Prepared, TextFeaturizer
+from .masks import hard_mask, selection_probs
+from .models import RationaleModel
+from .rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
+from .tasks import TeacherOutputs, mask_iou
+from .verdicts import rationale_warnings
+
+
+def macro_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(y.cpu()), accumulate=True)
+    tp = conf.diag().float()
+    prec = tp / conf.sum(0).clamp_min(1)
+    rec = tp / conf.sum(1).clamp_min(1)
+    f1 = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec), torch.zeros_like(tp))
+    present = (conf.sum(1) + conf.sum(0)) > 0  # classes absent from both sides do not count
+    return float(f1[present].mean()) if bool(present.any()) else 0.0
+
+
+def frac_stats(frac: torch.Tensor) -> dict[str, float]:
+    return {"mean": float(frac.mean()), "std": float(frac.std(unbiased=False)),
+            "min": float(frac.min()), "max": float(frac.max())}
+
+
+def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad (B, L') to (B, length) so batches trimmed to different lengths concatenate."""
+    if t.shape[1] == length:
+        return t
+    return torch.nn.functional.pad(t, (0, length - t.shape[1]))
+
+
+def _faith(cat: dict[str, torch.Tensor], prefix: str) -> Faithfulness:
+    """The evaluation's `{prefix}*` columns back as a Faithfulness (ŷ is not kept: not needed)."""
+    return Faithfulness(target=cat[f"{prefix}full_pred"], **{k: cat[f"{prefix}{k}"] for k in
+                        ("p_full", "p_rationale", "p_complement", "full_pred", "complement_pred")})
+
+
+def _batch_size(feat: Featurizer) -> int:
+    return 64 if isinstance(feat, TextFeaturizer) else 256
+
+
+@torch.no_grad()
+def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_classes: int,
+             autocast: bool = False, teacher: TeacherOutputs | None = None, rows: torch.Tensor | None = None,
+             faithfulness: bool = True, teacher_faithfulness: bool = False, rationale: bool = True,
+             probe_seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Evaluate `model` on `data` (or its `rows`): (metrics, per-example columns).
+
+    With `faithfulness` an RE model's rationales are also scored with ERASER's comprehensiveness
+    and sufficiency (faithfulness.py): two more predictor forwards per batch, read as `f_*`
+    columns and averaged into metrics["faithfulness"]. `teacher_faithfulness` scores the
+    teacher's own rationales the same way (`t_f_*` columns), with the live teacher predictor:
+    meant for a small subset only. With `rationale`, metrics also get "input_dependence" (one
+    more predictor pass, with the best fixed mask), "probe", "plausibility" where the split
+    carries ground truth, and "warnings" (verdicts.py). Per-example plausibility (`pl_*`, and
+    `t_pl_*` for the teacher) and the ground truth (`evidence`) are columns whenever it exists.
+    """
+    device = data.y.device
+    was_training = model.training
+    model.eval()
+    if rows is None:
+        # length-sorted order for text (batches trim to similar lengths); undone below
+        rows = feat.inference_order(data)
+    rows = rows.to(device)
+    outs: dict[str, list[torch.Tensor]] = {k: [] for k in ("pred", "probs", "frac", "iou")}
+    per_pos: dict[str, list[torch.Tensor]] = {k: [] for k in ("mask", "sel", "valid", "t_mask", "t_sel", "t_pred",
+                                                               "t_probs")}
+    width = feat.num_positions
+    bs = _batch_size(feat)
+    for i in range(0, len(rows), bs):
+        idx = rows[i:i + bs]
+        inputs = feat.batch(data, idx)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            if model.with_generator:
+                z = model.generate(inputs)
+                m = hard_mask(z)
+                q = model.predict(inputs, m)
+                sel = inputs.selectable
+                outs["frac"].append((m * sel).sum(1) / sel.sum(1).clamp_min(1))
+                if faithfulness:
+                    f = erasure(model.predict, inputs, m, q_rationale=q)
+                    for k, v in f.columns().items():
+                        outs.setdefault(f"f_{k}", []).append(v)
+                per_pos["mask"].append(_pad(m, width))
+                per_pos["sel"].append(_pad(selection_probs(z), width))
+            else:
+                q = model.predict(inputs, None)
+            per_pos["valid"].append(_pad(inputs.selectable, width))
+            if teacher is not None:
+                zt, qt = teacher.own(idx, inputs.selectable.shape[1])
+                mt = hard_mask(zt)
+                per_pos["t_mask"].append(_pad(mt, width))
+                per_pos["t_sel"].append(_pad(selection_probs(zt), width))
+                per_pos["t_pred"].append(qt.argmax(-1))
+                per_pos["t_probs"].append(torch.softmax(qt.float(), -1))
+                if teacher_faithfulness:
+                    ft = erasure(teacher.predict_with, inputs, mt, q_rationale=qt)
+                    for k, v in ft.columns().items():
+                        per_pos.setdefault(f"t_f_{k}", []).append(v)
+                if model.with_generator:
+                    outs["iou"].append(mask_iou(m, mt, inputs.selectable))
+        outs["pred"].append(q.argmax(-1))
+        outs["probs"].append(torch.softmax(q.float(), -1))
+    cat = {k: torch.cat(v) for k, v in {**outs, **per_pos}.items() if v}
+    unsort = torch.argsort(rows)
+    rows = rows[unsort]
+    cat = {k: v[unsort] for k, v in cat.items()}
+    y = data.y[rows]
+    metrics: dict[str, Any] = {
+        "accuracy": float((cat["pred"] == y).float().mean()),
+        "macro_f1": macro_f1(cat["pred"], y, num_classes),
+        "n": int(len(rows)),
+    }
+    if "frac" in cat:
+        metrics["selected"] = frac_stats(cat["frac"])
+    if "iou" in cat:
+        metrics["iou"] = float(cat["iou"].mean())
+    if "f_p_full" in cat:
+        metrics["faithfulness"] = summarize(_faith(cat, "f_"), y)
+
+    ev = data.evidence
+    target = known = None
+    if ev is not None:
+        target, known = ev[0][rows].float(), ev[1][rows]
+        cat["evidence"] = target * cat["valid"]
+        cat["evidence_known"] = known
+        for prefix in ("", "t_"):
+            if f"{prefix}mask" in cat:
+                pe = per_example_plausibility(cat[f"{prefix}mask"], target, cat["valid"], known)
+                cat[f"{prefix}pl_precision"] = _column(pe["precision"])
+                cat[f"{prefix}pl_recall"] = _column(pe["recall"])
+    if rationale and "mask" in cat:
+        metrics.update(rationale_metrics(model, feat, data, rows, cat, y, num_classes=num_classes, autocast=autocast,
+                                         target=target, known=known, probe_seed=probe_seed))
+        metrics["warnings"] = rationale_warnings(metrics)
+    if was_training:
+        model.train()
+    return metrics, cat
+
+
+def _column(values: list[float | None]) -> torch.Tensor:
+    return torch.tensor([float("nan") if v is None else v for v in values])
+
+
+def rationale_metrics(model: RationaleModel, feat: Featurizer, data: Prepared, rows: torch.Tensor,
+                      cat: dict[str, torch.Tensor], y: torch.Tensor, *, num_classes: int, autocast: bool,
+                      target: torch.Tensor | None, known: torch.Tensor | None,
+                      probe_seed: int = 0) -> dict[str, Any]:
+    """plausibility (with ground truth), input_dependence (with the fixed mask's accuracy) and the
+    mask-only probe, for the masks in `cat` (rows in `rows` order)."""
+    mask, valid = cat["mask"] * cat["valid"], cat["valid"]
+    out: dict[str, Any] = {}
+    text = isinstance(feat, TextFeaturizer)
+    if target is not None:
+        pl = plausibility(mask, target, valid, known, spans=text)
+        if pl is not None:
+            out["plausibility"] = pl
+    dep = input_dependence(mask, valid, target, known)
+    fixed = torch.tensor(dep["fixed_mask"], dtype=torch.float32, device=y.device)
+    dep["fixed_accuracy"] = _fixed_mask_accuracy(model, feat, data, rows, fixed, autocast=autocast)
+    out["input_dependence"] = dep
+    probe = mask_probe(mask, y, num_classes, seed=probe_seed)
+    if probe is not None:
+        if target is not None:
+            have = known.bool() if known is not None else torch.ones(len(y), dtype=torch.bool)
+            gt = mask_probe((target * valid)[have], y[have], num_classes, seed=probe_seed)
+            probe["gt_accuracy"] = None if gt is None else gt["accuracy"]
+        out["probe"] = probe
+    return out
+
+
+def _fixed_mask_accuracy(model: RationaleModel, feat: Featurizer, data: Prepared, rows: torch.Tensor,
+                         fixed: torch.Tensor, *, autocast: bool) -> float:
+    """Accuracy of the predictor when every input gets the same mask `fixed` (its own positions)."""
+    device = data.y.device
+    right = 0
+    order = feat.inference_order(data)
+    keep = torch.zeros(len(data), dtype=torch.bool, device=device)
+    keep[rows] = True
+    order = order[keep[order]]
+    bs = _batch_size(feat)
+    for i in range(0, len(order), bs):
+        idx = order[i:i + bs]
+        inputs = feat.batch(data, idx)
+        sel = inputs.selectable
+        m = fixed[None, :sel.shape[1]].expand_as(sel) * sel
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            q = model.predict(inputs, m)
+        right += int((q.argmax(-1) == data.y[idx]).sum())
+    return right / max(len(order), 1)
