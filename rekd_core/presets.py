@@ -133,6 +133,39 @@ def _rt(role: str, *, demo: bool) -> dict[str, Any]:
     return cfg
 
 
+# --- ground-truth benchmarks (benchmarks.py): the evidence is known, so rationales can be scored ---------
+# Fashion-MNIST items at a random place on a 64 px canvas among fragments of other items; 8 px
+# patches: an 8 x 8 grid, 64 positions, of which the item covers ~9 (14 %).
+def _clutter_vit(embed_dim: int, depth: int, heads: int) -> dict[str, Any]:
+    return _vit("vit_tiny_patch16_224", img_size=64, patch_size=8, in_chans=1, embed_dim=embed_dim, depth=depth,
+                num_heads=heads, mlp_ratio=2.0)
+
+
+_CL_TEACHER, _CL_STUDENT = _clutter_vit(96, 4, 3), _clutter_vit(32, 1, 2)
+_CL_DEMO_TEACHER = _clutter_vit(48, 2, 2)
+
+
+def _fmnist_clutter(role: str, *, demo: bool) -> dict[str, Any]:
+    cfg = _fmnist(role, demo=demo)
+    teacher = role == "teacher"
+    cfg["name"] = f"{'demo-' if demo else ''}fmnist-clutter-{role}"
+    cfg["data"]["dataset"] = "fashion_mnist_clutter"
+    big = _CL_DEMO_TEACHER if demo else _CL_TEACHER
+    cfg["model"]["student"] = big if teacher else _CL_STUDENT
+    cfg["model"]["teacher"] = None if teacher else big
+    if demo:
+        cfg["data"].update(max_train=3000, max_eval=500)
+    return cfg
+
+
+def _rt_needle(role: str, *, demo: bool) -> dict[str, Any]:
+    cfg = _rt(role, demo=demo)
+    cfg["name"] = f"{'demo-' if demo else ''}rt-needle-{role}"
+    # a ~26-token review among ~30 words of synopsis: median 79 tokens, 99.6 % of reviews whole in 128
+    cfg["data"].update(dataset="rotten_tomatoes_needle", max_len=128)
+    return cfg
+
+
 def _all() -> dict[str, Preset]:
     out: dict[str, Preset] = {}
 
@@ -182,6 +215,18 @@ def _all() -> dict[str, Preset]:
     add("demo-rt-student", "tiny demo: Rotten Tomatoes student (BERT 64 wide, 1 layer), 100 steps (~10 s; "
         "re; rekd with a teacher run)",
         _rt("student", demo=True), True)
+    add("fmnist-clutter-teacher", "ground truth: from-scratch ViT (96 wide, 4 blocks) RE teacher on cluttered "
+        "Fashion-MNIST (64 px canvas, 64 patches of 8 px), 15 %", _fmnist_clutter("teacher", demo=False), True)
+    add("fmnist-clutter-student", "ground truth: small ViT (32 wide, 1 block) student on cluttered Fashion-MNIST "
+        "(re; rekd with a teacher run)", _fmnist_clutter("student", demo=False), True)
+    add("demo-fmnist-clutter-teacher", "tiny demo, ground truth: cluttered Fashion-MNIST RE teacher (ViT 48 wide, "
+        "2 blocks) on 3k images", _fmnist_clutter("teacher", demo=True), True)
+    add("demo-fmnist-clutter-student", "tiny demo, ground truth: cluttered Fashion-MNIST student (ViT 32 wide, "
+        "1 block; re; rekd with a teacher run)", _fmnist_clutter("student", demo=True), True)
+    add("rt-needle-teacher", "ground truth: pretrained MiniLM-L6 RE teacher, a review snippet among synopsis "
+        "sentences, 128 tokens, 20 %", _rt_needle("teacher", demo=False), True)
+    add("rt-needle-student", "ground truth: small random-init BERT (64 wide, 1 layer) student on reviews among "
+        "synopsis sentences (re; rekd with a teacher run)", _rt_needle("student", demo=False), True)
     return out
 
 
@@ -248,6 +293,9 @@ PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
                           "CLS, RE and REKD (distilled from that teacher)"),
     _teacher_and_students("demo-rt", "tiny demo, Rotten Tomatoes: a small BERT RE teacher, then the small student as "
                           "CLS, RE and REKD (distilled from that teacher)"),
+    _teacher_and_students("demo-fmnist-clutter", "tiny demo with ground truth: Fashion-MNIST items at random places "
+                          "among clutter; an RE teacher, then the small student as CLS, RE and REKD, every rationale "
+                          "scored against the item's patches"),
 )}
 
 
