@@ -1,4 +1,4 @@
-"""The `rekd` command line: train, explain, presets."""
+"""The `rekd` command line: train, evaluate, explain, data inspect, presets."""
 
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
             bar.set_postfix(post, refresh=True)
         elif kind == "eval":
             sel = f", selected {100 * ev['selected']['mean']:.1f} %" if "selected" in ev else ""
-            say(f"step {ev['step']}: dev accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}{sel}")
+            say(f"step {ev['step']}: dev accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}{sel}"
+                + _quality_brief(ev))
+            for w in ev.get("warnings", []):
+                say(f"  warning: {w['message']} ({w['detail']})")
         elif kind == "test":
             say(f"test (best dev checkpoint, step {ev['checkpoint_step']}): accuracy {ev['accuracy']:.4f}, "
                       f"macro-F1 {ev['macro_f1']:.4f}")
@@ -94,6 +97,71 @@ def cmd_explain(args: argparse.Namespace) -> int:
         target = path.read_text()
     result = explain(args.run, target, which=args.checkpoint)
     print(json.dumps(result.to_dict(compact=not args.full), indent=2))
+    return 0
+
+
+def _quality_brief(ev: dict[str, Any]) -> str:
+    """', plausibility F1 …, distinct …, probe …' for an eval event (empty for CLS runs)."""
+    parts = []
+    if ev.get("plausibility"):
+        parts.append(f"on evidence P {ev['plausibility']['precision']:.2f} (random "
+                     f"{ev['plausibility']['random']['precision']:.2f})")
+    if ev.get("input_dependence"):
+        parts.append(f"distinct masks {100 * ev['input_dependence']['distinct_share']:.0f} %")
+    if ev.get("probe"):
+        parts.append(f"mask-only probe {ev['probe']['accuracy']:.2f} (chance {ev['probe']['chance']:.2f})")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def format_evaluation(r: dict[str, Any]) -> str:
+    """`rekd evaluate`'s report: one figure per line, each with what it is compared against."""
+    lines = [f"{r['run']} ({r['mode']}, {r['dataset']}): {r['split']} split, {r['n']} examples, "
+             f"{r['checkpoint']} checkpoint (step {r['step']})",
+             f"  accuracy            {_pct(r['accuracy'])}   macro-F1 {_pct(r['macro_f1'])}"]
+    if r.get("selected"):
+        sel = r["selected"]
+        lines.append(f"  selected            {_pct(sel['mean'])} of positions (std {_pct(sel['std'])})")
+    f = r.get("faithfulness")
+    if f:
+        lines.append(f"  faithfulness        comprehensiveness {f['comprehensiveness']:.3f} (higher: the rationale was "
+                     f"needed), sufficiency {f['sufficiency']:.3f} (lower: it suffices)")
+    pl = r.get("plausibility")
+    if pl:
+        who = "agreement with your annotations" if pl.get("ground_truth") == "annotations" else "on the evidence"
+        line = (f"  plausibility        {who} ({pl['n']} examples): precision {pl['precision']:.3f} "
+                f"(random patches at the same size {pl['random']['precision']:.3f}), recall {pl['recall']:.3f}, "
+                f"F1 {pl['f1']:.3f} (random {pl['random']['f1']:.3f}), IoU {pl['iou']:.3f}")
+        if "iou_f1" in pl:
+            line += f", IOU-F1 {pl['iou_f1']:.3f}"
+        lines.append(line)
+    dep = r.get("input_dependence")
+    if dep:
+        lines.append(f"  input dependence    {dep['distinct']} distinct masks of {dep['n']} "
+                     f"({_pct(dep['distinct_share'])}), mean pairwise Jaccard distance {dep['jaccard_distance']:.3f}")
+        fixed = (f"  best fixed mask     {dep['fixed_size']} positions, chosen for {_pct(dep['fixed_share'])} of "
+                 f"inputs; the predictor fed it for every input: accuracy {_pct(dep['fixed_accuracy'])}")
+        if dep.get("fixed_plausibility"):
+            fixed += f", precision on evidence {dep['fixed_plausibility']['precision']:.3f}"
+        lines.append(fixed)
+    pr = r.get("probe")
+    if pr:
+        gt = "" if pr.get("gt_accuracy") is None else f"; on the ground-truth masks {_pct(pr['gt_accuracy'])}"
+        lines.append(f"  mask-only probe     {_pct(pr['accuracy'])} held-out accuracy from the mask alone "
+                     f"({pr['folds']}-fold logistic regression; chance {_pct(pr['chance'])}{gt})")
+    for w in r.get("warnings", []):
+        lines.append(f"  warning: {w['message']} ({w['detail']})")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run, split=args.split, which=args.checkpoint)
+    print(json.dumps(result, indent=2) if args.json else format_evaluation(result))
     return 0
 
 
@@ -154,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--full", action="store_true", help="include per-position probabilities and the masked input")
     e.set_defaults(func=cmd_explain)
+
+    ev = sub.add_parser("evaluate", help="score a trained run: accuracy, faithfulness, plausibility, input "
+                        "dependence and the mask-only probe")
+    ev.add_argument("run", help="run directory")
+    ev.add_argument("--split", default="test", choices=["dev", "test"])
+    ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ev.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("data", help="your own data: check a folder of images, a CSV/JSONL of texts, an HF dataset")
     dsub = d.add_subparsers(dest="data_command", required=True)

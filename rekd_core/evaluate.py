@@ -7,6 +7,7 @@ on a finished run. Masks are the eval-time ones: argmax of the generator logits,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -202,3 +203,28 @@ def _fixed_mask_accuracy(model: RationaleModel, feat: Featurizer, data: Prepared
             q = model.predict(inputs, m)
         right += int((q.argmax(-1) == data.y[idx]).sum())
     return right / max(len(order), 1)
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", which: str = "best",
+                 device: str = "cpu") -> dict[str, Any]:
+    """Score a trained run on one split of its own data (as `rekd evaluate` prints it).
+
+    The run is rebuilt from its checkpoint (`which`) and its dataset from its stored config, so
+    the figures are those the run's own evaluations report, computed afresh.
+    """
+    from .data import ground_truth_kind, load_for_config
+    from .runmodel import LoadedRun
+
+    if split not in ("dev", "test"):
+        raise ValueError(f"split must be 'dev' or 'test', got {split!r}")
+    run = LoadedRun(run_dir, which=which, device=device)
+    cfg = run.config
+    bundle = load_for_config(cfg)
+    part = getattr(bundle, split)
+    data = run.featurizer.prepare(part.x, part.y, run.device, evidence=part.evidence)
+    metrics, _ = evaluate(run.model, run.featurizer, data, num_classes=len(run.class_names),
+                          faithfulness=run.mode != "cls", probe_seed=cfg.train.seed)
+    if "plausibility" in metrics:
+        metrics["plausibility"]["ground_truth"] = ground_truth_kind(bundle.name)
+    return {"run": Path(run_dir).name, "run_dir": str(Path(run_dir).resolve()), "mode": run.mode,
+            "dataset": bundle.name, "split": split, "checkpoint": which, "step": run.step, **metrics}
