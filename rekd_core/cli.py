@@ -185,6 +185,14 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     width = max(len(c) for c in summary["class_names"])
     for c, per in summary["per_class"].items():
         print(f"  {c:<{width}}  " + "  ".join(f"{s} {n:>6}" for s, n in per.items()))
+    gt, counts = summary.get("ground_truth") or {}, summary["counts"]
+    if any(gt.values()):
+        note = ("plausibility scores rationales against the benchmark's evidence" if summary["kind"] == "registry"
+                else "agreement with your annotations is reported as plausibility")
+        print("ground truth: " + ", ".join(f"{gt.get(s, 0)} of {n} {s}" for s, n in counts.items())
+              + f" examples ({note})")
+    elif summary["kind"] in ("folder", "csv", "jsonl"):
+        print("ground truth: none (masks beside images, x.png + x.mask.png, or a rationale column; see README)")
     print("examples:")
     for ex in summary["examples"]:
         shown = ex.get("text") or ex.get("source") or ""

@@ -10,10 +10,15 @@
                              img_size x img_size *without* keeping the aspect ratio (stretched,
                              not cropped or padded): the same thing `explain` does to an
                              uploaded image, so training and explanation see images alike.
+                             A mask beside an image (`x.png` + `x.mask.png`, any image suffix)
+                             is its ground-truth rationale: non-zero pixels are evidence.
   csv:/abs/file.csv          a header row, then one text per row: `text_column` and
   jsonl:/abs/file.jsonl      `label_column` (defaults "text" and "label"); one JSON object a line.
                              An optional `split_column` (default "split", used only when the
                              file has it) holds train / dev (or validation) / test.
+                             An optional `rationale_column` (default "rationale") holds the
+                             ground-truth rationale: [[start, end], ...] character spans,
+                             ["substring", ...], or one substring (empty: not annotated).
   hf:<id>[:<config>]         a Hugging Face dataset through the optional `datasets` library
                              (pip install 'rekd[hf]'); HF_DATASETS_OFFLINE=1 reads only its cache.
                              Texts from `text_column`, images from `image_column` (default "image").
@@ -40,16 +45,16 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:  # the heavy imports (numpy, torch via data, Pillow) wait until data is loaded
     import numpy as np
 
     from .config import DataConfig, ExperimentConfig
-    from .data import _Raw
+    from .data import RawEvidence, _Raw
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +104,7 @@ class LoadOptions:
     label_column: str = "label"
     split_column: str | None = "split"
     image_column: str = "image"
+    rationale_column: str | None = "rationale"  # csv/jsonl: ground-truth rationales, used when present
     image_size: int = 224
     in_chans: int = 3
     task: str | None = None  # hf: which columns to read (None: text if the text column exists)
@@ -154,7 +160,8 @@ def options_for(cfg: ExperimentConfig) -> LoadOptions:
     d = cfg.data
     student = cfg.model.student
     return LoadOptions(text_column=d.text_column, label_column=d.label_column, split_column=d.split_column,
-                       image_column=d.image_column, image_size=getattr(student, "img_size", 224),
+                       image_column=d.image_column, rationale_column=d.rationale_column,
+                       image_size=getattr(student, "img_size", 224),
                        in_chans=getattr(student, "in_chans", 3), task=cfg.task)
 
 
@@ -203,9 +210,9 @@ def _file_options(spec: DatasetSpec, o: LoadOptions) -> LoadOptions:
     # Only what a kind reads goes into the cache key: a text file's rows do not depend on image size.
     if spec.kind == "folder":
         return LoadOptions(image_size=o.image_size, in_chans=o.in_chans, text_column="", label_column="",
-                           split_column=None, image_column="")
+                           split_column=None, image_column="", rationale_column=None)
     return LoadOptions(text_column=o.text_column, label_column=o.label_column, split_column=o.split_column,
-                       image_column="", image_size=0, in_chans=0)
+                       rationale_column=o.rationale_column, image_column="", image_size=0, in_chans=0)
 
 
 def _check_exists(path: Path, *, folder: bool) -> None:
@@ -217,13 +224,20 @@ def _check_exists(path: Path, *, folder: bool) -> None:
         raise DatasetError(f"{path}: not a regular file")
 
 
-Layout = dict[str, list[tuple[str, list[Path]]]]  # split -> [(class, image files)]
+class ClassFiles(NamedTuple):
+    name: str
+    images: list[Path]
+    masks: list[Path | None]  # each image's ground-truth mask, if it has one
+
+
+Layout = dict[str, list[ClassFiles]]  # split -> its class folders
 
 
 def _fingerprint(path: Path, layout: Layout | None) -> str:
     """Changes when any file read changes (names, sizes, mtimes): the cache never serves stale data."""
     h = hashlib.sha256()
-    files = [path] if layout is None else [f for classes in layout.values() for _, fs in classes for f in fs]
+    files = [path] if layout is None else [f for classes in layout.values() for c in classes
+                                           for f in [*c.images, *(m for m in c.masks if m is not None)]]
     for f in files:
         st = f.stat()
         h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -248,6 +262,9 @@ def _freeze_raw(raw: _Raw) -> None:
     from .data import _freeze
 
     _freeze(raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.dev_x, raw.dev_y)
+    for ev in (raw.train_evidence, raw.test_evidence, raw.dev_evidence):
+        if ev is not None:
+            _freeze(ev.known, ev.pixels, ev.spans)
 
 
 def check_split_sizes(label: str, sizes: dict[str, int]) -> None:
@@ -260,8 +277,13 @@ def check_split_sizes(label: str, sizes: dict[str, int]) -> None:
 # ----------------------------------------------------------------------------------- images
 
 
-def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[tuple[str, list[Path]]]:
-    """[(class name, its image files)] of a folder of class folders; refuses anything else."""
+def _is_mask(p: Path) -> bool:
+    # `x.mask.png` beside `x.jpg` is the ground truth of that image, not an image of the class
+    return Path(p.stem).suffix.lower() == ".mask"
+
+
+def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[ClassFiles]:
+    """The class folders of a folder (their images, and each image's mask); refuses anything else."""
     entries = sorted(folder.iterdir(), key=lambda p: p.name)
     visible = [p for p in entries if not p.name.startswith(".") and p.name.lower() not in _JUNK]
     loose = [p for p in visible if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
@@ -275,7 +297,7 @@ def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[tuple[s
                            "sub-folders, one per class, each holding that class's images")
     out = []
     for cls in classes:
-        files = []
+        files, masks = [], []
         for p in sorted(cls.iterdir(), key=lambda p: p.name):
             if p.name.startswith(".") or p.name.lower() in _JUNK:
                 continue
@@ -284,11 +306,34 @@ def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[tuple[s
                                    f"must sit directly in {cls.relative_to(root)}/ (nested too deep)")
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DatasetError(f"{p}: not an image file (allowed: {', '.join(s[1:] for s in IMAGE_SUFFIXES)})")
-            files.append(p)
+            (masks if _is_mask(p) else files).append(p)
+        paired = _pair_masks(cls, files, masks)
         if not files:
             raise DatasetError(f"{cls}: class folder {cls.name!r} holds no images")
-        out.append((cls.name, files))
+        out.append(ClassFiles(cls.name, files, paired))
     return out
+
+
+def _pair_masks(cls: Path, images: list[Path], masks: list[Path]) -> list[Path | None]:
+    """Each image's mask (same stem plus `.mask`), or None; a mask that fits no single image is refused."""
+    by_stem: dict[str, list[Path]] = {}
+    for f in images:
+        by_stem.setdefault(f.stem, []).append(f)
+    owner_of: dict[Path, Path] = {}
+    for m in masks:
+        stem = Path(m.stem).stem  # "x.mask.png" -> "x"
+        owners = by_stem.get(stem, [])
+        if not owners:
+            raise DatasetError(f"{m}: a mask without its image: no {stem}.png (or .jpg, ...) in {cls}; a mask "
+                               f"sits beside its image and is named like it plus .mask (e.g. {stem}.mask.png)")
+        if len(owners) > 1:
+            raise DatasetError(f"{m}: this mask fits {len(owners)} images ({', '.join(o.name for o in owners)}); "
+                               "give the images different names")
+        if owners[0] in owner_of:
+            raise DatasetError(f"{m}: {owners[0].name} already has a mask ({owner_of[owners[0]].name}); "
+                               "keep one mask per image")
+        owner_of[owners[0]] = m
+    return [owner_of.get(f) for f in images]
 
 
 def _scan_layout(root: Path) -> Layout:
@@ -308,36 +353,62 @@ def _load_folder(root: Path, o: LoadOptions) -> UserRaw:
         raise DatasetError(f"{root}: images become 1 (gray) or 3 (RGB) channels; model.student.in_chans is "
                            f"{o.in_chans}")
     layout = _scan_layout(root)
-    class_names = [c for c, _ in layout["train"]]
+    class_names = [c.name for c in layout["train"]]
     index = {c: i for i, c in enumerate(class_names)}
+    # with any mask at all every split carries evidence (unmasked images: not known), else none does
+    any_mask = any(m is not None for classes in layout.values() for c in classes for m in c.masks)
     arrays: dict[str, Any] = {}
     for split, classes in layout.items():
-        files, labels = [], []
-        for c, fs in classes:
-            if c not in index:
-                raise DatasetError(f"{root / split / c}: class {c!r} is not among the train classes "
+        files, masks, labels = [], [], []
+        for c in classes:
+            if c.name not in index:
+                raise DatasetError(f"{root / split / c.name}: class {c.name!r} is not among the train classes "
                                    f"({', '.join(class_names)})")
-            files += fs
-            labels += [index[c]] * len(fs)
+            files += c.images
+            masks += c.masks
+            labels += [index[c.name]] * len(c.images)
         x = np.empty((len(files), o.in_chans, o.image_size, o.image_size), dtype=np.uint8)
+        shapes = []
         for i, f in enumerate(files):
-            x[i] = _decode_file(f, o.image_size, o.in_chans)
+            shape, x[i] = _decode_file(f, o.image_size, o.in_chans)
+            shapes.append(shape)
         ids = np.empty(len(files), dtype=object)
         ids[:] = [str(f.relative_to(root)) for f in files]
-        arrays[split] = (x, np.asarray(labels, dtype=np.int64), ids)
+        evidence = _mask_evidence(files, masks, shapes, o.image_size) if any_mask else None
+        arrays[split] = (x, np.asarray(labels, dtype=np.int64), ids, evidence)
     tr = arrays["train"]
-    te = arrays.get("test", (None, None, None))
-    dv = arrays.get("dev", (None, None, None))
-    raw = _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
+    te = arrays.get("test", (None, None, None, None))
+    dv = arrays.get("dev", (None, None, None, None))
+    raw = _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2],
+               train_evidence=tr[3], test_evidence=te[3], dev_evidence=dv[3])
     return UserRaw(raw, "vision", DatasetSpec("folder", str(root)).label)
 
 
-def _decode_file(path: Path, size: int, chans: int) -> np.ndarray:
+def _mask_evidence(files: list[Path], masks: list[Path | None], shapes: list[tuple[int, int]],
+                   size: int) -> RawEvidence:
+    import numpy as np
+
+    from .data import RawEvidence
+
+    known = np.asarray([m is not None for m in masks], dtype=bool)
+    pixels = np.zeros((len(files), size, size), dtype=np.uint8)
+    for i, (f, m, shape) in enumerate(zip(files, masks, shapes)):
+        if m is not None:
+            pixels[i] = _read_image(m, functools.partial(mask_array, size=size, where=str(m), image_name=f.name,
+                                                         image_shape=shape))
+    return RawEvidence(known, pixels=pixels)
+
+
+_T = TypeVar("_T")
+
+
+def _read_image(path: Path, read: Callable[[Any], _T]) -> _T:
+    """read(the opened image); a file Pillow cannot decode is a DatasetError naming it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path, formats=IMAGE_FORMATS) as img:
-            return image_array(img, size, chans, str(path))
+            return read(img)
     except DatasetError:
         raise
     except Image.DecompressionBombError:
@@ -348,6 +419,37 @@ def _decode_file(path: Path, size: int, chans: int) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable or corrupt image ({err})") from None
     except Exception as err:  # decoders of damaged files raise SyntaxError, struct.error, ValueError...
         raise DatasetError(f"{path}: corrupt image ({type(err).__name__}: {err})") from None
+
+
+def _decode_file(path: Path, size: int, chans: int) -> tuple[tuple[int, int], np.ndarray]:
+    """(the file's own width and height, the image as image_array makes it)."""
+    def read(img: Any) -> tuple[tuple[int, int], np.ndarray]:
+        shape = img.size  # before image_array's JPEG draft shrinks it
+        return shape, image_array(img, size, chans, str(path))
+
+    return _read_image(path, read)
+
+
+def mask_array(img: Any, size: int, where: str, image_name: str, image_shape: tuple[int, int]) -> np.ndarray:
+    """A PIL mask as uint8 (size, size), 1 = evidence (any non-zero colour; alpha ignored): stretched
+    as its image is, nearest-neighbour so it stays binary."""
+    import numpy as np
+    from PIL import Image
+
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"{where}: {img.width}x{img.height} mask is over the {MAX_IMAGE_PIXELS}-pixel limit")
+    w, h = image_shape
+    # the same size as the image, or the same shape scaled (a mask drawn at a lower resolution)
+    if abs(img.width * h - img.height * w) > max(w, h):
+        raise DatasetError(f"{where}: the mask is {img.width}x{img.height} but its image {image_name} is {w}x{h}; "
+                           "a mask must cover its image (the same size, or the same shape scaled)")
+    img.load()
+    if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+        paint = np.asarray(img) > 0
+    else:
+        paint = np.asarray(img.convert("RGB")).max(axis=2) > 0
+    small = Image.fromarray(paint.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(small, dtype=np.uint8)
 
 
 def image_array(img: Any, size: int, chans: int, where: str) -> np.ndarray:
@@ -391,6 +493,7 @@ class _Record:
     text: str
     label: str | int
     split: str | None
+    spans: tuple[tuple[int, int], ...] | None = None  # the ground-truth rationale; None: not annotated
 
 
 def _read_utf8(path: Path) -> str:
@@ -433,6 +536,64 @@ def _split_value(value: Any, where: str, column: str, path: Path) -> str:
     return SPLIT_NAMES[key]
 
 
+_RATIONALE_FORMS = '[[start, end], ...] character spans, ["substring", ...] or one substring'
+
+
+def _rationale_value(value: Any, text: str, where: str, column: str, path: Path) -> tuple[tuple[int, int], ...] | None:
+    """The [start, end) character spans a rationale cell marks in `text`; None: not annotated.
+
+    CSV cells (and JSONL strings) that start with "[" are read as JSON; any other string is one
+    substring. Substrings are found by their first, case-sensitive occurrence."""
+    at = f"{path}: {where}, column {column!r}"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        plain = value.strip()
+        if not plain:
+            return None
+        if not plain.startswith("["):
+            return (_locate(plain, text, at),)
+        try:
+            value = json.loads(plain)
+        except json.JSONDecodeError as err:
+            if plain in text:  # a substring that happens to start with "["
+                return (_locate(plain, text, at),)
+            raise DatasetError(f"{at}: not a JSON array ({err.msg} at column {err.colno}); expected "
+                               f"{_RATIONALE_FORMS}") from None
+    if not isinstance(value, list):
+        raise DatasetError(f"{at}: expected {_RATIONALE_FORMS}, got {type(value).__name__} {value!r:.40}")
+    if not value:
+        return None
+    if all(isinstance(v, str) for v in value):
+        return tuple(_locate(v, text, at) for v in value)
+    return tuple(_span(v, len(text), at) for v in value)
+
+
+def _locate(sub: str, text: str, at: str) -> tuple[int, int]:
+    if not sub:
+        raise DatasetError(f"{at}: an empty substring marks nothing; remove it")
+    start = text.find(sub)
+    if start < 0:
+        raise DatasetError(f"{at}: {sub!r:.60} is not in the text (substrings are matched exactly, "
+                           "case-sensitive)")
+    return start, start + len(sub)
+
+
+def _span(pair: Any, n: int, at: str) -> tuple[int, int]:
+    ints = isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in pair)
+    if not ints:
+        raise DatasetError(f"{at}: {pair!r:.40} is not a [start, end] pair of integers; expected "
+                           f"{_RATIONALE_FORMS} (not mixed)")
+    start, end = pair
+    if start >= end:
+        raise DatasetError(f"{at}: span [{start}, {end}] is reversed or empty; start must be below end")
+    if start < 0 or end > n:
+        raise DatasetError(f"{at}: span [{start}, {end}] is out of range: the text has {n} characters "
+                           "(spans count characters from 0, end excluded)")
+    return start, end
+
+
 def _missing_column(path: Path, column: str, option: str, found: Iterable[str], where: str = "") -> DatasetError:
     cols = ", ".join(repr(c) for c in found) or "none"
     return DatasetError(f"{path}: {where + ': ' if where else ''}no column {column!r} (data.{option}); "
@@ -453,6 +614,7 @@ def _read_csv(path: Path, o: LoadOptions) -> list[_Record]:
             raise _missing_column(path, col, opt, header)
     ti, li = header.index(o.text_column), header.index(o.label_column)
     si = header.index(o.split_column) if o.split_column and o.split_column in header else None
+    ri = header.index(o.rationale_column) if o.rationale_column and o.rationale_column in header else None
     out, row, prev = [], 0, reader.line_num
     while True:
         try:
@@ -469,9 +631,11 @@ def _read_csv(path: Path, o: LoadOptions) -> list[_Record]:
         if len(fields) != len(header):
             raise DatasetError(f"{path}: {where}: {len(fields)} fields, but the header has {len(header)} "
                                f"({', '.join(header)}); quote texts that contain commas")
-        out.append(_Record(where, _text_value(fields[ti], where, o.text_column, path),
-                           _label_value(fields[li], where, o.label_column, path),
-                           None if si is None else _split_value(fields[si], where, o.split_column or "", path)))
+        text = _text_value(fields[ti], where, o.text_column, path)
+        out.append(_Record(where, text, _label_value(fields[li], where, o.label_column, path),
+                           None if si is None else _split_value(fields[si], where, o.split_column or "", path),
+                           None if ri is None else _rationale_value(fields[ri], text, where, o.rationale_column or "",
+                                                                    path)))
     return out
 
 
@@ -502,8 +666,12 @@ def _read_jsonl(path: Path, o: LoadOptions) -> list[_Record]:
             if o.split_column not in obj:
                 raise _missing_column(path, o.split_column or "", "split_column", obj, where)
             split = _split_value(obj[o.split_column], where, o.split_column or "", path)
-        out.append(_Record(where, _text_value(obj[o.text_column], where, o.text_column, path),
-                           _label_value(obj[o.label_column], where, o.label_column, path), split))
+        text = _text_value(obj[o.text_column], where, o.text_column, path)
+        # a row without the rationale column is simply not annotated
+        spans = (_rationale_value(obj[o.rationale_column], text, where, o.rationale_column, path)
+                 if o.rationale_column and o.rationale_column in obj else None)
+        out.append(_Record(where, text, _label_value(obj[o.label_column], where, o.label_column, path), split,
+                           spans))
     return out
 
 
@@ -537,17 +705,30 @@ def _text_raw(records: list[_Record], where: str, o: LoadOptions,
         by_split[r.split or "train"].append(i)
     if not by_split["train"]:
         raise DatasetError(f"{where}: column {o.split_column!r} marks no row as train")
-    parts: dict[str, tuple[Any, Any, Any]] = {}
+    annotated = any(r.spans is not None for r in records)
+    parts: dict[str, tuple[Any, Any, Any, Any]] = {}
     for split, idx in by_split.items():
         if split != "train" and not idx:
-            parts[split] = (None, None, None)
+            parts[split] = (None, None, None, None)
             continue
         ids = np.empty(len(idx), dtype=object)
         ids[:] = [records[i].where for i in idx]
         parts[split] = (_text_array([records[i].text for i in idx]), np.asarray([y[i] for i in idx], dtype=np.int64),
-                        ids)
+                        ids, _span_evidence([records[i] for i in idx]) if annotated else None)
     tr, te, dv = parts["train"], parts["test"], parts["dev"]
-    return _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
+    return _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2],
+                train_evidence=tr[3], test_evidence=te[3], dev_evidence=dv[3])
+
+
+def _span_evidence(records: list[_Record]) -> RawEvidence:
+    import numpy as np
+
+    from .data import RawEvidence
+
+    spans = np.empty(len(records), dtype=object)
+    for i, r in enumerate(records):  # one by one: numpy would broadcast a list of lists into a 3-d array
+        spans[i] = list(r.spans or ())
+    return RawEvidence(np.asarray([r.spans is not None for r in records], dtype=bool), spans=spans)
 
 
 # ----------------------------------------------------------------------------------- Hugging Face
@@ -654,7 +835,8 @@ def inspect_dataset(data_cfg: DataConfig, task: str, *, image_size: int | None =
     """Load the dataset as training would and summarise it; DatasetError says what is wrong.
 
     Returns {"kind", "name", "modality", "class_names", "counts": {split: n},
-    "per_class": {class: {split: n}}, "examples": [{"split", "label", "text" | "file"}], "seconds"}.
+    "per_class": {class: {split: n}}, "examples": [{"split", "label", "text" | "file"}],
+    "ground_truth": {split: examples that carry a ground-truth rationale}, "seconds"}.
     """
     from .data import DatasetUnavailable, _load_with_ids
 
@@ -664,7 +846,8 @@ def inspect_dataset(data_cfg: DataConfig, task: str, *, image_size: int | None =
     parsed = parse_spec(spec)
     options = LoadOptions(text_column=data_cfg.text_column, label_column=data_cfg.label_column,
                           split_column=data_cfg.split_column, image_column=data_cfg.image_column,
-                          image_size=image_size or 224, in_chans=in_chans or 3, task=task)
+                          rationale_column=data_cfg.rationale_column, image_size=image_size or 224,
+                          in_chans=in_chans or 3, task=task)
     start = time.perf_counter()
     try:
         bundle, ids = _load_with_ids(spec, dev_fraction=data_cfg.dev_fraction, split_seed=data_cfg.split_seed,
@@ -692,7 +875,12 @@ def inspect_dataset(data_cfg: DataConfig, task: str, *, image_size: int | None =
             shown.append(row)
     return {"kind": parsed.kind if parsed else "registry", "name": bundle.name, "modality": bundle.modality,
             "class_names": list(bundle.class_names), "counts": {s: len(p) for s, p in splits.items()},
-            "per_class": per_class, "examples": shown, "seconds": round(seconds, 3)}
+            "per_class": per_class, "examples": shown, "ground_truth": {s: _n_known(p) for s, p in splits.items()},
+            "seconds": round(seconds, 3)}
+
+
+def _n_known(part: Any) -> int:
+    return 0 if part.evidence is None else part.evidence.n_known
 
 
 def _spread(n: int, k: int) -> Iterator[int]:

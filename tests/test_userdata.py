@@ -369,10 +369,24 @@ def test_api_inspect(client, tmp_path):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["kind"] == "jsonl" and body["class_names"] == ["neg", "pos"] and body["counts"]["test"] == 4
+    assert body["ground_truth"] == {"train": 0, "dev": 0, "test": 0}
     folder = make_folder(tmp_path / "colors", per_class=8)
     r = client.post("/api/datasets/inspect", json={"dataset": f"folder:{folder}", "task": "vision",
                                                    "image_size": 8, "in_chans": 1})
     assert r.status_code == 200 and r.json()["counts"] == {"train": 20, "dev": 2, "test": 2}
+    masked = make_masked_folder(tmp_path / "masked")
+    r = client.post("/api/datasets/inspect", json={"dataset": f"folder:{masked}", "task": "vision", "image_size": 8})
+    assert r.status_code == 200 and sum(r.json()["ground_truth"].values()) == 15
+    rows = [{"text": t, "label": y, "why": [t[:4]] if i % 2 else None} for i, (t, y) in enumerate(texts())]
+    path = make_jsonl(tmp_path / "why.jsonl", rows)
+    r = client.post("/api/datasets/inspect", json={"dataset": f"jsonl:{path}", "task": "text",
+                                                   "rationale_column": "why"})
+    assert r.status_code == 200 and sum(r.json()["ground_truth"].values()) == 20
+
+
+def test_api_documents_ground_truth(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["DatasetSummary"]["properties"]
+    assert "plausibility" in schema["ground_truth"]["description"]
 
 
 @pytest.mark.parametrize("body, words", [
@@ -411,3 +425,198 @@ def test_cli_data_inspect(tmp_path, capsys):
     bad = make_csv(tmp_path / "bad.csv", header="body,label")
     assert cli.main(["data", "inspect", f"csv:{bad}"]) == 2
     assert "no column 'text' (data.text_column); columns found: 'body', 'label'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ your own ground truth
+
+
+def _half_png(path, rgb, size=(20, 16)):
+    """The class colour on the left half (the evidence), black on the right."""
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[:, : size[0] // 2] = rgb
+    Image.fromarray(arr).save(path)
+
+
+def _mask_png(path, size=(20, 16), mode="L"):
+    arr = np.zeros((size[1], size[0]), np.uint8)
+    arr[:, : size[0] // 2] = 255
+    Image.fromarray(arr).convert(mode).save(path)
+
+
+def make_masked_folder(root, per_class=10, classes=COLORS):
+    """Every even image has a mask of its left half: some as x.png + x.mask.png, one a JPEG image with
+    a PNG mask, one an RGB mask, one drawn at half the image's resolution."""
+    for c, rgb in classes.items():
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            name = f"{c}{i}.jpg" if i == 2 else f"{c}{i}.png"
+            _half_png(root / c / name, rgb)
+            if i % 2 == 0:
+                _mask_png(root / c / f"{c}{i}.mask.png", size=(10, 8) if i == 4 else (20, 16),
+                          mode="RGB" if i == 6 else "L")
+    return root
+
+
+def test_folder_masks_become_evidence_aligned_with_the_resized_image(tmp_path):
+    folder = make_masked_folder(tmp_path / "colors")
+    b = load_dataset(f"folder:{folder}", options=LoadOptions(image_size=8))
+    splits = (b.train, b.dev, b.test)
+    assert sum(len(s) for s in splits) == 30  # masks are not images of their class
+    assert sum(s.evidence.n_known for s in splits) == 15
+    for s in splits:
+        assert s.evidence.pixels.shape == (len(s), 8, 8) and s.evidence.pixels.dtype.is_floating_point is False
+        bright = s.x.float().amax(1) > 100  # the class colour, resized as the mask was
+        for i in range(len(s)):
+            if s.evidence.known[i]:
+                assert set(s.evidence.pixels[i].unique().tolist()) == {0, 1}
+                assert (s.evidence.pixels[i].bool() == bright[i]).all()
+            else:
+                assert not s.evidence.pixels[i].any()
+
+
+def test_folder_without_masks_has_no_evidence(tmp_path):
+    b = load_dataset(f"folder:{make_folder(tmp_path / 'colors', per_class=4)}", options=LoadOptions(image_size=8))
+    assert b.train.evidence is None and b.test.evidence is None and not b.has_evidence
+
+
+def test_a_changed_mask_is_seen(tmp_path):
+    folder = make_masked_folder(tmp_path / "colors", per_class=4)
+    spec, opts = f"folder:{folder}", LoadOptions(image_size=8)
+    before = load_dataset(spec, options=opts).train.evidence.pixels.sum().item()
+    for m in folder.rglob("*.mask.png"):
+        Image.fromarray(np.full((16, 20), 255, np.uint8)).save(m)  # now the whole image
+    assert load_dataset(spec, options=opts).train.evidence.pixels.sum().item() > before
+
+
+SPAN_TEXT = "gorgeous, witty and sharp"
+
+
+def test_csv_rationale_column_of_span_pairs(tmp_path):
+    import csv
+
+    path = tmp_path / "r.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "rationale"])
+        for i, (t, y) in enumerate(texts()):
+            w.writerow([t, y, "[[0, 5]]" if i % 4 == 0 else ""])
+        w.writerow([SPAN_TEXT, "pos", "[[0, 8], [10, 15]]"])
+        w.writerow([SPAN_TEXT + " ", "neg", "witty"])  # one plain substring
+    b = load_dataset(f"csv:{path}")
+    splits = (b.train, b.dev, b.test)
+    assert sum(s.evidence.n_known for s in splits) == 12
+    got = {t: sp for s in splits for t, sp, k in zip(s.x, s.evidence.spans, s.evidence.known.tolist()) if k}
+    assert got[SPAN_TEXT] == [(0, 8), (10, 15)] and got[SPAN_TEXT + " "] == [(10, 15)]
+    assert all(sp == [(0, 5)] for t, sp in got.items() if "#" in t)
+    assert all(sp == [] for s in splits for sp, k in zip(s.evidence.spans, s.evidence.known.tolist()) if not k)
+
+
+def test_jsonl_rationale_column_of_substrings(tmp_path):
+    rows = [{"text": t, "label": y} for t, y in texts()]
+    rows[0]["why"] = ["gorgeous", "witty"]
+    rows[0]["text"] = SPAN_TEXT + ", gorgeous"  # the first occurrence is taken
+    rows[1].update(text="sharp, and sharp #1", why='["sharp", "and"]')  # a JSON string holding the array
+    rows[2]["why"] = None  # not annotated, as a row without the key
+    path = make_jsonl(tmp_path / "t.jsonl", rows)
+    b = load_dataset(f"jsonl:{path}", options=LoadOptions(rationale_column="why"))
+    splits = (b.train, b.dev, b.test)
+    assert sum(s.evidence.n_known for s in splits) == 2
+    got = {t: sp for s in splits for t, sp, k in zip(s.x, s.evidence.spans, s.evidence.known.tolist()) if k}
+    assert got[SPAN_TEXT + ", gorgeous"] == [(0, 8), (10, 15)]
+    assert got["sharp, and sharp #1"] == [(0, 5), (7, 10)]
+
+
+def test_a_table_without_the_rationale_column_has_no_evidence(tmp_path):
+    b = load_dataset(f"csv:{make_csv(tmp_path / 'r.csv')}")
+    assert b.train.evidence is None and not b.has_evidence
+
+
+def _mask_case(root, case):
+    make_masked_folder(root, per_class=3, classes={"a": (200, 0, 0), "b": (0, 0, 200)})
+    if case == "mask without image":
+        _mask_png(root / "b" / "ghost.mask.png")
+        return "b/ghost.mask.png: a mask without its image: no ghost.png"
+    if case == "corrupt mask":
+        (root / "a" / "a1.mask.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+        return "a/a1.mask.png: "
+    if case == "mask of another shape":
+        _mask_png(root / "a" / "a1.mask.png", size=(16, 20))
+        return "a/a1.mask.png: the mask is 16x20 but its image a1.png is 20x16"
+    if case == "two masks":
+        _mask_png(root / "a" / "a0.mask.jpg")
+        return "a/a0.mask.png: a0.png already has a mask (a0.mask.jpg)"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["mask without image", "corrupt mask", "mask of another shape", "two masks"])
+def test_mask_refusals_name_the_file(tmp_path, case):
+    words = _mask_case(tmp_path / "imgs", case)
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(f"folder:{tmp_path / 'imgs'}", options=LoadOptions(image_size=8))
+    assert words in str(exc.value)
+
+
+RATIONALE_CASES = {
+    "substring not found": ('"Gorgeous"', "row 3 (line 4), column 'rationale': 'Gorgeous' is not in the text "
+                                          "(substrings are matched exactly, case-sensitive)"),
+    "span out of range": ('"[[10, 99]]"', "row 3 (line 4), column 'rationale': span [10, 99] is out of range: "
+                                          "the text has 25 characters"),
+    "reversed span": ('"[[8, 2]]"', "row 3 (line 4), column 'rationale': span [8, 2] is reversed or empty"),
+    "not json": ('"[[0, 8]"', "row 3 (line 4), column 'rationale': not a JSON array"),
+    "not a pair": ('"[[0, 8, 9]]"', "row 3 (line 4), column 'rationale': [0, 8, 9] is not a [start, end] pair"),
+    "mixed": ('"[""witty"", [0, 8]]"', "row 3 (line 4), column 'rationale': 'witty' is not a [start, end] pair"),
+    "number": ('"7"', "row 3 (line 4), column 'rationale': '7' is not in the text"),
+}
+
+
+@pytest.mark.parametrize("case", list(RATIONALE_CASES))
+def test_csv_rationale_refusals_name_row_and_column(tmp_path, case):
+    cell, words = RATIONALE_CASES[case]
+    path = tmp_path / "t.csv"
+    path.write_text(f"text,label,rationale\nhi,pos,\nho,neg,\n\"{SPAN_TEXT}\",pos,{cell}\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(f"csv:{path}")
+    assert words in str(exc.value) and "t.csv" in str(exc.value)
+
+
+@pytest.mark.parametrize("value, words", [
+    (7, "row 2 (line 2), column 'rationale': expected [[start, end], ...]"),
+    ({"start": 0}, "row 2 (line 2), column 'rationale': expected [[start, end], ...]"),
+    ([[0, True]], "row 2 (line 2), column 'rationale': [0, True] is not a [start, end] pair"),
+    (["witty", ""], "row 2 (line 2), column 'rationale': an empty substring marks nothing"),
+    ([[-1, 3]], "row 2 (line 2), column 'rationale': span [-1, 3] is out of range"),
+])
+def test_jsonl_rationale_refusals_name_line_and_column(tmp_path, value, words):
+    rows = [{"text": "hi", "label": "pos"}, {"text": SPAN_TEXT, "label": "neg", "rationale": value}]
+    path = make_jsonl(tmp_path / "t.jsonl", rows)
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(f"jsonl:{path}")
+    assert words in str(exc.value) and "t.jsonl" in str(exc.value)
+
+
+def test_inspect_counts_ground_truth(tmp_path, capsys):
+    folder = make_masked_folder(tmp_path / "colors")
+    s = inspect_dataset(DataConfig(dataset=f"folder:{folder}"), "vision", image_size=8)
+    assert s["counts"] == {"train": 24, "dev": 3, "test": 3} and sum(s["ground_truth"].values()) == 15
+    assert all(0 <= s["ground_truth"][k] <= n for k, n in s["counts"].items())
+    assert all(not e["source"].endswith(".mask.png") for e in s["examples"])
+    plain = inspect_dataset(DataConfig(dataset=f"csv:{make_csv(tmp_path / 'r.csv')}"), "text")
+    assert plain["ground_truth"] == {"train": 0, "dev": 0, "test": 0}
+    assert cli.main(["data", "inspect", f"folder:{folder}", "--image-size", "8"]) == 0
+    gt = s["ground_truth"]
+    assert (f"ground truth: {gt['train']} of 24 train, {gt['dev']} of 3 dev, {gt['test']} of 3 test examples "
+            "(agreement with your annotations is reported as plausibility)") in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_folder_with_masks_trains_and_reports_plausibility(tmp_path):
+    folder = make_masked_folder(tmp_path / "colors")
+    cfg = parse_config(vision_cfg(f"folder:{folder}"))
+    res = train(cfg, tmp_path / "run")
+    assert res["state"] == "completed"
+    dev_known = load_for_config(cfg).dev.evidence.n_known
+    assert dev_known > 0
+    evals = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "eval"]
+    assert evals and all(e["plausibility"]["ground_truth"] == "annotations" for e in evals)
+    assert all(e["plausibility"]["n"] == dev_known for e in evals)

@@ -211,7 +211,8 @@ def build(api: ApiClient) -> ExperimentsView:
         try:
             for line in form.parse_advanced(adv or ""):
                 key, _, value = line.partition("=")
-                if key in ("data.text_column", "data.label_column", "data.split_column", "data.image_column"):
+                if key in ("data.text_column", "data.label_column", "data.split_column", "data.image_column",
+                           "data.rationale_column"):
                     body[key.split(".", 1)[1]] = value
             got = api.inspect_dataset(body)
         except (ValueError, ApiError) as err:
@@ -219,8 +220,13 @@ def build(api: ApiClient) -> ExperimentsView:
         classes = ", ".join(f"{c} ({sum(got['per_class'][c].values())})" for c in got["class_names"][:12])
         more = f" … and {len(got['class_names']) - 12} more" if len(got["class_names"]) > 12 else ""
         counts = " / ".join(f"{k} {v}" for k, v in got["counts"].items())
+        gt, truth = got.get("ground_truth") or {}, ""
+        if any(gt.values()):
+            whose = "the benchmark's evidence" if got["kind"] == "registry" else "your annotations"
+            truth = (" Ground truth: " + " / ".join(f"{gt.get(k, 0)} of {v} {k}" for k, v in got["counts"].items())
+                     + f" (plausibility = agreement with {whose}).")
         return (f"✓ **{got['name']}** — {got['modality']}, {len(got['class_names'])} classes: {classes}{more}. "
-                f"Splits: {counts} (read in {got['seconds']:.2f} s).")
+                f"Splits: {counts} (read in {got['seconds']:.2f} s).{truth}")
 
     check_btn.click(check_dataset, [preset, presets_state, advanced, widgets["data.dataset"]], data_info)
 

@@ -41,6 +41,8 @@ class DatasetInspect(BaseModel):
     label_column: str = "label"
     split_column: str | None = "split"
     image_column: str = "image"
+    rationale_column: str = Field("rationale", min_length=1,
+                                  description="csv/jsonl: the column of ground-truth rationales, used when present")
     image_size: int = Field(224, gt=0, le=1024, description="the student's img_size: images are resized to it")
     in_chans: Literal[1, 3] = Field(3, description="the student's in_chans: 1 gray, 3 RGB")
 
@@ -60,6 +62,12 @@ class DatasetSummary(BaseModel):
     counts: dict[str, int] = Field(description="examples per split (train, dev, test) as training splits them")
     per_class: dict[str, dict[str, int]]
     examples: list[DatasetExample]
+    ground_truth: dict[str, int] = Field(
+        default_factory=lambda: {"train": 0, "dev": 0, "test": 0},
+        description="examples per split (train, dev, test) that carry a ground-truth rationale: an image with a "
+                    "mask beside it (x.png + x.mask.png), a row with a rationale column (character spans or "
+                    "substrings), or a built-in benchmark's evidence. Training scores every rationale against it as "
+                    "plausibility; on your own data that is agreement with your annotations, not proof of evidence")
     seconds: float = Field(description="time to read and check the data")
 
 
@@ -92,7 +100,8 @@ def _refused(msg: str) -> HTTPException:
              responses={422: {"description": "the dataset cannot be used: the message names the file, row and "
                                              "column"}})
 async def inspect(body: DatasetInspect, settings: SettingsDep) -> DatasetSummary:
-    fields = body.model_dump(include={"text_column", "label_column", "split_column", "image_column"})
+    fields = body.model_dump(include={"text_column", "label_column", "split_column", "image_column",
+                                      "rationale_column"})
     try:
         data = DataConfig(dataset=body.dataset, **fields)
     except ValidationError as err:
