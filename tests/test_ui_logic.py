@@ -134,3 +134,221 @@ def test_kept_fraction_counts_selectable_positions_only():
     positions = [{"index": 0, "selectable": False}, {"index": 1}, {"index": 2}, {"index": 3, "selectable": False}]
     assert render.kept_fraction([1, 1, 0, 1], positions) == 0.5  # [CLS] and [SEP] are always kept, not chosen
     assert render.kept_fraction([1, 0, 0, 1]) == 0.5
+
+
+# --- is the rationale real? ground truth, warnings, quality (the API's shapes, as dicts) --------------
+def _patches(n_side: int, size: int = 8) -> list[dict]:
+    return [{"index": r * n_side + c, "row": r, "col": c, "box": [c * size, r * size, (c + 1) * size, (r + 1) * size]}
+            for r in range(n_side) for c in range(n_side)]
+
+
+QUALITY = {"plausibility": {"n": 500, "precision": 0.55, "recall": 0.4, "f1": 0.46, "iou": 0.3,
+                            "evidence_fraction": 0.14, "random": {"precision": 0.14, "recall": 0.15, "f1": 0.12},
+                            "ground_truth": "benchmark"},
+           "input_dependence": {"n": 500, "distinct": 410, "distinct_share": 0.82, "jaccard_distance": 0.61,
+                                "fixed_share": 0.01, "fixed_size": 9, "fixed_accuracy": 0.31,
+                                "fixed_plausibility": None},
+           "probe": {"accuracy": 0.34, "chance": 0.1, "n": 500, "folds": 5, "gt_accuracy": 0.3}}
+WARNING = {"code": "constant_rationale", "message": "this run selects almost the same positions for every input",
+           "detail": "2.0% of its masks are distinct (10 of 500) <b>"}
+
+
+def test_patch_overlay_outlines_each_evidence_patch_in_its_own_colour():
+    patches = _patches(8)
+    evidence = [0] * 64
+    for i in (18, 19, 26, 27, 28):
+        evidence[i] = 1
+    mask = [1 if i in (19, 40) else 0 for i in range(64)]
+    svg = render.patch_overlay("data:image/png;base64,AAAA", patches, mask, size=(64, 64), evidence=evidence)
+    assert svg.count('class="rk-evidence"') == 5
+    assert render.GROUND_TRUTH in svg and render.GROUND_TRUTH != render.SELECTED and "stroke-dasharray" in svg
+    assert svg.count('class="rk-patch rk-kept"') == 2  # the selection is drawn as before
+    # the outline sits inside its patch (inset), on top of everything else
+    assert '<rect class="rk-evidence" x="16.96" y="16.96" width="6.08" height="6.08"' in svg
+    assert svg.rindex("rk-evidence") > svg.rindex("rk-patch")
+    assert "patch (2, 2), ground truth" in svg and "patch (2, 3), selected, ground truth" in svg
+    # no evidence, no outline; a short or None list is safe
+    assert "rk-evidence" not in render.patch_overlay("x", patches, mask, size=(64, 64))
+    assert render.patch_overlay("x", patches, mask, size=(64, 64), evidence=[1]).count('class="rk-evidence"') == 1
+
+
+def test_token_highlight_underlines_the_evidence_tokens():
+    text = "plot plot great film"
+    positions = [{"index": 0, "token": "[CLS]", "span": [0, 0], "selectable": False},
+                 {"index": 1, "token": "plot", "span": [0, 4]}, {"index": 2, "token": "plot", "span": [5, 9]},
+                 {"index": 3, "token": "great", "span": [10, 15]}, {"index": 4, "token": "film", "span": [16, 20]}]
+    out = render.token_highlight(text, positions, [0, 1, 0, 1, 0], [0, 0.8, 0.1, 0.9, 0.2], evidence=[0, 0, 0, 1, 1])
+    assert out.count("rk-evidence") == 2 and f"underline 2px {render.GROUND_TRUTH}" in out
+    great = out.split(">great<")[0].rsplit("<span", 1)[1]
+    assert "rk-kept" in great and "rk-evidence" in great and "background:#f59e0b;" in great  # both, well-formed
+    assert "(ground truth)" in out
+
+
+def test_plausibility_line_and_its_wording_for_user_annotations():
+    line = render.plausibility_line({"precision": 0.833, "recall": 0.4})
+    assert "on evidence: P <b>0.83</b> · R <b>0.40</b>" in line
+    mine = render.plausibility_line({"precision": 0.5, "recall": None}, "annotations")
+    assert "agreement with your annotations" in mine and "on evidence" not in mine and "R <b>–</b>" in mine
+    assert render.plausibility_line(None) == "" and render.plausibility_line({"precision": None, "recall": None}) == ""
+
+
+def test_warnings_banner_escapes_and_names_the_run():
+    out = render.warnings_banner([WARNING], run="demo <x>")
+    assert "⚠ <b>this run selects almost the same positions for every input</b>: 2.0% of its masks" in out
+    assert "&lt;b&gt;" in out and "demo &lt;x&gt;" in out and 'data-code="constant_rationale"' in out
+    assert render.warnings_banner([]) == "" and render.warnings_banner(None) == ""
+
+
+def test_quality_line_reads_the_three_figures():
+    out = render.quality_line(QUALITY, "benchmark", step=300)
+    assert "Is the rationale real? (dev, step 300)" in out
+    assert "on the evidence: F1 <b>0.46</b> (random 0.12) · P 0.55 · R 0.40" in out
+    assert "distinct masks <b>82%</b>" in out and "one fixed mask: 31% accuracy" in out
+    assert "mask-only probe <b>34%</b> (chance 10%; on the ground truth 30%)" in out
+    mine = render.quality_line(QUALITY, "annotations")
+    assert "agreement with your annotations: F1" in mine and "on the evidence" not in mine
+    # no ground truth: the input dependence and the probe only
+    bare = render.quality_line({"plausibility": None, "input_dependence": QUALITY["input_dependence"],
+                                "probe": None})
+    assert "F1" not in bare and "distinct masks" in bare and "probe" not in bare
+    assert render.quality_line(None) == ""
+
+
+def _vision_page(ground_truth="benchmark", warnings=None):
+    evidence = [1 if i in (9, 10, 17, 18) else 0 for i in range(64)]
+    side = {"pred": 1, "probs": [0.2, 0.8], "mask": [1 if i in (10, 11) else 0 for i in range(64)],
+            "sel_prob": [0.5] * 64, "plausibility": {"precision": 0.5, "recall": 0.25}}
+    item = {"index": 0, "row": 7, "label": 1, "image": "data:image/png;base64,AAAA", "evidence": evidence,
+            "student": side, "teacher": dict(side, plausibility={"precision": 1.0, "recall": 0.5}), "agree": 0.5}
+    return {"class_names": ["a", "b"], "modality": "vision", "patches": _patches(8), "image_size": [64, 64],
+            "items": [item], "step": 300, "ground_truth": ground_truth, "quality": QUALITY,
+            "warnings": warnings or []}
+
+
+def test_rationale_cards_carry_the_outline_and_each_sides_precision_recall():
+    page = _vision_page()
+    card = render.example_card(page, page["items"][0])
+    assert card.count('class="rk-evidence"') == 2 * 4  # student and teacher, each the item's 4 patches
+    assert "on evidence: P <b>0.50</b> · R <b>0.25</b>" in card and "P <b>1.00</b> · R <b>0.50</b>" in card
+    top = render.examples_quality(dict(page, warnings=[WARNING]))
+    assert "rk-warning" in top and "Is the rationale real?" in top and "rk-key-gt" in top and "ground truth" in top
+    mine = render.examples_quality(_vision_page("annotations"))
+    assert "your annotation" in mine and "agreement with your annotations" in mine
+    card = render.example_card(_vision_page("annotations"), _vision_page()["items"][0])
+    assert "agreement with your annotations" in card
+    # no ground truth: no outline, no P/R, no key
+    plain = _vision_page(None)
+    plain["items"][0].update(evidence=None)
+    for side in ("student", "teacher"):
+        plain["items"][0][side] = dict(plain["items"][0][side], plausibility=None)
+    assert "rk-evidence" not in render.example_card(plain, plain["items"][0])
+    assert "rk-plaus" not in render.example_card(plain, plain["items"][0])
+    assert "rk-key" not in render.examples_quality(plain)
+
+
+def test_compare_shows_each_runs_quality_warnings_and_the_outline():
+    page = _vision_page()
+    item = page["items"][0]
+    flat = {"step": 300, "ground_truth": "benchmark", "plausibility_f1": 0.46, "plausibility_precision": 0.55,
+            "distinct_share": 0.02, "fixed_accuracy": 0.6, "probe_accuracy": 0.34, "probe_chance": 0.1,
+            "warnings": [WARNING]}
+    empty = {k: None for k in flat} | {"warnings": []}
+    runs = [{"name": "cls", "mode": "cls", "id": "r1", "step": 300, "quality": empty},
+            {"name": "re", "mode": "re", "id": "r2", "step": 300, "quality": flat}]
+    cmp = dict(page, runs=runs, summary={"accuracy": [0.5, 0.6], "n": 10, "disagree": 3,
+                                         "patterns": {"11": 4, "10": 1, "01": 2, "00": 3}},
+               items=[{"row": 7, "label": 1, "pattern": "01", "evidence": item["evidence"], "image": item["image"],
+                       "sides": [{"pred": 0, "probs": [0.7, 0.3], "mask": None},
+                                 dict(item["student"], positions=None)]}])
+    del cmp["ground_truth"]  # the compare page names it per run, in its quality
+    summary = render.compare_summary(cmp)
+    assert summary.count("Is the rationale real?") == 1 and summary.count("this run selects almost") == 1
+    assert "on the evidence: F1 <b>0.46</b> · P 0.55" in summary and "distinct masks <b>2%</b>" in summary
+    assert "mask-only probe <b>34%</b> (chance 10%)" in summary and "rk-key" in summary
+    card = render.compare_card(cmp, cmp["items"][0])
+    assert card.count('class="rk-evidence"') == 8  # the outline on both runs' images
+    assert card.count("rk-plaus") == 1 and "on evidence: P" in card  # P / R where there is a rationale
+    # the nested shape (the examples page's) renders the same figures
+    assert "distinct masks <b>82%</b>" in render.compare_summary(dict(cmp, runs=[runs[0], dict(runs[1],
+                                                                                               quality=QUALITY)]))
+
+
+def test_explanation_outlines_the_users_evidence_and_shows_the_runs_warnings():
+    ex = {"run": "r2", "checkpoint_step": 300, "label": "b", "selected_fraction": 0.1, "modality": "vision",
+          "probabilities": {"a": 0.2, "b": 0.8}, "positions": _patches(8), "mask": [1] + [0] * 63,
+          "selection_prob": [0.5] * 64, "masked_input": "data:image/png;base64,AAAA",
+          "evidence": [1, 1, 1] + [0] * 61, "plausibility": {"precision": 1.0, "recall": 0.333},
+          "warnings": [WARNING]}
+    ex["teacher"] = dict(ex, run="t", plausibility={"precision": 0.0, "recall": 0.0}, teacher=None, warnings=[])
+    out = render.explanation(ex, image="data:image/png;base64,AAAA")
+    assert out.count('class="rk-evidence"') == 6 and "agreement with your annotations: P <b>1.00</b>" in out
+    assert "rk-warning" in out and out.index("rk-warning") < out.index("rk-explain")
+    assert "rk-key" in out
+    bare = render.explanation(dict(ex, evidence=None, plausibility=None, warnings=[], teacher=None),
+                              image="data:image/png;base64,AAAA")
+    assert "rk-evidence" not in bare and "rk-plaus" not in bare and "rk-key" not in bare
+
+
+def test_reality_chart_one_colour_per_run_styles_per_figure_and_zero_to_one():
+    def evals(plaus):
+        return [{"step": s, "accuracy": 0.6, "plausibility_f1": 0.3 if plaus else None, "distinct_share": 0.05,
+                 "probe_accuracy": 0.5, "probe_chance": 0.1} for s in (150, 300)]
+    runs = [charts.RunSeries(run_id="a", label="clutter", color=charts.colour(0), eval=evals(True)),
+            charts.RunSeries(run_id="b", label="centred", color=charts.colour(1), eval=evals(False)),
+            charts.RunSeries(run_id="c", label="cls", color=charts.colour(2), eval=[{"step": 100, "accuracy": 0.7}])]
+    fig = charts.reality(runs, "rev")
+    assert fig.layout.uirevision == "rev" and list(fig.layout.yaxis.range) == [0, 1.02]
+    by_name = {t.name: t for t in fig.data}
+    assert by_name["clutter · plausibility F1"].line.dash == "solid"
+    assert "centred · plausibility F1" not in by_name  # no ground truth, no F1 line
+    assert by_name["centred · distinct-mask share"].line.dash == "dash"
+    assert by_name["centred · mask-only probe accuracy"].line.dash == "dot"
+    assert by_name["centred · probe chance"].line.width < 1
+    assert {t.line.color for t in fig.data if t.legendgroup == "a"} == {charts.colour(0)}
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["clutter", "centred"]  # one entry per run
+    assert not any(t.legendgroup == "c" for t in fig.data)  # a CLS run has no rationale
+    rows = charts.summary_rows(runs, {})
+    assert rows[0][-3:] == ["0.30", "5.0", "50.0 / 10.0"] and rows[1][-3:] == ["–", "5.0", "50.0 / 10.0"]
+    assert rows[2][-3:] == ["–", "–", "–"] and len(charts.SUMMARY_HEADERS) == len(rows[0])
+    # the test split's figures once the run is tested
+    runs[0].test = {"accuracy": 0.7, "plausibility_f1": 0.4, "distinct_share": 0.9, "probe_accuracy": 0.2,
+                    "probe_chance": 0.1}
+    assert charts.summary_rows(runs[:1], {})[0][-3:] == ["0.40", "90.0", "20.0 / 10.0"]
+
+
+def test_run_table_marks_runs_with_warnings_and_escapes_the_state():
+    from ui.runs_table import DATATYPES, HEADERS, signature
+
+    base = {"id": "20261129-000000-x-ab12", "name": "x", "mode": "re", "progress": 1.0}
+    plain, warned, failed = table_rows([dict(base, state="completed"), dict(base, state="completed",
+                                        warnings=[WARNING]), dict(base, state="failed", error="bad <input>")])
+    state = HEADERS.index("state")
+    assert plain[state] == "completed" and DATATYPES[state] == "html"
+    assert warned[state].startswith('<span class="rk-run-warn" title="this run selects almost the same positions')
+    assert warned[state].endswith("⚠</span> completed") and "&lt;b&gt;" in warned[state]
+    assert failed[state] == "failed (bad &lt;input&gt;)"
+    assert signature([dict(base, state="completed")]) != signature([dict(base, state="completed",
+                                                                         warnings=[WARNING])])
+
+
+def test_sweep_table_has_the_quality_columns():
+    from ui.sweeps_view import TABLE_HEADERS, run_rows
+    from ui.sweeps_view import table_rows as sweep_rows
+
+    row = {"label": "mode=re", "n": 2, "n_total": 2, "accuracy_mean": 0.7, "accuracy_std": 0.01,
+           "plausibility_f1_mean": 0.456, "plausibility_f1_std": 0.02, "plausibility_f1_n": 2,
+           "distinct_share_mean": 0.8, "distinct_share_std": 0.1, "distinct_share_n": 1,
+           "probe_accuracy_mean": 0.3, "probe_accuracy_std": 0.0, "probe_accuracy_n": 2}
+    out = sweep_rows([row, {"label": "mode=cls", "n": 1, "n_total": 2, "plausibility_f1_n": 0}])
+    assert len(out[0]) == len(TABLE_HEADERS)
+    assert out[0][-3:] == ["45.6 ± 2.0", "80.0 ± 10.0 (n=1)", "30.0 ± 0.0"] and out[1][-3:] == ["–", "–", "–"]
+    runs = run_rows({"teachers": [], "runs": [{"label": "mode=re", "seed": 0, "state": "completed", "id": "x",
+                                               "warnings": ["constant_rationale"]}]})
+    assert runs[0][2] == "completed ⚠ same mask for every input"
+
+
+def test_the_ground_truth_demo_is_offered():
+    from ui.experiments import DEMOS
+
+    assert [d[0] for d in DEMOS] == ["demo-fmnist", "demo-rt", "demo-fmnist-clutter"]
+    assert DEMOS[2][1] == "Fashion-MNIST with ground truth"

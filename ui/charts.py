@@ -143,6 +143,43 @@ def faithfulness(runs: list[RunSeries], revision: str) -> go.Figure:
     return _layout(fig, "Faithfulness of the rationale (CLS runs have none)", revision)
 
 
+REALITY_TERMS = (("plausibility_f1", "plausibility F1", "solid", 2.2),
+                 ("distinct_share", "distinct-mask share", "dash", 2.0),
+                 ("probe_accuracy", "mask-only probe accuracy", "dot", 2.0))
+
+
+def reality(runs: list[RunSeries], revision: str) -> go.Figure:
+    """Is the rationale real? At each evaluation: plausibility F1 against the ground truth (solid;
+    only runs that have one), the share of distinct masks (dashed), and the accuracy of a probe that
+    sees only the mask (dotted), with its chance level as a thin line. All on 0–1.
+    """
+    fig = go.Figure()
+    for r in runs:
+        shown = False
+        for key, name, dash, width in REALITY_TERMS:
+            xs, ys = _xy(r.eval, key)
+            if not xs:
+                continue
+            if not shown:  # the legend names the run (its colour); the hover names each line
+                fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=r.label, legendgroup=r.run_id,
+                                         line=dict(color=r.color, width=2), hoverinfo="skip"))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{r.label} · {name}",
+                                     legendgroup=r.run_id, showlegend=False,
+                                     line=dict(color=r.color, dash=dash, width=width), marker=dict(size=5),
+                                     hovertemplate="%{y:.2f}"))
+            shown = True
+        xs, ys = _xy(r.eval, "probe_chance")
+        if xs and shown:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{r.label} · probe chance",
+                                     legendgroup=r.run_id, showlegend=False,
+                                     line=dict(color=r.color, width=0.8, shape="hv"), opacity=0.6,
+                                     hovertemplate="%{y:.2f}"))
+    fig.update_yaxes(range=[0, 1.02], title_text="share / accuracy")
+    fig.update_xaxes(title_text="step")
+    return _layout(fig, "Is the rationale real?<br><sup>plausibility F1 vs the ground truth (solid) · distinct "
+                        "masks (dashed) · mask-only probe (dotted; thin: its chance)</sup>", revision)
+
+
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
@@ -155,15 +192,30 @@ def summary_rows(runs: list[RunSeries], states: dict[str, dict[str, Any]]) -> li
         best_dev = max((p["accuracy"] for p in r.eval if p.get("accuracy") is not None), default=None)
         last = r.log[-1] if r.log else {}
         t = r.test or {}
+        q = reality_point(r)
+        probe = "–" if q.get("probe_accuracy") is None else (
+            f"{_pct(q['probe_accuracy'])} / {_pct(q.get('probe_chance'))}")
         rows.append([r.label, st.get("state", "?"), f"{last.get('step', 0)}/{st.get('total_steps') or '?'}",
                      _pct(best_dev), _pct(t.get("accuracy")), _pct(t.get("macro_f1")),
                      _pct(t.get("selected_mean") if t else last.get("selected_mean")),
-                     "–" if t.get("iou") is None else f"{t['iou']:.2f}"])
+                     "–" if t.get("iou") is None else f"{t['iou']:.2f}",
+                     "–" if q.get("plausibility_f1") is None else f"{q['plausibility_f1']:.2f}",
+                     _pct(q.get("distinct_share")), probe])
     return rows
 
 
+def reality_point(r: RunSeries) -> dict[str, Any]:
+    """Where the "is it real?" columns come from: the test result when it carries them, else the latest
+    dev evaluation that does ({} when none)."""
+    keys = [k for k, *_ in REALITY_TERMS]
+    for p in [r.test or {}, *reversed(r.eval)]:
+        if any(p.get(k) is not None for k in keys):
+            return p
+    return {}
+
+
 SUMMARY_HEADERS = ["run", "state", "step", "best dev acc %", "test acc %", "test macro-F1 %", "selected %",
-                   "IoU w/ teacher"]
+                   "IoU w/ teacher", "plausibility F1", "distinct masks %", "probe acc / chance %"]
 
 
 def sweep_bars(table: list[dict[str, Any]], revision: str) -> go.Figure:

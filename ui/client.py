@@ -145,11 +145,27 @@ class ApiClient:
         return self._call("GET", f"/api/runs/{run_id}/faithfulness", params=params)
 
     def explain(self, run_id: str, *, image_path: str | None = None, text: str | None = None,
-                baseline_run: str | None = None) -> dict[str, Any]:
+                baseline_run: str | None = None, evidence_path: str | None = None,
+                rationale: str | None = None) -> dict[str, Any]:
+        """Explain an upload; with `evidence_path` (a mask image, image runs) or `rationale` (highlighted
+        substrings, one per line, text runs) the answer also scores the rationale against it."""
         data = {"run_id": run_id, **({"baseline_run": baseline_run} if baseline_run else {})}
         if image_path is not None:
-            path = Path(image_path)
-            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            with path.open("rb") as fh:
-                return self._call("POST", "/api/explain", data=data, files={"file": (path.name, fh, mime)})
+            files: dict[str, tuple[str, Any, str]] = {}
+            try:
+                files["file"] = _upload(image_path)
+                if evidence_path:
+                    files["evidence"] = _upload(evidence_path)
+                return self._call("POST", "/api/explain", data=data, files=files)
+            finally:
+                for _, fh, _ in files.values():
+                    fh.close()
+        if rationale and rationale.strip():
+            data["rationale"] = rationale
         return self._call("POST", "/api/explain", data={**data, "text": text or ""})
+
+
+def _upload(path_str: str) -> tuple[str, Any, str]:
+    path = Path(path_str)
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return path.name, path.open("rb"), mime

@@ -74,7 +74,12 @@ def build(api: ApiClient) -> CompareView:
                 return show(run_ids, "disagree", 0)  # a pattern left over from another number of runs
             return render.message(err.message, "info" if err.status == 422 else "error"), "", "", "", gr.skip(), 0
         shown = f"{page['offset'] + 1}–{page['offset'] + len(page['items'])}" if page["items"] else "0"
-        head = f"{page['total']} examples match · showing {shown} · amber = selected (CLS runs have no rationale)"
+        outline = ""
+        if render.has_evidence(page["items"]):
+            mine = any(render.run_ground_truth(page, r) == "annotations" for r in page["runs"])
+            outline = f" · cyan = {'your annotation' if mine else 'the ground truth (where the evidence is)'}"
+        head = (f"{page['total']} examples match · showing {shown} · amber = selected (CLS runs have no "
+                f"rationale){outline}")
         options = filter_choices(page)
         return (render.compare_grid(page), render.compare_summary(page), links(api, run_ids), head,
                 gr.update(choices=options, value=page["filter"]), page["offset"])

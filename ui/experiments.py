@@ -11,10 +11,12 @@ import gradio as gr
 from . import form
 from .client import ApiClient, ApiError
 from .render import message
-from .runs_table import ACTIVE, HEADERS, ID_COLUMN, choices, newest_first, table_rows
+from .runs_table import ACTIVE, DATATYPES, HEADERS, ID_COLUMN, choices, newest_first, table_rows
 
 DEMOS = (("demo-fmnist", "Fashion-MNIST demo", "images: 28 px, 49 patches"),
-         ("demo-rt", "Rotten Tomatoes demo", "reviews: MiniLM tokenizer, 64 tokens"))
+         ("demo-rt", "Rotten Tomatoes demo", "reviews: MiniLM tokenizer, 64 tokens"),
+         ("demo-fmnist-clutter", "Fashion-MNIST with ground truth",
+          "items placed at random among clutter: 64 px, 64 patches; every rationale scored against the item"))
 DEFAULT_PRESET = "demo-fmnist-teacher"
 # the form's layout: pairs of related fields side by side
 ROWS = (("mode", "data.dataset"), ("model.teacher_run",),
@@ -118,7 +120,7 @@ def build(api: ApiClient) -> ExperimentsView:
         with gr.Column(scale=3, min_width=480):
             gr.Markdown("### Runs")
             table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="runs-table",
-                                 wrap=True, max_height=460,
+                                 wrap=True, max_height=460, datatype=DATATYPES,
                                  column_widths=["24%", "11%", "14%", "6%", "8%", "8%", "11%", "8%", "10%"])
             with gr.Row():
                 selected = gr.Dropdown(label="selected run", choices=[], elem_id="run-selected", scale=3)

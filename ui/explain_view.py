@@ -38,15 +38,24 @@ def build(api: ApiClient) -> ExplainView:
                                choices=[("none", NO_BASELINE)], value=NO_BASELINE, elem_id="exp-baseline", scale=2,
                                info="its top-k positions at the rationale's size, scored the same way")
     with gr.Row():
-        image = gr.File(label="an image (PNG, JPEG, GIF, BMP, WEBP) — for image runs", type="filepath",
-                        elem_id="exp-file")
-        text = gr.Textbox(label="or a review — for text runs", lines=5, elem_id="exp-text",
-                          placeholder="Paste a movie review…")
+        with gr.Column():
+            image = gr.File(label="an image (PNG, JPEG, GIF, BMP, WEBP) — for image runs", type="filepath",
+                            elem_id="exp-file")
+            evidence = gr.File(label="optional: where the evidence is — a mask image (white = evidence), to "
+                                     "score the rationale against your annotation", type="filepath",
+                               elem_id="exp-evidence", height=120)
+        with gr.Column():
+            text = gr.Textbox(label="or a review — for text runs", lines=5, elem_id="exp-text",
+                              placeholder="Paste a movie review…")
+            rationale = gr.Textbox(label="optional: where the evidence is — the passages of the review that "
+                                         "justify its label, one per line", lines=2, elem_id="exp-rationale",
+                                   placeholder="the final act is devastating")
     gr.Examples(REVIEWS, inputs=text, label="example reviews")
     go_btn = gr.Button("Explain", variant="primary", elem_id="btn-explain")
     out = gr.HTML("", elem_id="exp-out")
 
-    def explain(run_id: str | None, path: str | None, review: str | None, base: str | None):
+    def explain(run_id: str | None, path: str | None, review: str | None, base: str | None,
+                mask_path: str | None = None, marked: str | None = None):
         if not run_id:
             return render.message("pick a trained run first")
         review = (review or "").strip()
@@ -56,7 +65,9 @@ def build(api: ApiClient) -> ExplainView:
             task = api.run(run_id).get("task")
             use_image = bool(path) and (not review or task != "text")
             ex = api.explain(run_id, image_path=path if use_image else None, text=None if use_image else review,
-                             baseline_run=None if base in (None, NO_BASELINE) else base)
+                             baseline_run=None if base in (None, NO_BASELINE) else base,
+                             evidence_path=mask_path if use_image else None,
+                             rationale=None if use_image else marked)
         except ApiError as err:
             hint = {413: "the file is too large", 415: "this file type is not supported",
                     422: "the input was refused", 409: "the run cannot explain yet"}.get(err.status, "error")
@@ -68,5 +79,5 @@ def build(api: ApiClient) -> ExplainView:
 
     # clear first: a stale explanation must not sit beside a new input while it is computed
     go_btn.click(lambda: "", None, out, show_progress="hidden", queue=False).then(
-        explain, [run, image, text, baseline], out)
+        explain, [run, image, text, baseline, evidence, rationale], out)
     return ExplainView(run=run, choice_outputs=[run, baseline])

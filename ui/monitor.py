@@ -22,7 +22,7 @@ from .runs_table import ACTIVE, choices, newest_first
 MAX_RUNS = 6
 
 
-CHARTS = ("losses", "accuracy", "selection", "faithfulness")
+CHARTS = ("losses", "accuracy", "selection", "faithfulness", "reality")
 # draws every figure in the JSON into its persistent div; called on each update and when the tab shows
 DRAW_JS = """(figs) => {
   if (!window.Plotly || !figs) return;
@@ -65,10 +65,14 @@ def build(api: ApiClient) -> MonitorView:
                              choices=[], max_choices=MAX_RUNS, elem_id="monitor-runs", scale=5)
         live = gr.Checkbox(value=True, label="live (refresh every second)", elem_id="monitor-live", scale=1)
     note = gr.HTML("", elem_id="monitor-msg")
-    for name in CHARTS:
+    for name in CHARTS[:3]:
         gr.HTML(f'<div id="rk-chart-{name}" class="rk-chart"></div>', elem_id=f"plot-{name}")
+    with gr.Row(equal_height=False):  # is the rationale real? beside its faithfulness
+        gr.HTML('<div id="rk-chart-faithfulness" class="rk-chart"></div>', elem_id="plot-faithfulness", scale=3)
+        gr.HTML('<div id="rk-chart-reality" class="rk-chart"></div>', elem_id="plot-reality", scale=2)
     figures = gr.JSON(None, visible=False)
-    gr.Markdown("#### Final numbers (test = the best-dev checkpoint on the test split)")
+    gr.Markdown("#### Final numbers (test = the best-dev checkpoint on the test split; plausibility, distinct "
+                "masks and the probe from the test split once tested, else the latest dev evaluation)")
     summary = gr.Dataframe(headers=charts.SUMMARY_HEADERS, value=[], interactive=False, elem_id="monitor-summary")
     downloads = gr.HTML("", elem_id="monitor-downloads")
     drawn = gr.State(None)
@@ -92,15 +96,16 @@ def build(api: ApiClient) -> MonitorView:
             series.append(charts.RunSeries(run_id=rid, label=charts.run_label(detail), log=m["log"], eval=m["eval"],
                                            test=m.get("test"), p_target=p, color=charts.colour(i)))
         # redraw only when something new arrived: a redraw resets nothing (uirevision) but costs bandwidth
-        key = tuple((s.run_id, len(s.log), len(s.eval), s.test is not None, states[s.run_id]["state"])
-                    for s in series)
+        key = tuple((s.run_id, len(s.log), len(s.eval), s.test is not None, states[s.run_id]["state"],
+                     len(states[s.run_id].get("warnings") or [])) for s in series)
         if key == last and not force:
             return (gr.skip(),) * 3 + (last,)
         revision = "|".join(run_ids)
-        text = message("; ".join(missing)) if missing else ""
+        text = (message("; ".join(missing)) if missing else "") + "".join(
+            render.warnings_banner(states[s.run_id].get("warnings"), s.label) for s in series)
         figs = {"losses": charts.losses(series, revision), "accuracy": charts.accuracy_and_tau(series, revision),
                 "selection": charts.selection_and_agreement(series, revision),
-                "faithfulness": charts.faithfulness(series, revision)}
+                "faithfulness": charts.faithfulness(series, revision), "reality": charts.reality(series, revision)}
         return (text, {k: json.loads(f.to_json()) for k, f in figs.items()}, charts.summary_rows(series, states), key)
 
     outputs = [note, figures, summary, drawn]

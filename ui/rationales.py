@@ -65,6 +65,7 @@ def build(api: ApiClient) -> RationalesView:
             faith_btn = gr.Button("Score both", size="sm", elem_id="btn-rat-faith", scale=1)
         faith = gr.Markdown("", elem_id="rat-faith")
     downloads = gr.HTML("", elem_id="rat-downloads")
+    quality = gr.HTML("", elem_id="rat-quality")
     grid = gr.HTML(render.message("Pick a run above: its saved dev examples show here, the student's rationale "
                                   "beside the teacher's for a distilled run.", "info"), elem_id="rat-grid")
     steps_state = gr.State([])
@@ -74,7 +75,7 @@ def build(api: ApiClient) -> RationalesView:
              steps: list[int], latest: bool = False):
         if not run_id:
             return (gr.skip(), "", render.message("pick a run (one that has evaluated at least once)", "info"),
-                    steps, 0, gr.skip(), "")
+                    steps, 0, gr.skip(), "", "")
         try:
             names_page = None
             want = None if latest or not steps else steps[min(int(step_idx or 0), len(steps) - 1)]
@@ -85,7 +86,7 @@ def build(api: ApiClient) -> RationalesView:
             page = api.examples(run_id, step=want, offset=offset, limit=PAGE, filter=filter_, label=label_idx)
         except ApiError as err:
             return (gr.skip(), "", render.message(err.message, "info" if err.status == 409 else "error"),
-                    steps, 0, gr.skip(), "")
+                    steps, 0, gr.skip(), "", "")
         except ValueError:
             return show(run_id, step_idx, filter_, ALL_CLASSES, 0, steps)
         new_steps = page["steps"]
@@ -93,17 +94,23 @@ def build(api: ApiClient) -> RationalesView:
         tau = "" if page["tau"] is None else f" · τ = {page['tau']:.3g}"
         shown = f"{page['offset'] + 1}–{page['offset'] + len(page['items'])}" if page["items"] else "0"
         teacher = "teacher beside student" if page["has_teacher"] else "no teacher (not a distilled run)"
+        outline = ""
+        if render.has_evidence(page["items"]):
+            what = ("your annotation" if page.get("ground_truth") == "annotations"
+                    else "the ground truth (where the evidence is)")
+            outline = f", cyan {'underline' if page['modality'] != 'vision' else 'dashed outline'} = {what}"
         head = (f"**step {page['step']}**{tau} · {page['total']} examples match · showing {shown} · {teacher} · "
-                f"amber = selected; hover a patch or token for its keep probability")
+                f"amber = selected{outline}; hover a patch or token for its keep probability")
         slider = gr.update(minimum=0, maximum=max(len(new_steps) - 1, 1), value=idx, interactive=len(new_steps) > 1,
                            label=f"evaluation {idx + 1} of {len(new_steps)} (step {page['step']}{tau}); "
                                  "drag to see the rationale change as τ falls")
         classes = gr.update(choices=[ALL_CLASSES, *page["class_names"]])
         links = render.download_links([(f"rationales at step {page['step']} (JSONL)",
                                         api.link(f"/api/runs/{run_id}/rationales", step=page["step"]))])
-        return slider, head, render.examples_grid(page), new_steps, page["offset"], classes, links
+        return (slider, head, render.examples_grid(page), new_steps, page["offset"], classes, links,
+                render.examples_quality(page))
 
-    outputs = [step, header, grid, steps_state, offset_state, cls, downloads]
+    outputs = [step, header, grid, steps_state, offset_state, cls, downloads, quality]
     run.change(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
                show_progress="hidden")
     # input, not change: a slider moved by show() itself must not call show() again

@@ -6,8 +6,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .charts import run_label
+from .render import esc
 
 HEADERS = ["run", "state", "progress", "τ", "dev acc %", "test acc %", "started", "duration", "id"]
+# the state column is HTML (escaped here): a run with warnings gets a ⚠ that names them on hover
+DATATYPES = ["html" if h == "state" else "str" for h in HEADERS]
 ID_COLUMN = HEADERS.index("id")
 ACTIVE = ("queued", "running")
 
@@ -38,7 +41,8 @@ def progress_bar(fraction: float, width: int = 10) -> str:
 def table_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for r in runs:
-        state = r["state"] + (f" ({r['error'][:60]})" if r.get("error") and r["state"] == "failed" else "")
+        state = esc(r["state"] + (f" ({r['error'][:60]})" if r.get("error") and r["state"] == "failed" else ""))
+        state = warning_marker(r.get("warnings")) + state
         started = _when(r.get("started"))
         rows.append([
             run_label(r), state, progress_bar(r.get("progress") or 0.0),
@@ -49,6 +53,14 @@ def table_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
             duration(r), r["id"],
         ])
     return rows
+
+
+def warning_marker(warnings: list[dict[str, Any]] | None) -> str:
+    """'⚠ ' with each warning's message and detail on hover ('' without warnings)."""
+    if not warnings:
+        return ""
+    tip = "\n".join(f"{w.get('message', '')}" + (f": {w['detail']}" if w.get("detail") else "") for w in warnings)
+    return f'<span class="rk-run-warn" title="{esc(tip)}">⚠</span> '
 
 
 def newest_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,5 +74,5 @@ def choices(runs: list[dict[str, Any]], keep: Any = None) -> list[tuple[str, str
 
 def signature(runs: list[dict[str, Any]]) -> tuple:
     """Changes whenever anything the table shows changes (so an unchanged tick skips the redraw)."""
-    return tuple((r["id"], r["state"], r.get("step"), r.get("best_dev_accuracy"), r.get("test_accuracy"))
-                 for r in runs)
+    return tuple((r["id"], r["state"], r.get("step"), r.get("best_dev_accuracy"), r.get("test_accuracy"),
+                  tuple(w.get("code") for w in r.get("warnings") or [])) for r in runs)

@@ -14,7 +14,10 @@ from .monitor import DRAW_JS
 from .render import esc, message
 from .runs_table import progress_bar
 
-TABLE_HEADERS = ["cell", "n (done / all)", "test accuracy %", "macro-F1 %", "selected %", "paper %"]
+TABLE_HEADERS = ["cell", "n (done / all)", "test accuracy %", "macro-F1 %", "selected %", "paper %",
+                 "plausibility F1 %", "distinct masks %", "mask-only probe %"]
+QUALITY_FIGURES = ("plausibility_f1", "distinct_share", "probe_accuracy")
+WARNING_WORDS = {"constant_rationale": "same mask for every input", "mask_code": "the mask encodes the label"}
 RUN_HEADERS = ["cell", "seed", "state", "test acc %", "worker", "run id"]
 
 
@@ -31,17 +34,32 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0):.1f}"
 
 
+def _figure(row: dict[str, Any], key: str) -> str:
+    """mean ± std of a rationale figure; "(n=k)" when fewer of the cell's finished runs have it."""
+    cell = _pm(row.get(f"{key}_mean"), row.get(f"{key}_std"))
+    k = row.get(f"{key}_n")
+    return cell if row.get(f"{key}_mean") is None or not k or k == row["n"] else f"{cell} (n={k})"
+
+
 def table_rows(table: list[dict[str, Any]]) -> list[list[Any]]:
+    """The API's aggregated cells, with the test split's "is it real?" figures ("–" where a cell has none:
+    CLS runs, data without ground truth)."""
     return [[row["label"] or "(all)", f"{row['n']} / {row['n_total']}", _pm(row.get("accuracy_mean"),
              row.get("accuracy_std")), _pm(row.get("macro_f1_mean"), row.get("macro_f1_std")),
              _pm(row.get("selected_mean"), row.get("selected_std")),
-             "–" if row.get("reference") is None else f"{100 * row['reference']:.1f}"] for row in table]
+             "–" if row.get("reference") is None else f"{100 * row['reference']:.1f}",
+             *[_figure(row, k) for k in QUALITY_FIGURES]] for row in table]
+
+
+def _state(run: dict[str, Any]) -> str:
+    codes = run.get("warnings") or []
+    return run["state"] + (f" ⚠ {', '.join(WARNING_WORDS.get(c, c) for c in codes)}" if codes else "")
 
 
 def run_rows(detail: dict[str, Any]) -> list[list[Any]]:
-    rows = [["teacher", t["seed"], t["state"], "–" if t.get("test_accuracy") is None else
+    rows = [["teacher", t["seed"], _state(t), "–" if t.get("test_accuracy") is None else
              f"{100 * t['test_accuracy']:.1f}", t.get("worker") or "–", t["id"]] for t in detail["teachers"]]
-    rows += [[r["label"] or "(all)", r["seed"], r["state"], "–" if r.get("test_accuracy") is None else
+    rows += [[r["label"] or "(all)", r["seed"], _state(r), "–" if r.get("test_accuracy") is None else
               f"{100 * r['test_accuracy']:.1f}", r.get("worker") or "–", r["id"]] for r in detail["runs"]]
     return rows
 
