@@ -153,8 +153,10 @@ def _fmnist_clutter(role: str, *, demo: bool) -> dict[str, Any]:
     big = _CL_DEMO_TEACHER if demo else _CL_TEACHER
     cfg["model"]["student"] = big if teacher else _CL_STUDENT
     cfg["model"]["teacher"] = None if teacher else big
-    if demo:
-        cfg["data"].update(max_train=3000, max_eval=500)
+    if demo and teacher:
+        # Measured here (seed 0): 600 steps left the mask at ~5 % of positions and 19 % test
+        # accuracy; by 1,000 the generator is decisive (~14 %) and its masks input-dependent.
+        cfg["train"].update(max_steps=1000, eval_every=250, checkpoint_every=250)
     return cfg
 
 

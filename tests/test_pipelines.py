@@ -78,7 +78,8 @@ def test_a_distilled_stage_needs_the_teachers_run_and_takes_it_verbatim():
 
 
 def test_unknown_pipeline_names_the_allowed_ones():
-    with pytest.raises(ConfigError, match="unknown pipeline 'nope'; choose one of: demo-fmnist, demo-rt, demo-fmnist-clutter"):
+    allowed = "demo-fmnist, demo-rt, demo-fmnist-clutter"
+    with pytest.raises(ConfigError, match=f"unknown pipeline 'nope'; choose one of: {allowed}"):
         get_pipeline("nope")
 
 
