@@ -6,6 +6,10 @@ compared on the dev rows they have in common, at each run's latest snapshot (or 
 
 An outcome pattern is one character per run: "1" right, "0" wrong; a filter may use "x" for
 "either" ("10" = only the first run right, "x1" = the second right).
+
+Beside accuracy, each run's rationale quality at the compared evaluation (quality.py): its
+plausibility against ground truth where the data has it, how much its masks depend on the
+input, the mask-only probe, and the warnings they raise.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .examples import list_snapshots, read_snapshot
+from .quality import GROUND_TRUTH_KINDS, flat_figures, last_event, warnings_of
 from .runstore import RunStore
 from .tables import render_rows
 
@@ -27,6 +32,10 @@ MIN_RUNS, MAX_RUNS = 2, 4
 
 class CompareError(ValueError):
     """The runs cannot be compared; the message says why and what to change."""
+
+
+def _at(values: Any, i: int) -> Any:
+    return values[i] if isinstance(values, list) and i < len(values) else None
 
 
 @dataclass
@@ -40,12 +49,25 @@ class RunView:
     index_of_row: dict[int, int]  # dev row -> position in this run's saved subset
 
     def side(self, row: int) -> dict[str, Any]:
+        """The student's prediction and rationale on dev `row`; `plausibility` {precision, recall} is
+        None without ground truth (or in a snapshot written before it was scored)."""
         i = self.index_of_row[row]
         s = self.snap["student"]
         out: dict[str, Any] = {"pred": s["pred"][i], "probs": s["probs"][i]}
         for key in ("mask", "sel_prob"):
             out[key] = s[key][i] if s.get(key) is not None else None
+        pl = s.get("plausibility")
+        scores = {k: _at(pl.get(k), i) for k in ("precision", "recall")} if isinstance(pl, dict) else {}
+        out["plausibility"] = scores if any(v is not None for v in scores.values()) else None
         return out
+
+    def evidence(self, row: int) -> list[int] | None:
+        """The ground-truth evidence of dev `row` as this run saved it (0/1 per its positions), or None."""
+        ev = self.inputs.get("evidence")
+        i = self.index_of_row[row]
+        if not isinstance(ev, list) or i >= len(ev) or not isinstance(ev[i], list):
+            return None
+        return [int(v) for v in ev[i]]
 
 
 def load_view(root: Path, step: int | None = None) -> RunView:
@@ -126,28 +148,45 @@ def summary(outs: list[dict[str, Any]], n_runs: int) -> dict[str, Any]:
             "agreement": agreement}
 
 
-def _last_eval(root: Path) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-    for ev in RunStore(root).events():
-        if ev.get("type") == "eval":
-            last = ev
-    return last
+def compared_eval(root: Path, step: int) -> dict[str, Any]:
+    """The dev evaluation whose snapshot is compared (the one at `step`), else the run's last one."""
+    return last_event(root, "eval", step=step) or last_event(root, "eval") or {}
+
+
+QUALITY_SUMMARY = ("plausibility_f1", "plausibility_precision", "distinct_share", "fixed_accuracy", "probe_accuracy",
+                   "probe_chance")
+
+
+def quality_summary(root: Path, view: RunView) -> dict[str, Any]:
+    """The compared evaluation's rationale quality: {step, ground_truth, plausibility_f1,
+    plausibility_precision, distinct_share, fixed_accuracy, probe_accuracy, probe_chance, warnings};
+    None for each figure the run does not have."""
+    ev = compared_eval(root, view.step)
+    flat = flat_figures(ev)
+    kind = view.inputs.get("ground_truth")
+    return {"step": ev.get("step"), "ground_truth": kind if kind in GROUND_TRUTH_KINDS else None,
+            **{k: flat[k] for k in QUALITY_SUMMARY}, "warnings": warnings_of(ev)}
 
 
 def table_rows(views: list[RunView], roots: list[Path], summ: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per run: its final numbers and how it fares on the shared examples."""
+    """One row per run: its final numbers, its rationale's quality (at the compared dev evaluation,
+    like selected % and the faithfulness columns) and how it fares on the shared examples."""
     rows = []
     for k, (v, root) in enumerate(zip(views, roots)):
         res = RunStore(root).results() or {}
         test = res.get("test") or {}
-        ev = _last_eval(root)
+        ev = compared_eval(root, v.step)
         faith = ev.get("faithfulness") or {}
+        flat = flat_figures(ev)
         only = "".join("1" if j == k else "0" for j in range(len(views)))
         rows.append({
             "run": v.run_id, "name": v.name, "mode": v.mode, "step": v.step,
             "test_accuracy": test.get("accuracy"), "dev_accuracy": ev.get("accuracy"),
             "selected": (ev.get("selected") or {}).get("mean"),
             "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
+            "plausibility_f1": flat["plausibility_f1"], "distinct_share": flat["distinct_share"],
+            "probe_accuracy": flat["probe_accuracy"], "probe_chance": flat["probe_chance"],
+            "warnings": ";".join(w["code"] for w in warnings_of(ev)) or None,
             "shared_accuracy": summ["accuracy"][k], "only_right": summ["patterns"].get(only, 0),
         })
     return rows
@@ -155,17 +194,21 @@ def table_rows(views: list[RunView], roots: list[Path], summ: dict[str, Any]) ->
 
 TABLE_COLUMNS = (("run", "run"), ("mode", "mode"), ("test_accuracy", "test acc %"), ("dev_accuracy", "dev acc %"),
                  ("selected", "selected %"), ("comprehensiveness", "comprehensiveness"),
-                 ("sufficiency", "sufficiency"), ("shared_accuracy", "acc. on shared %"),
-                 ("only_right", "only this right"))
-_PERCENT = {"test_accuracy", "dev_accuracy", "selected", "shared_accuracy"}
+                 ("sufficiency", "sufficiency"), ("plausibility_f1", "plausibility F1 %"),
+                 ("distinct_share", "distinct %"), ("probe_accuracy", "probe acc %"),
+                 ("shared_accuracy", "acc. on shared %"), ("only_right", "only this right"))
+CSV_EXTRA = ("name", "step", "probe_chance", "warnings")  # the CSV's further columns (raw numbers, codes)
+_PERCENT = {"test_accuracy", "dev_accuracy", "selected", "shared_accuracy", "plausibility_f1", "distinct_share",
+            "probe_accuracy"}
 
 
 def render_table(rows: list[dict[str, Any]], fmt: str = "md") -> str:
-    """The comparison as Markdown, CSV (raw numbers) or LaTeX."""
+    """The comparison as Markdown, CSV (raw numbers; also probe chance and warning codes) or LaTeX; a
+    figure a run does not have is "–" (empty in CSV)."""
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        keys = [k for k, _ in TABLE_COLUMNS] + ["name", "step"]
+        keys = [k for k, _ in TABLE_COLUMNS] + list(CSV_EXTRA)
         w.writerow(keys)
         for r in rows:
             w.writerow(["" if r.get(k) is None else r[k] for k in keys])

@@ -5,6 +5,12 @@ those, so the returned mask is exactly what the prediction was computed from. Fo
 run the teacher's rationale and prediction for the same input come alongside. Each rationale
 carries its ERASER comprehensiveness and sufficiency (faithfulness.py), so the claim is measured;
 with a baseline CLS run, that run's integrated-gradients selection at the same sparsity too.
+
+Optional ground truth for the one input (`evidence`): a mask image for an image run (non-zero =
+evidence, resized to the image's size), highlighted substrings for a text run (every occurrence
+counts). It is mapped to positions by the run's own featurizer, as its training data's evidence
+is, and each rationale gets its precision and recall against it. Every explanation also carries
+its run's warnings (quality.py): a rationale that barely depends on its input says so.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ import torch
 from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
 from .features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from .masks import hard_mask, selection_probs
+from .quality import run_warnings
+from .rationale_metrics import per_example_plausibility
 from .runmodel import LoadedRun
+
+EXCERPT = 60  # characters of a refused substring quoted back
 
 
 @dataclass
@@ -43,6 +53,12 @@ class Explanation:
     faithfulness: dict[str, Any] | None = None
     # with a baseline CLS run: its integrated-gradients top-k selection at this rationale's size
     posthoc: dict[str, Any] | None = None
+    # with ground truth for the input: 0/1 per position (this run's positions), and the rationale's
+    # {precision, recall} against it (None for a CLS run, or when no position it sees is evidence)
+    evidence: list[int] | None = None
+    plausibility: dict[str, float | None] | None = None
+    # the run's rationale warnings (quality.run_warnings): [{code, message, detail}]
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self, compact: bool = False) -> dict[str, Any]:
         d = asdict(self)
@@ -107,6 +123,42 @@ def _vision_inputs(feat: VisionFeaturizer, arr: np.ndarray, device: torch.device
     return Inputs(x=x, attention=None, selectable=torch.ones(1, feat.num_positions, device=device), keep=None)
 
 
+def _excerpt(s: str) -> str:
+    return repr(s if len(s) <= EXCERPT else s[:EXCERPT] + "…")
+
+
+def rationale_spans(text: str, rationale: str | list[str]) -> list[tuple[int, int]]:
+    """[start, end) of every occurrence of each highlighted substring (a list, or one per line;
+    blank lines are skipped). Matching is exact: case and spacing count. ValueError names a
+    substring that is not in the text."""
+    lines = rationale.splitlines() if isinstance(rationale, str) else list(rationale)
+    spans: list[tuple[int, int]] = []
+    for k, raw in enumerate(lines, 1):
+        part = raw.strip()
+        if not part:
+            continue
+        start = text.find(part)
+        if start < 0:
+            raise ValueError(f"rationale: line {k}, {_excerpt(part)}, is not in the text (matching is exact: "
+                             "case and spacing count)")
+        while start >= 0:
+            spans.append((start, start + len(part)))
+            start = text.find(part, start + len(part))
+    return sorted(spans)
+
+
+def evidence_pixels(mask: Any, height: int, width: int) -> torch.Tensor:
+    """A mask image or array (any size, gray or color; non-zero = evidence) as a (1, height, width)
+    uint8 0/1 tensor, resized to the input image's size (nearest neighbour)."""
+    arr = _image_array(mask)
+    if arr.ndim == 3:
+        arr = arr.max(-1)
+    t = torch.from_numpy(np.ascontiguousarray(arr > 0)).to(torch.float32)[None, None]
+    if tuple(t.shape[-2:]) != (height, width):
+        t = torch.nn.functional.interpolate(t, size=(height, width), mode="nearest")
+    return (t[0] > 0.5).to(torch.uint8)
+
+
 def _masked_text(text: str, positions: list[dict[str, Any]], mask: list[int]) -> str:
     """The text as the predictor saw it: kept tokens verbatim, each run of dropped ones as '…'."""
     parts: list[str] = []
@@ -124,9 +176,27 @@ def _masked_text(text: str, positions: list[dict[str, Any]], mask: list[int]) ->
     return " ".join(parts)
 
 
+def _evidence_targets(feat: Any, inp: Any, arr: np.ndarray | None, evidence: Any, length: int) -> torch.Tensor:
+    """(1, length) float 0/1: the ground truth at this run's positions."""
+    if isinstance(feat, VisionFeaturizer):
+        if isinstance(evidence, str) or (isinstance(evidence, (list, tuple)) and evidence
+                                         and isinstance(evidence[0], str)):
+            raise ValueError("evidence: highlighted text is ground truth for a text run; this run explains images "
+                             "(give a mask image)")
+        assert arr is not None
+        target = feat.evidence_targets(evidence_pixels(evidence, arr.shape[0], arr.shape[1]))
+    else:
+        if not isinstance(evidence, (str, list, tuple)):
+            raise ValueError("evidence: a mask image is ground truth for an image run; this run explains texts "
+                             "(give the highlighted substrings)")
+        target = feat.evidence_targets([inp], [rationale_spans(inp, evidence)])
+    return _fit(target.float(), length)
+
+
 @torch.no_grad()
-def _explain_loaded(run: LoadedRun, inp: Any) -> Explanation:
+def _explain_loaded(run: LoadedRun, inp: Any, evidence: Any = None) -> Explanation:
     model, feat, dev = run.model, run.featurizer, run.device
+    arr = None
     if isinstance(feat, VisionFeaturizer):
         if isinstance(inp, str):
             raise ValueError("this run explains images, but a text was given")
@@ -163,12 +233,22 @@ def _explain_loaded(run: LoadedRun, inp: Any) -> Explanation:
         masked: Any = feat.masked_image(arr, np.asarray(mask))
     else:
         masked = _masked_text(inp, positions, mask)
+    gt, plaus = None, None
+    if evidence is not None:
+        target = _evidence_targets(feat, inp, arr, evidence, len(mask)).cpu()
+        valid = inputs.selectable.float().cpu()[:, :len(mask)]
+        gt = [int(v) for v in (target * valid)[0].round().to(torch.int64).tolist()]
+        if model.with_generator:
+            pe = per_example_plausibility(torch.tensor([mask], dtype=torch.float32), target, valid)
+            plaus = {"precision": pe["precision"][0], "recall": pe["recall"][0]}
+            if plaus["precision"] is None and plaus["recall"] is None:
+                plaus = None
     return Explanation(
         modality=feat.modality, label=run.class_names[k], label_index=k,
         probabilities={c: round(float(p), 6) for c, p in zip(run.class_names, probs)},
         mask=mask, selection_prob=[round(float(p), 4) for p in sel_prob], positions=positions,
         selected_fraction=frac, masked_input=masked, run=str(run.run_dir), checkpoint_step=run.step,
-        faithfulness=faith,
+        faithfulness=faith, evidence=gt, plausibility=plaus, warnings=run_warnings(run.run_dir),
     )
 
 
@@ -199,14 +279,18 @@ def _posthoc(baseline: LoadedRun, inp: Any, ex: Explanation, steps: int) -> dict
 
 
 def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_teacher: bool = True,
-            baseline: LoadedRun | None = None, ig_steps: int = IG_STEPS) -> Explanation:
+            baseline: LoadedRun | None = None, ig_steps: int = IG_STEPS, evidence: Any = None) -> Explanation:
     """Explain one image (PIL image or array) or text with a trained run (directory or LoadedRun).
 
     `baseline`, a CLS run on the same data (see faithfulness.baseline_problem), adds `posthoc`:
     its integrated-gradients selection at the rationale's sparsity, with its ERASER scores.
+    `evidence`, the input's ground truth (a mask image or array for an image, non-zero = evidence;
+    highlighted substrings for a text, a list or one per line), adds `evidence` and `plausibility`
+    (the teacher's too, on its own positions). ValueError for the wrong kind or a substring that
+    is not in the text.
     """
     loaded = run if isinstance(run, LoadedRun) else load_run(run, which)
-    out = _explain_loaded(loaded, inp)
+    out = _explain_loaded(loaded, inp, evidence)
     if baseline is not None:
         problem = baseline_problem(loaded.config, loaded.class_names, baseline.config, baseline.class_names)
         if problem:
@@ -214,5 +298,5 @@ def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_
         out.posthoc = _posthoc(baseline, inp, out, ig_steps)
     teacher_dir = loaded.config.model.teacher_run
     if with_teacher and loaded.mode == "rekd" and teacher_dir and Path(teacher_dir).exists():
-        out.teacher = _explain_loaded(load_run(teacher_dir, loaded.config.model.teacher_checkpoint), inp)
+        out.teacher = _explain_loaded(load_run(teacher_dir, loaded.config.model.teacher_checkpoint), inp, evidence)
     return out

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .checkpoint import atomic_write_json
 from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config, validation_errors
 from .presets import get_preset
+from .quality import flat_figures, warnings_of
 from .tables import render_rows
 
 SEED_AXIS = "train.seed"
@@ -258,9 +259,12 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     total, step = st.get("total_steps"), int(st.get("step", 0) or 0)
     progress = 1.0 if state in TERMINAL else (min(step / total, 1.0) if total else 0.0)
     sel = test.get("selected")
+    flat = flat_figures(test)
     return {"state": state, "progress": progress, "worker": st.get("worker"),
             "test_accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
-            "selected": sel.get("mean") if isinstance(sel, dict) else None}
+            "selected": sel.get("mean") if isinstance(sel, dict) else None,
+            **{k: flat[k] for k in QUALITY_FIGURES},
+            "warnings": [w["code"] for w in warnings_of(test)]}
 
 
 def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
@@ -269,12 +273,19 @@ def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+# the test split's rationale figures (quality.py) a sweep table shows per cell, when its runs have them
+QUALITY_FIGURES = ("plausibility_f1", "distinct_share", "probe_accuracy")
+
+
 def aggregate(runs: list[dict[str, Any]], cells: list[dict[str, Any]],
               reference: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One row per cell (in `cells` order): mean and sample std over the completed runs.
 
-    `runs` are dicts with `label`, `state`, `test_accuracy`, `macro_f1`, `selected`; rows of cells
-    with no finished run yet have n = 0 and None numbers (a partial table while the sweep runs).
+    `runs` are dicts with `label`, `state`, `test_accuracy`, `macro_f1`, `selected` and optionally
+    the `QUALITY_FIGURES`; rows of cells with no finished run yet have n = 0 and None numbers (a
+    partial table while the sweep runs). Each quality figure gets `<figure>_mean`, `_std` and `_n`:
+    over the completed runs that have it (CLS runs, data without ground truth and runs trained
+    before the figures existed do not), None with n = 0 when none has.
     """
     reference = reference or {}
     rows = []
@@ -286,6 +297,10 @@ def aggregate(runs: list[dict[str, Any]], cells: list[dict[str, Any]],
         for key, col in (("accuracy", "test_accuracy"), ("macro_f1", "macro_f1"), ("selected", "selected")):
             xs = [float(r[col]) for r in done if r.get(col) is not None]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(xs)
+        for key in QUALITY_FIGURES:
+            xs = [float(r[key]) for r in done if r.get(key) is not None]
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(xs)
+            row[f"{key}_n"] = len(xs)
         row["reference"] = reference.get(label)
         rows.append(row)
     return rows
@@ -298,15 +313,31 @@ def _pct(mean: float | None, std: float | None) -> str:
 
 
 COLUMNS = ("cell", "n", "test accuracy %", "macro-F1 %", "selected %")
+QUALITY_TITLES = {"plausibility_f1": "plausibility F1 %", "distinct_share": "distinct masks %",
+                  "probe_accuracy": "mask-only probe %"}
+
+
+def _quality_columns(table: list[dict[str, Any]]) -> list[str]:
+    """The quality figures some cell of the table has (the others get no column)."""
+    return [k for k in QUALITY_FIGURES if any(r.get(f"{k}_n") for r in table)]
+
+
+def _figure_cell(r: dict[str, Any], key: str) -> str:
+    """mean ± std; "(n=k)" added when fewer of the cell's finished runs have the figure."""
+    cell = _pct(r.get(f"{key}_mean"), r.get(f"{key}_std"))
+    k = r.get(f"{key}_n") or 0
+    return cell if not k or k == r["n"] else f"{cell} (n={k})"
 
 
 def _table_cells(table: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     with_ref = any(r.get("reference") is not None for r in table)
-    head = list(COLUMNS) + (["paper accuracy %"] if with_ref else [])
+    quality = _quality_columns(table)
+    head = list(COLUMNS) + [QUALITY_TITLES[k] for k in quality] + (["paper accuracy %"] if with_ref else [])
     body = []
     for r in table:
         row = [r["label"], f"{r['n']}/{r['n_total']}", _pct(r["accuracy_mean"], r["accuracy_std"]),
                _pct(r["macro_f1_mean"], r["macro_f1_std"]), _pct(r["selected_mean"], r["selected_std"])]
+        row += [_figure_cell(r, k) for k in quality]
         if with_ref:
             row.append("–" if r.get("reference") is None else f"{100 * r['reference']:.1f}")
         body.append(row)
@@ -314,13 +345,18 @@ def _table_cells(table: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
 
 
 def render(table: list[dict[str, Any]], fmt: str = "md") -> str:
-    """The aggregated table as Markdown, CSV (raw fractions, one column per number) or LaTeX."""
+    """The aggregated table as Markdown, CSV (raw fractions, one column per number) or LaTeX.
+
+    The test split's plausibility F1, distinct-mask share and mask-only probe accuracy get a column
+    each (mean ± std; in CSV `_mean`, `_std`, `_n`) when some cell's runs have them; a cell without
+    shows "–" (empty in CSV)."""
     if fmt == "csv":
         with_ref = any(r.get("reference") is not None for r in table)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
+        quality = [f"{k}_{s}" for k in _quality_columns(table) for s in ("mean", "std", "n")]
         cols = ["label", "n", "n_total", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
-                "selected_mean", "selected_std"] + (["reference"] if with_ref else [])
+                "selected_mean", "selected_std"] + quality + (["reference"] if with_ref else [])
         w.writerow(cols)
         for r in table:
             w.writerow(["" if r.get(c) is None else r[c] for c in cols])
@@ -361,7 +397,8 @@ class SweepStore:
         for t in record["teachers"]:
             rec = run_record(self.runs_dir / t["id"])
             teachers.append({"id": t["id"], "seed": t["seed"], "state": rec["state"], "progress": rec["progress"],
-                             "worker": rec["worker"], "test_accuracy": rec["test_accuracy"]})
+                             "worker": rec["worker"], "test_accuracy": rec["test_accuracy"],
+                             "warnings": rec["warnings"]})
         runs = []
         for r in record["runs"]:
             rec = run_record(self.runs_dir / r["id"])

@@ -103,8 +103,11 @@ def test_comparison_table_in_three_formats(client, runs_dir):
     results = json.loads((runs_dir / "cls" / "results.json").read_text())
     assert float(rows[0]["test_accuracy"]) == pytest.approx(results["test"]["accuracy"])
     assert rows[0]["selected"] == "" and 0 <= float(rows[1]["selected"]) <= 1
+    # no ground truth (plain Fashion-MNIST): no plausibility; the RE run's masks still have input dependence
+    assert rows[0]["distinct_share"] == rows[1]["plausibility_f1"] == "" and 0 < float(rows[1]["distinct_share"]) <= 1
+    assert "plausibility F1 %" in lines[0] and lines[3].split("|")[8].strip() == "–"
     tex = client.get("/api/compare/table", params={**params, "format": "tex"}).text
-    assert tex.startswith(r"\begin{tabular}{lrrrrrrrr}") and r"\bottomrule" in tex and "re-a" in tex
+    assert tex.startswith(r"\begin{tabular}{l" + "r" * 11 + "}") and r"\bottomrule" in tex and "re-a" in tex
 
 
 @pytest.mark.parametrize("run", ["re-a", "text-re"])

@@ -97,3 +97,51 @@ def test_distilled_run_explains_teacher_too(tmp_path, teacher_runs):
     assert ex.teacher is not None and len(ex.teacher.mask) == len(ex.mask)
     d = ex.to_dict(compact=True)
     assert "teacher" in d and "selected_positions" in d
+
+
+# --- the input's ground truth ------------------------------------------------------------------
+def test_rationale_spans_mark_every_exact_occurrence_and_name_a_missing_one():
+    from rekd_core.explain import rationale_spans
+
+    text = "Witty and warm; witty, warm, and wise."
+    assert rationale_spans(text, "witty\n\n  warm ") == [(10, 14), (16, 21), (23, 27)]
+    assert rationale_spans(text, ["Witty and"]) == [(0, 9)]
+    assert rationale_spans(text, "") == []
+    with pytest.raises(ValueError, match=r"^rationale: line 2, 'cold', is not in the text"):
+        rationale_spans(text, "warm\ncold")
+    with pytest.raises(ValueError) as err:
+        rationale_spans(text, "x" * 500)
+    assert len(str(err.value)) < 160 and "…" in str(err.value)  # a bounded excerpt
+
+
+def test_evidence_pixels_binarise_and_resize_to_the_image():
+    from rekd_core.explain import evidence_pixels
+
+    mask = np.zeros((4, 4, 3), np.uint8)
+    mask[:2, :2, 1] = 3  # any non-zero channel is evidence
+    px = evidence_pixels(mask, 8, 8)
+    assert px.shape == (1, 8, 8) and px.dtype == torch.uint8
+    assert px[0, :4, :4].all() and int(px.sum()) == 16
+    assert evidence_pixels(np.ones((8, 8), bool), 8, 8).sum() == 64
+
+
+def test_explain_scores_the_rationale_against_given_evidence(teacher_runs):
+    from rekd_core.rationale_metrics import per_example_plausibility
+
+    img = load_dataset("fashion_mnist", max_eval=4).test.x[0, 0].numpy()
+    mask = np.zeros((28, 28), np.uint8)
+    mask[:14, :14] = 255  # the top-left 2 x 2 patches of the 4 x 4 grid
+    ex = explain(teacher_runs["vision"], img, evidence=mask)
+    assert ex.evidence == [1 if r < 2 and c < 2 else 0 for r in range(4) for c in range(4)]
+    want = per_example_plausibility(torch.tensor([ex.mask], dtype=torch.float32),
+                                    torch.tensor([ex.evidence], dtype=torch.float32), torch.ones(1, 16))
+    assert ex.plausibility == {"precision": want["precision"][0], "recall": want["recall"][0]}
+    assert isinstance(ex.warnings, list) and explain(teacher_runs["vision"], img).evidence is None
+    text = "A gorgeous, witty film; the ending drags though."
+    ex = explain(teacher_runs["text"], text, evidence="witty film")
+    assert [text[slice(*p["span"])] for p, e in zip(ex.positions, ex.evidence) if e] == ["witty", "film"]
+    assert set(ex.plausibility) == {"precision", "recall"}  # 2 evidence tokens: always scored
+    with pytest.raises(ValueError, match="^evidence: a mask image"):
+        explain(teacher_runs["text"], text, evidence=mask)
+    with pytest.raises(ValueError, match="^evidence: highlighted text"):
+        explain(teacher_runs["vision"], img, evidence=["witty"])

@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from backend.main import create_app
 from backend.routes import sweeps as sweeps_route
 from backend.settings import Settings, get_settings
-from rekd_core.config import ConfigError
+from rekd_core.config import ConfigError, parse_config
+from rekd_core.presets import get_preset
 from rekd_core.runstore import RunStore
-from rekd_core.sweeps import SWEEPS, SweepStore, aggregate, get_sweep, parse_spec, plan, render
+from rekd_core.sweeps import SWEEPS, SweepStore, aggregate, get_sweep, parse_spec, plan, render, run_record
 from worker.send import send_run
 
 SPEC = {"name": "t", "base": {"preset": "demo-fmnist-student"},
@@ -133,6 +134,66 @@ def test_render_md_csv_tex_and_the_paper_column_only_with_a_reference():
         render(ref, "html")
 
 
+def _quality_runs():
+    """A CLS cell (no figures), an RE cell on ground-truth data (all three; one older run has none), and
+    an REKD cell without ground truth (distinct share and probe only)."""
+    def run(label, **figures):
+        return {"label": label, "state": "completed", "test_accuracy": 0.7, "macro_f1": 0.6, "selected": None,
+                **figures}
+    return [run("mode=cls"), run("mode=cls"),
+            run("mode=re", plausibility_f1=0.30, distinct_share=0.9, probe_accuracy=0.20),
+            run("mode=re", plausibility_f1=0.40, distinct_share=0.7, probe_accuracy=0.30),
+            run("mode=re"),  # trained before the figures were recorded
+            run("mode=rekd", distinct_share=0.05, probe_accuracy=0.9)]
+
+
+def test_aggregate_and_render_the_rationale_quality_figures():
+    cells = [{"mode": "cls"}, {"mode": "re"}, {"mode": "rekd"}]
+    table = aggregate(_quality_runs(), cells)
+    cls_row, re_row, rekd_row = table
+    assert re_row["plausibility_f1_mean"] == pytest.approx(0.35) and re_row["plausibility_f1_n"] == 2
+    assert re_row["plausibility_f1_std"] == pytest.approx(statistics.stdev([0.3, 0.4]))
+    assert re_row["distinct_share_mean"] == pytest.approx(0.8) and re_row["probe_accuracy_mean"] == pytest.approx(0.25)
+    assert rekd_row["plausibility_f1_mean"] is None and rekd_row["plausibility_f1_n"] == 0
+    assert rekd_row["distinct_share_std"] == 0.0 and rekd_row["probe_accuracy_n"] == 1
+    assert all(cls_row[f"{k}_mean"] is None and cls_row[f"{k}_n"] == 0
+               for k in ("plausibility_f1", "distinct_share", "probe_accuracy"))
+    md = render(table, "md").splitlines()
+    assert md[0] == ("| cell | n | test accuracy % | macro-F1 % | selected % | plausibility F1 % | distinct masks % "
+                     "| mask-only probe % |")
+    assert md[2].endswith("| – | – | – |")
+    assert md[3].endswith("| 35.0 ± 7.1 (n=2) | 80.0 ± 14.1 (n=2) | 25.0 ± 7.1 (n=2) |")  # 2 of its 3 runs
+    assert md[4].endswith("| – | 5.0 ± 0.0 | 90.0 ± 0.0 |")
+    rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    assert float(rows[1]["plausibility_f1_mean"]) == pytest.approx(0.35) and rows[1]["plausibility_f1_n"] == "2"
+    assert rows[2]["plausibility_f1_mean"] == rows[0]["distinct_share_mean"] == ""
+    assert rows[0]["probe_accuracy_n"] == "0"
+    tex = render(table, "tex")
+    assert tex.startswith(r"\begin{tabular}{l" + "r" * 7 + "}") and r"35.0 $\pm$ 7.1 (n=2)" in tex
+    # without ground truth anywhere: no plausibility column; with no figure at all: the table as before
+    no_gt = aggregate([r for r in _quality_runs() if r["label"] != "mode=re"], cells)
+    assert "plausibility" not in render(no_gt, "md") and "distinct masks %" in render(no_gt, "md")
+    assert "plausibility" not in render(no_gt, "csv") and "probe_accuracy_mean" in render(no_gt, "csv")
+    runs, _ = _runs()
+    assert "distinct" not in render(aggregate(runs, [{"mode": "re"}]), "md")
+
+
+def test_run_record_reads_the_test_figures_of_a_run_directory(tmp_path):
+    run = tmp_path / "r"
+    store = RunStore.create(run, parse_config(get_preset("demo-fmnist-student").build(["mode=re"])))
+    warning = {"code": "constant_rationale", "message": "m", "detail": "d"}
+    store.write_results({"test": {"accuracy": 0.5, "macro_f1": 0.4, "selected": {"mean": 0.1},
+                                  "plausibility": {"f1": 0.25}, "input_dependence": {"distinct_share": 0.5},
+                                  "probe": {"accuracy": 0.3, "chance": 0.1}, "warnings": [warning]}})
+    store.write_status(state="completed")
+    rec = run_record(run)
+    assert (rec["plausibility_f1"], rec["distinct_share"], rec["probe_accuracy"]) == (0.25, 0.5, 0.3)
+    assert rec["warnings"] == ["constant_rationale"]
+    store.write_results({"test": {"accuracy": 0.5, "macro_f1": 0.4}})  # an older run: none of them
+    rec = run_record(run)
+    assert rec["plausibility_f1"] is rec["distinct_share"] is rec["probe_accuracy"] is None and rec["warnings"] == []
+
+
 # --- the API, the send replaced ------------------------------------------------------------------
 
 @pytest.fixture
@@ -221,6 +282,22 @@ def test_table_endpoint_and_state_from_the_run_directories(api):
     assert r.headers["content-disposition"] == f'attachment; filename="{sweep_id}.csv"'
     assert r.text.splitlines()[1].startswith("mode=re,2,2,0.55")
     assert "| mode=re | 2/2 | 55.0 ± 7.1 |" in c.get(f"/api/sweeps/{sweep_id}/table").text
+    assert "distinct" not in c.get(f"/api/sweeps/{sweep_id}/table").text  # no run has the figures
+    assert row["plausibility_f1_mean"] is None and row["distinct_share_n"] == 0
+    for i, x in enumerate(record["runs"]):  # now with the rationale figures of the test split
+        RunStore(runs_dir / x["id"]).write_results({"test": {
+            "accuracy": 0.5, "macro_f1": 0.4, "selected": {"mean": 0.15}, "input_dependence": {"distinct_share": 0.5},
+            "probe": {"accuracy": 0.2 + i / 10, "chance": 0.1},
+            "warnings": [{"code": "mask_code", "message": "m", "detail": "d"}] if i else []}})
+    detail = c.get(f"/api/sweeps/{sweep_id}").json()
+    (row,) = detail["table"]
+    assert row["probe_accuracy_mean"] == pytest.approx(0.25) and row["probe_accuracy_n"] == 2
+    assert row["plausibility_f1_mean"] is None and row["distinct_share_std"] == 0
+    assert [r["probe_accuracy"] for r in detail["runs"]] == pytest.approx([0.2, 0.3])
+    assert [r["warnings"] for r in detail["runs"]] == [[], ["mask_code"]]
+    md = c.get(f"/api/sweeps/{sweep_id}/table").text
+    assert md.splitlines()[0].endswith("| distinct masks % | mask-only probe % |") and "| 25.0 ± 7.1 |" in md
+    assert "probe_accuracy_mean" in c.get(f"/api/sweeps/{sweep_id}/table", params={"format": "csv"}).text
     assert c.get(f"/api/sweeps/{sweep_id}/table", params={"format": "html"}).status_code == 422
     assert c.get("/api/sweeps/nope").status_code == 404
 

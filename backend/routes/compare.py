@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
+from backend.quality import GROUND_TRUTH_DOC, ExamplePlausibility, GroundTruthKind, RationaleWarning
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
 from rekd_core.compare import (
     CompareError,
@@ -21,11 +22,13 @@ from rekd_core.compare import (
     load_view,
     matches,
     outcomes,
+    quality_summary,
     render_table,
     summary,
     table_rows,
 )
 from rekd_core.examples import list_snapshots, read_snapshot
+from rekd_core.quality import clean
 from rekd_core.runstore import RunStore
 
 from .examples import PatchPosition, Side, TokenPosition, example_faithfulness, example_images, finite
@@ -35,11 +38,29 @@ router = APIRouter(tags=["compare"])
 RunsQuery = Annotated[list[str], Query(min_length=2, max_length=4, description="2 to 4 run ids (repeat the parameter)")]
 
 
+class CompareQuality(BaseModel):
+    """Whether the run's rationale is real, at the compared dev evaluation (null: the run has no such
+    figure: a CLS run, data without ground truth, or a run trained before they were recorded)."""
+
+    step: int | None = Field(None, description="the dev evaluation these figures are from")
+    ground_truth: GroundTruthKind | None = Field(None, description=GROUND_TRUTH_DOC)
+    plausibility_f1: float | None = Field(None, description="rationale-evidence F1, averaged over the dev examples "
+                                                            "with ground truth")
+    plausibility_precision: float | None = Field(None, description="share of the rationale that is evidence")
+    distinct_share: float | None = Field(None, description="share of distinct masks (near 0: one mask for every "
+                                                           "input)")
+    fixed_accuracy: float | None = Field(None, description="dev accuracy with the most frequent mask for every input")
+    probe_accuracy: float | None = Field(None, description="accuracy of a classifier that sees only the mask")
+    probe_chance: float | None = Field(None, description="the majority class's share: the probe's chance level")
+    warnings: list[RationaleWarning] = Field(default_factory=list, description="that evaluation's warnings")
+
+
 class ComparedRun(BaseModel):
     id: str
     name: str
     mode: str
     step: int = Field(description="the snapshot compared (the run's latest evaluation)")
+    quality: CompareQuality = Field(description="the run's rationale quality at that evaluation")
 
 
 class CompareSummary(BaseModel):
@@ -52,6 +73,9 @@ class CompareSummary(BaseModel):
 
 class CompareSide(Side):
     positions: list[TokenPosition] | None = Field(None, description="text runs: this run's tokens")
+    evidence: list[int] | None = Field(
+        None, description="the example's ground truth over this run's own positions (0/1; text: cut like `mask`); "
+                          "null where this run saved none")
 
 
 class CompareItem(BaseModel):
@@ -61,6 +85,9 @@ class CompareItem(BaseModel):
     sides: list[CompareSide] = Field(description="each run's prediction and rationale, in `runs` order")
     text: str | None = None
     image: str | None = Field(None, description="vision runs: the input, a PNG data URL")
+    evidence: list[int] | None = Field(
+        None, description="the example's ground-truth evidence, 0/1 per position, from the first run (in `runs` "
+                          "order) that saved it (the same dev example in every run); null where none did")
 
 
 class ComparePage(BaseModel):
@@ -94,12 +121,16 @@ def _side(view: RunView, row: int) -> CompareSide:
     if view.inputs["modality"] == "text":
         positions = [TokenPosition(**p) for p in view.inputs["items"][view.index_of_row[row]]["positions"]]
         keep = max((p.index for p in positions), default=-1) + 1
+    evidence = view.evidence(row)
+    pl = raw["plausibility"]
     return CompareSide(pred=raw["pred"], probs=[finite(p) or 0.0 for p in raw["probs"]],
                        mask=None if raw["mask"] is None else raw["mask"][:keep],
                        sel_prob=None if raw["sel_prob"] is None else [finite(p) or 0.0 for p in raw["sel_prob"][:keep]],
                        positions=positions,
                        faithfulness=example_faithfulness(view.snap["student"].get("faithfulness"),
-                                                         view.index_of_row[row], view.inputs["class_names"]))
+                                                         view.index_of_row[row], view.inputs["class_names"]),
+                       plausibility=None if pl is None else ExamplePlausibility(**clean(pl)),
+                       evidence=None if evidence is None else evidence[:keep])
 
 
 @router.get("/api/compare", response_model=ComparePage,
@@ -116,7 +147,7 @@ def compare_runs(
 ) -> ComparePage:
     """The examples on which runs of one dataset differ, each run's rationale and prediction side by
     side, and a confusion-style count of who was right."""
-    views, _, rows = _views(settings, runs)
+    views, roots, rows = _views(settings, runs)
     try:
         flt = check_filter(filter, len(views))
     except CompareError as err:
@@ -132,10 +163,14 @@ def compare_runs(
     for o in page:
         i0 = first.index_of_row[o["row"]]
         text = None if vision else first.inputs["items"][i0]["text"]
-        items.append(CompareItem(row=o["row"], label=o["label"], pattern=o["pattern"],
-                                 sides=[_side(v, o["row"]) for v in views], text=text, image=images.get(i0)))
+        sides = [_side(v, o["row"]) for v in views]
+        evidence = next((s.evidence for s in sides if s.evidence is not None), None)
+        items.append(CompareItem(row=o["row"], label=o["label"], pattern=o["pattern"], sides=sides, text=text,
+                                 image=images.get(i0), evidence=evidence))
     return ComparePage(
-        runs=[ComparedRun(id=v.run_id, name=v.name, mode=v.mode, step=v.step) for v in views],
+        runs=[ComparedRun(id=v.run_id, name=v.name, mode=v.mode, step=v.step,
+                          quality=CompareQuality.model_validate(clean(quality_summary(root, v))))
+              for v, root in zip(views, roots)],
         modality=first.inputs["modality"], class_names=first.inputs["class_names"],
         summary=CompareSummary(**summary(outs, len(views))), filter=flt, offset=offset, limit=limit,
         total=len(picked), grid=first.inputs.get("grid"), image_size=first.inputs.get("image_size"),
@@ -147,7 +182,9 @@ _TABLE_TYPES = {"md": "text/markdown", "csv": "text/csv", "tex": "application/x-
 
 @router.get("/api/compare/table", response_class=Response,
             responses={200: {"content": {t: {"schema": {"type": "string"}} for t in _TABLE_TYPES.values()},
-                             "description": "one row per run: final numbers and results on the shared examples"},
+                             "description": "one row per run: final numbers, rationale quality (plausibility F1, "
+                                            "distinct masks, mask-only probe; – where absent) and results on the "
+                                            "shared examples"},
                        **error_responses(404, 422)})
 def compare_table(
     settings: SettingsDep,
@@ -164,10 +201,15 @@ def compare_table(
 
 # --- per-example rationales of one run, as JSON Lines ---------------------------------------------
 def _at(side: dict[str, Any] | None, i: int, n: int) -> dict[str, Any] | None:
-    """Example i of a snapshot side: every per-example list, whatever fields the trainer saved."""
+    """Example i of a snapshot side: every per-example list, whatever fields the trainer saved, and
+    `plausibility` {precision, recall} of its rationale against the ground truth (null without)."""
     if side is None:
         return None
-    return {k: v[i] for k, v in side.items() if isinstance(v, list) and len(v) == n}
+    out = {k: v[i] for k, v in side.items() if isinstance(v, list) and len(v) == n}
+    pl = side.get("plausibility")
+    scores = {k: (pl.get(k) or [None] * n)[i] for k in ("precision", "recall")} if isinstance(pl, dict) else {}
+    out["plausibility"] = scores if any(v is not None for v in scores.values()) else None
+    return out
 
 
 def rationale_lines(store: RunStore, step: int) -> list[dict[str, Any]]:
@@ -175,13 +217,18 @@ def rationale_lines(store: RunStore, step: int) -> list[dict[str, Any]]:
     snap = read_snapshot(store, step)
     names = inputs["class_names"]
     n = len(snap["labels"])
+    kind = inputs.get("ground_truth")
+    evidence_all = inputs.get("evidence")
     out = []
     for i in range(n):
         student = _at(snap["student"], i, n) or {}
+        evidence = evidence_all[i] if isinstance(evidence_all, list) and i < len(evidence_all) else None
         line: dict[str, Any] = {"run_id": store.run_id, "step": step, "tau": snap.get("tau"), "index": i,
                                 "row": inputs["rows"][i], "label": snap["labels"][i],
                                 "label_name": names[snap["labels"][i]], "pred_name": names[student["pred"]],
-                                "student": student, "teacher": _at(snap.get("teacher"), i, n)}
+                                "student": student, "teacher": _at(snap.get("teacher"), i, n),
+                                "ground_truth": kind if kind in ("benchmark", "annotations") else None,
+                                "evidence": evidence}
         mask = student.get("mask")
         if inputs["modality"] == "text":
             item = inputs["items"][i]
@@ -190,10 +237,15 @@ def rationale_lines(store: RunStore, step: int) -> list[dict[str, Any]]:
             if mask is not None:
                 line["rationale_tokens"] = [p["token"] for p in item["positions"]
                                             if p["selectable"] and p["index"] < len(mask) and mask[p["index"]]]
+            if evidence is not None:
+                line["evidence_tokens"] = [p["token"] for p in item["positions"]
+                                           if p["index"] < len(evidence) and evidence[p["index"]]]
         else:
             line["grid"] = inputs.get("grid")
             if mask is not None:
                 line["rationale_patches"] = [j for j, m in enumerate(mask) if m]
+            if evidence is not None:
+                line["evidence_patches"] = [j for j, m in enumerate(evidence) if m]
         out.append(line)
     return out
 
@@ -208,7 +260,10 @@ def export_rationales(
     step: Annotated[int | None, Query(ge=0, description="a snapshot step; omitted: the latest")] = None,
 ) -> Response:
     """The run's per-example rationales at one evaluation as JSON Lines: label, prediction,
-    probabilities, mask and keep probabilities per position, selected tokens or patches (teacher too)."""
+    probabilities, mask and keep probabilities per position, selected tokens or patches (teacher too);
+    where the data has ground truth, `ground_truth` ("benchmark" | "annotations"), `evidence` (0/1 per
+    position, null for an example without), `evidence_tokens` / `evidence_patches`, and each side's
+    `plausibility` {precision, recall} (null without ground truth or for a CLS run)."""
     store = RunStore(run_dir_or_404(settings, run_id))
     steps = list_snapshots(store)
     if not steps or not (store.examples / "inputs.json").exists():

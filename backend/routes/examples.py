@@ -22,12 +22,24 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
+from backend.quality import (
+    GROUND_TRUTH_DOC,
+    EvalQuality,
+    ExamplePlausibility,
+    GroundTruthKind,
+    RationaleWarning,
+    RunQuality,
+    eval_quality,
+    example_plausibility,
+    run_quality_out,
+)
 from backend.runs_fs import SettingsDep, check_run_id, error_responses, run_dir_or_404
 from backend.settings import Settings
 from rekd_core.config import ExperimentConfig
 from rekd_core.examples import NoFaithfulness, faithfulness_report, list_snapshots, read_snapshot
 from rekd_core.explain import load_run
 from rekd_core.faithfulness import baseline_problem
+from rekd_core.quality import QUALITY_KEYS, flat_figures, last_event, quality_block, run_quality
 from rekd_core.runmodel import LoadedRun
 from rekd_core.runstore import RunStore
 
@@ -74,6 +86,9 @@ class Side(BaseModel):
     sel_prob: list[float] | None = Field(None, description="the generator's keep probability per position")
     faithfulness: ExampleFaithfulness | None = Field(
         None, description="RE sides: comprehensiveness and sufficiency; null for a CLS run or an older snapshot")
+    plausibility: ExamplePlausibility | None = Field(
+        None, description="this rationale against the example's ground-truth evidence; null for a CLS run, data "
+                          "without ground truth, an example without it, or an older snapshot")
 
 
 class ExampleItem(BaseModel):
@@ -88,6 +103,9 @@ class ExampleItem(BaseModel):
     positions: list[TokenPosition] | None = Field(
         None, description="text runs: every non-padding token; mask/sel_prob are cut to this length")
     image: str | None = Field(None, description="vision runs: the input at native size, a PNG data URL")
+    evidence: list[int] | None = Field(
+        None, description="the ground-truth evidence, 0/1 per position (text: cut to the mask's length); null where "
+                          "the data or this example has none")
 
 
 class ExamplesPage(BaseModel):
@@ -106,6 +124,13 @@ class ExamplesPage(BaseModel):
     grid: list[int] | None = Field(None, description="vision runs: patch grid [rows, cols]")
     image_size: list[int] | None = Field(None, description="vision runs: [height, width] of the images")
     patches: list[PatchPosition] | None = Field(None, description="vision runs: each patch's box, shared by all items")
+    ground_truth: GroundTruthKind | None = Field(None, description=GROUND_TRUTH_DOC)
+    quality: EvalQuality | None = Field(
+        None, description="whether the rationale is real at this step: the dev evaluation's plausibility, input "
+                          "dependence (with the most frequent mask) and mask-only probe; null when no evaluation "
+                          "of this step is recorded")
+    warnings: list[RationaleWarning] = Field(default_factory=list,
+                                             description="that evaluation's warnings; [] when none")
     items: list[ExampleItem]
 
 
@@ -147,6 +172,20 @@ class EvalPoint(_MetricPoint):
     faithfulness_p_complement: float | None = None
     faithfulness_complement_accuracy: float | None = None
     faithfulness_full_accuracy: float | None = None
+    plausibility_precision: float | None = Field(None, description="with ground truth: share of the rationale that "
+                                                                   "is evidence")
+    plausibility_recall: float | None = Field(None, description="with ground truth: share of the evidence selected")
+    plausibility_f1: float | None = Field(None, description="with ground truth: rationale-evidence F1")
+    plausibility_iou: float | None = Field(None, description="with ground truth: rationale-evidence IoU")
+    random_precision: float | None = Field(None, description="with ground truth: random positions' precision (the "
+                                                             "evidence's share)")
+    distinct_share: float | None = Field(None, description="share of distinct masks (near 0: one mask for all)")
+    jaccard_distance: float | None = Field(None, description="mean pairwise Jaccard distance of the masks")
+    fixed_accuracy: float | None = Field(None, description="accuracy with the most frequent mask for every input")
+    fixed_share: float | None = Field(None, description="share of inputs given the most frequent mask")
+    probe_accuracy: float | None = Field(None, description="accuracy of a classifier that sees only the mask")
+    probe_chance: float | None = Field(None, description="the majority class's share (the probe's chance)")
+    probe_gt_accuracy: float | None = Field(None, description="with ground truth: the probe on the evidence masks")
 
 
 class TestPoint(EvalPoint):
@@ -236,7 +275,16 @@ def _side(raw: dict[str, Any] | None, i: int, keep: int | None, class_names: lis
     return Side(pred=raw["pred"][i], probs=[finite(p) or 0.0 for p in raw["probs"][i]],
                 mask=None if mask is None else mask[i][:keep],
                 sel_prob=None if sel is None else [finite(p) or 0.0 for p in sel[i][:keep]],
-                faithfulness=example_faithfulness(raw.get("faithfulness"), i, class_names))
+                faithfulness=example_faithfulness(raw.get("faithfulness"), i, class_names),
+                plausibility=example_plausibility(raw.get("plausibility"), i))
+
+
+def example_evidence(inputs: dict[str, Any], i: int, keep: int | None = None) -> list[int] | None:
+    """Example `i`'s ground truth from inputs.json, 0/1 per position cut to `keep` (None without)."""
+    evidence = inputs.get("evidence")
+    if not isinstance(evidence, list) or i >= len(evidence) or not isinstance(evidence[i], list):
+        return None
+    return [int(v) for v in evidence[i][:keep]]
 
 
 def _iou(a: list[int], b: list[int], valid: list[bool]) -> float:
@@ -270,7 +318,13 @@ def _item(inputs: dict[str, Any], snap: dict[str, Any], i: int, image: str | Non
         agree = _iou(student.mask, teacher.mask, valid)
     return ExampleItem(index=i, row=inputs["rows"][i], label=snap["labels"][i],
                        correct=student.pred == snap["labels"][i], student=student, teacher=teacher, agree=agree,
-                       text=None if text_item is None else text_item["text"], positions=positions, image=image)
+                       text=None if text_item is None else text_item["text"], positions=positions, image=image,
+                       evidence=example_evidence(inputs, i, keep))
+
+
+def ground_truth_of(inputs: dict[str, Any]) -> str | None:
+    kind = inputs.get("ground_truth")
+    return kind if kind in ("benchmark", "annotations") else None
 
 
 @router.get("/api/runs/{run_id:path}/examples", response_model=ExamplesPage,
@@ -297,12 +351,14 @@ def get_examples(
     page = rows[offset : offset + limit]
     vision = inputs["modality"] == "vision"
     images = example_images(store, page) if vision else {}
+    quality = eval_quality(quality_block(last_event(store.root, "eval", step=shown)))
     return ExamplesPage(
         run_id=run_id, modality=inputs["modality"], class_names=inputs["class_names"], steps=steps, step=shown,
         tau=finite(snap.get("tau")), filter=filter, label=label, offset=offset, limit=limit, total=len(rows),
         has_teacher=snap.get("teacher") is not None,
         grid=inputs.get("grid"), image_size=inputs.get("image_size"),
         patches=[PatchPosition(**p) for p in inputs["positions"]] if vision else None,
+        ground_truth=ground_truth_of(inputs), quality=quality, warnings=quality.warnings if quality else [],
         items=[_item(inputs, snap, i, images.get(i)) for i in page],
     )
 
@@ -312,10 +368,14 @@ _SKIP = {"id", "time", "type", "split"}
 
 
 def _flatten(event: dict[str, Any]) -> dict[str, Any]:
-    """Numbers only; nested groups become prefixed fields (loss.ce -> loss_ce, selected.mean -> selected_mean)."""
+    """Numbers only; nested groups become prefixed fields (loss.ce -> loss_ce, selected.mean -> selected_mean);
+    an evaluation's rationale figures become the named fields of rekd_core.quality.FLAT_FIGURES
+    (plausibility_f1, distinct_share, probe_accuracy, ...), present (null when absent) on every eval point."""
     out: dict[str, Any] = {}
+    if event.get("type") in ("eval", "test"):
+        out.update(flat_figures(event))
     for key, value in event.items():
-        if key in _SKIP or isinstance(value, bool):
+        if key in _SKIP or key in QUALITY_KEYS or isinstance(value, bool):
             continue
         if isinstance(value, dict):
             for sub, v in value.items():
@@ -367,6 +427,18 @@ def get_metrics(
     tests = _series(events, "test")
     return Metrics(run_id=run_id, log=[LogPoint(**r) for r in log], eval=[EvalPoint(**r) for r in evals],
                    test=TestPoint(**tests[-1]) if tests else None)
+
+
+# --- is the rationale real? -------------------------------------------------------------------
+@router.get("/api/runs/{run_id:path}/quality", response_model=RunQuality,
+            responses=error_responses(404, 422, e422="invalid run id"))
+def get_quality(run_id: str, settings: SettingsDep) -> RunQuality:
+    """Whether the run's rationale is real: plausibility against ground truth (where the data has it),
+    input dependence with the best fixed mask, the mask-only probe and the warnings they raise, for
+    the latest dev evaluation and the test result. Every figure is null for a CLS run or a run
+    trained before these figures were recorded; nothing is computed here, all is read from the run."""
+    root = run_dir_or_404(settings, run_id)
+    return run_quality_out({**run_quality(root), "run_id": run_id})
 
 
 # --- faithfulness, with a post-hoc baseline ---------------------------------------------------

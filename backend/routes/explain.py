@@ -6,7 +6,10 @@ Untrusted input is checked before it reaches the model:
 - images must decode as PNG, JPEG, GIF, BMP or WEBP (the bytes decide, not the filename): any
   other file is 415, a damaged one 422, one over `max_image_pixels` 422 (decompression bombs);
 - texts must be non-blank and at most `max_text_chars` characters (422: the body was within
-  its size limit, the *content* is what is refused).
+  its size limit, the *content* is what is refused);
+- optional ground truth: an `evidence` mask image passes the same checks as the image (formats,
+  pixel cap, damage), a `rationale` (highlighted substrings, one per line) the text's length cap,
+  and each substring must occur in the text (422 naming it).
 The model runs in the threadpool so the event loop keeps serving other requests.
 """
 
@@ -27,6 +30,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
+from backend.quality import ExamplePlausibility, RationaleWarning
 from backend.routes.examples import (
     ExampleFaithfulness,
     PatchPosition,
@@ -123,6 +127,18 @@ class ExplanationOut(BaseModel):
                           "(null for CLS runs)")
     posthoc: PosthocOut | None = Field(
         None, description="with `baseline_run`: that CLS run's integrated-gradients selection at this sparsity")
+    evidence: list[int] | None = Field(
+        None, description="with ground truth for the input (`evidence` mask or `rationale`): 0/1 per position of this "
+                          "run (`mask`'s positions), as the run's featurizer maps its training data's evidence; "
+                          "null without")
+    plausibility: ExamplePlausibility | None = Field(
+        None, description="`mask` against `evidence`: precision (share of the rationale that is evidence) and recall "
+                          "(share of the evidence selected); null without ground truth, for a CLS run, or when no "
+                          "position the run sees is evidence (e.g. a highlight past its max_len)")
+    warnings: list[RationaleWarning] = Field(
+        default_factory=list, description="the run's rationale warnings (as GET /api/runs/{id}/quality: its test "
+                                          "result's, else its latest dev evaluation's): e.g. a rationale that "
+                                          "barely depends on its input; [] when none")
 
 
 def _to_out(ex: Explanation) -> ExplanationOut:
@@ -198,6 +214,29 @@ def _checked_text(text: str, max_chars: int) -> str:
     return text
 
 
+def _uploaded(file: UploadFile | None) -> bool:
+    return file is not None and bool(file.filename or file.size)
+
+
+async def _evidence_mask(file: UploadFile, settings: Settings) -> np.ndarray:
+    """The `evidence` upload, checked as the image is (422s and 415s name the field)."""
+    data = await _read_capped(file, settings.max_upload_bytes)
+    try:
+        img = _open_image(data, settings.max_image_pixels)
+        return await run_in_threadpool(_pixels, img)
+    except HTTPException as err:
+        raise HTTPException(err.status_code, f"evidence: {err.detail}") from None
+
+
+def _checked_rationale(rationale: str, max_chars: int) -> str | None:
+    """None for a blank field (no ground truth); 422 past the text cap."""
+    if not rationale.strip():
+        return None
+    if len(rationale) > max_chars:
+        raise HTTPException(422, f"rationale too long: {len(rationale)} characters, at most {max_chars} are accepted")
+    return rationale
+
+
 def _has_checkpoint(run_dir: Path) -> bool:
     # load_run falls back from best to last, so either one is enough
     return any((run_dir / "checkpoints" / f"{k}.safetensors").exists() for k in ("best", "last"))
@@ -225,8 +264,10 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
                  e413="request body over max_upload_bytes",
                  e415="the file is not a PNG, JPEG, GIF, BMP or WEBP image",
                  e422="invalid run id; neither or both of file/text; empty or too long text; corrupt or too "
-                      "large image; an image for a text run or a text for an image run; a baseline_run that is "
-                      "not a completed CLS run on the same data, or one given for a CLS run"))
+                      "large image or evidence mask; an image for a text run or a text for an image run; an "
+                      "`evidence` mask for a text run or a `rationale` for an image run; a rationale substring "
+                      "that is not in the text; a baseline_run that is not a completed CLS run on the same data, "
+                      "or one given for a CLS run"))
 async def explain_input(
     settings: SettingsDep,
     run_id: Annotated[str, Form(description="the trained run that explains the input")],
@@ -236,28 +277,49 @@ async def explain_input(
     baseline_run: Annotated[str | None, Form(
         description="a completed CLS run on the same data: adds `posthoc`, its integrated-gradients "
                     "selection at the same sparsity")] = None,
+    evidence: Annotated[UploadFile | None, File(
+        description="image runs, optional: the input's ground truth as a mask image (PNG, JPEG, GIF, BMP, WEBP; "
+                    "non-zero pixels = evidence; resized to the input image's size): adds `evidence` and "
+                    "`plausibility`")] = None,
+    rationale: Annotated[str | None, Form(
+        description="text runs, optional: the input's ground truth as highlighted substrings of `text`, one per "
+                    "line (exact match; every occurrence counts): adds `evidence` and `plausibility`")] = None,
 ) -> ExplanationOut:
     """Explain one image (`file`) or one `text` with a trained run: the prediction, and the patches or
-    tokens it was computed from (with the teacher's, for an REKD run).
+    tokens it was computed from (with the teacher's, for an REKD run), and the run's rationale warnings.
 
-    Give exactly one of `file` and `text`. A text over `max_text_chars` is refused with 422.
+    Give exactly one of `file` and `text`. A text over `max_text_chars` is refused with 422. With the
+    input's ground truth (`evidence` for an image, `rationale` for a text) each rationale is scored
+    against it.
     """
     run_dir = run_dir_or_404(settings, run_id)
-    has_file = file is not None and bool(file.filename or file.size)
+    has_file = _uploaded(file)
     if has_file == (text is not None):
         raise HTTPException(422, "give exactly one input: an image `file` or a `text`")
+    has_evidence = _uploaded(evidence)
+    ground = _checked_rationale(rationale, settings.max_text_chars) if rationale is not None else None
     loaded = await _loaded(run_dir, run_id, checkpoint)
+    modality = loaded.featurizer.modality
+    if has_evidence and modality != "vision":
+        raise HTTPException(422, "evidence: a mask image is ground truth for an image run; this run explains texts "
+                                 "(give `rationale`: the highlighted substrings, one per line)")
+    if ground is not None and modality != "text":
+        raise HTTPException(422, "rationale: highlighted text is ground truth for a text run; this run explains "
+                                 "images (upload an `evidence` mask image)")
     baseline = None
     if baseline_run is not None:
         baseline = await run_in_threadpool(baseline_run_or_422, settings, baseline_run, loaded.config,
                                            loaded.class_names)
+    truth: Any = ground
     if file is not None and has_file:
         data = await _read_capped(file, settings.max_upload_bytes)
         inp: Any = await run_in_threadpool(_pixels, _open_image(data, settings.max_image_pixels))
+        if evidence is not None and has_evidence:
+            truth = await _evidence_mask(evidence, settings)
     else:
         inp = _checked_text(text or "", settings.max_text_chars)
     try:
-        ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint, baseline=baseline)
+        ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint, baseline=baseline, evidence=truth)
     except ValueError as err:  # explain's own refusal: an image for a text run or the reverse
         raise HTTPException(422, str(err)) from None
     return _to_out(ex)

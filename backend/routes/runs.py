@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, parse_config
 from rekd_core.presets import get_preset
+from rekd_core.quality import run_warnings
 from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
 from rekd_core.userdata import dataset_label
 from worker import keys
@@ -25,6 +26,7 @@ from worker.events import StreamPublisher
 from worker.lease import Lease
 
 from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
+from ..quality import RationaleWarning, warnings_out
 from ..runs_fs import run_dir_or_404
 from ..settings import Settings
 from .datasets import check_dataset
@@ -67,6 +69,10 @@ class RunSummary(BaseModel):
     error: str | None = None
     waiting_for: str | None = Field(None, description="queued until this teacher run completes")
     cloned_from: str | None = Field(None, description="the run this one was cloned from")
+    warnings: list[RationaleWarning] = Field(
+        default_factory=list, description="whether the rationale is real: the test result's warnings once the run "
+                                          "has completed, else its latest dev evaluation's ([] when none; always [] "
+                                          "for CLS runs); details in GET /api/runs/{id}/quality")
 
 
 class RunDetail(RunSummary):
@@ -99,6 +105,7 @@ def summarize(root: Path) -> RunSummary:
         test_accuracy=test.get("accuracy"), attempts=int(st.get("attempts", 0)), created=st.get("created"),
         started=st.get("started"), finished=st.get("finished"), error=st.get("error"),
         waiting_for=st.get("waiting_for"), cloned_from=st.get("cloned_from"),
+        warnings=warnings_out(run_warnings(root, st)),
     )
 
 

@@ -47,6 +47,10 @@ class SweepSummary(BaseModel):
     failed: int = Field(description="runs failed or cancelled")
 
 
+WARNINGS_DOC = ("codes of the test result's rationale warnings (`constant_rationale`, `mask_code`; details in "
+                "GET /api/runs/{id}/quality); [] when none or not finished")
+
+
 class TeacherOut(BaseModel):
     id: str
     seed: int
@@ -54,6 +58,7 @@ class TeacherOut(BaseModel):
     progress: float
     worker: str | None = None
     test_accuracy: float | None = None
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DOC)
 
 
 class SweepRunOut(BaseModel):
@@ -68,6 +73,11 @@ class SweepRunOut(BaseModel):
     test_accuracy: float | None = None
     macro_f1: float | None = None
     selected: float | None = Field(None, description="mean selected fraction on test (None for cls)")
+    plausibility_f1: float | None = Field(None, description="test rationale-evidence F1 (data with ground truth)")
+    distinct_share: float | None = Field(None, description="test share of distinct masks (None for cls)")
+    probe_accuracy: float | None = Field(None, description="test accuracy of a classifier that sees only the mask "
+                                                           "(None for cls)")
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_DOC)
 
 
 class TableRow(BaseModel):
@@ -81,6 +91,16 @@ class TableRow(BaseModel):
     macro_f1_std: float | None = None
     selected_mean: float | None = None
     selected_std: float | None = None
+    plausibility_f1_mean: float | None = Field(None, description="test plausibility F1, over the runs that have it "
+                                                                 "(data with ground truth, RE / REKD)")
+    plausibility_f1_std: float | None = None
+    plausibility_f1_n: int = Field(0, description="completed runs with a plausibility F1")
+    distinct_share_mean: float | None = Field(None, description="test share of distinct masks (RE / REKD runs)")
+    distinct_share_std: float | None = None
+    distinct_share_n: int = Field(0, description="completed runs with a distinct share")
+    probe_accuracy_mean: float | None = Field(None, description="test mask-only probe accuracy (RE / REKD runs)")
+    probe_accuracy_std: float | None = None
+    probe_accuracy_n: int = Field(0, description="completed runs with a probe accuracy")
     reference: float | None = Field(None, description="the published accuracy, from the spec's `reference`")
 
 
@@ -207,7 +227,8 @@ def list_sweeps(settings: SettingsDep) -> list[SweepSummary]:
 
 @router.get("/api/sweeps/{sweep_id}", response_model=SweepDetail,
             responses={404: {"description": "no such sweep"}},
-            description="The sweep: spec, teachers, runs (state, test accuracy, macro-F1, selected fraction), "
+            description="The sweep: spec, teachers, runs (state, test accuracy, macro-F1, selected fraction, "
+                        "rationale quality and warnings), "
                         "progress 0..1 and the aggregated table (mean ± sample std per cell over the finished "
                         "runs; fractions 0..1), recomputed from the run directories.")
 def get_sweep_detail(sweep_id: str, settings: SettingsDep) -> dict[str, Any]:
@@ -218,7 +239,9 @@ _MEDIA = {"md": "text/markdown", "csv": "text/csv", "tex": "application/x-tex"}
 
 
 @router.get("/api/sweeps/{sweep_id}/table", responses={
-    200: {"description": "the aggregated table as text", "content": {m: {} for m in _MEDIA.values()}},
+    200: {"description": "the aggregated table as text: per cell mean ± std of test accuracy, macro-F1, "
+                         "selected, and (when the runs have them) plausibility F1, distinct masks and mask-only "
+                         "probe accuracy, – in a cell without", "content": {m: {} for m in _MEDIA.values()}},
     404: {"description": "no such sweep"}})
 def sweep_table(sweep_id: str, settings: SettingsDep,
                 format: Literal["md", "csv", "tex"] = Query("md")) -> Response:
