@@ -140,7 +140,8 @@ def format_evaluation(r: dict[str, Any]) -> str:
         lines.append(line)
     dep = r.get("input_dependence")
     if dep:
-        lines.append(f"  input dependence    {dep['distinct']} distinct masks of {dep['n']} "
+        masks = "mask" if dep["distinct"] == 1 else "masks"
+        lines.append(f"  input dependence    {dep['distinct']} distinct {masks} of {dep['n']} "
                      f"({_pct(dep['distinct_share'])}), mean pairwise Jaccard distance {dep['jaccard_distance']:.3f}")
         fixed = (f"  best fixed mask     {dep['fixed_size']} positions, chosen for {_pct(dep['fixed_share'])} of "
                  f"inputs; the predictor fed it for every input: accuracy {_pct(dep['fixed_accuracy'])}")
