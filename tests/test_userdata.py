@@ -363,6 +363,13 @@ def test_api_create_run_refuses_a_malformed_spec(client):
     assert err["loc"] == ["body", "config", "data", "dataset"] and "absolute" in err["msg"]
 
 
+def test_api_lists_the_builtin_datasets_with_the_benchmarks_marked(client):
+    body = client.get("/api/datasets").json()
+    by_name = {d["name"]: d for d in body}
+    assert by_name["fashion_mnist_clutter"]["ground_truth"] and by_name["rotten_tomatoes_needle"]["modality"] == "text"
+    assert not by_name["fashion_mnist"]["ground_truth"] and by_name["mnist_5k_clutter"]["num_classes"] == 10
+
+
 def test_api_inspect(client, tmp_path):
     path = make_jsonl(tmp_path / "t.jsonl", [{"text": t, "label": y} for t, y in texts()])
     r = client.post("/api/datasets/inspect", json={"dataset": f"jsonl:{path}", "task": "text"})

@@ -1,4 +1,5 @@
-"""POST /api/datasets/inspect: check and summarise a dataset before training on it.
+"""GET /api/datasets: the built-in datasets; POST /api/datasets/inspect: check and summarise a
+dataset before training on it.
 
 The dataset is a registry name or the user's own data as a *server-side* path or HF id
 (`folder:/abs/dir`, `csv:/abs/file.csv`, `jsonl:/abs/file.jsonl`, `hf:<id>[:<config>]`): the
@@ -69,6 +70,27 @@ class DatasetSummary(BaseModel):
                     "substrings), or a built-in benchmark's evidence. Training scores every rationale against it as "
                     "plausibility; on your own data that is agreement with your annotations, not proof of evidence")
     seconds: float = Field(description="time to read and check the data")
+
+
+class DatasetEntry(BaseModel):
+    """A built-in dataset, usable by name as `data.dataset`."""
+
+    name: str
+    modality: Literal["vision", "text"]
+    num_classes: int
+    description: str
+    ground_truth: bool = Field(description="a benchmark built so that the evidence for each label is known: every "
+                                           "rationale is scored against it (plausibility)")
+    how_to_get: str = Field(description="what installs it where it is missing")
+
+
+@router.get("/api/datasets", response_model=list[DatasetEntry])
+def list_datasets() -> list[DatasetEntry]:
+    """The built-in datasets (your own data goes by `folder:`, `csv:`, `jsonl:` or `hf:` instead)."""
+    from rekd_core.data import DATASETS
+
+    return [DatasetEntry(name=d.name, modality=d.modality, num_classes=d.num_classes, description=d.description,
+                         ground_truth=d.ground_truth, how_to_get=d.how_to_get) for d in DATASETS.values()]
 
 
 def check_data_paths(data: DataConfig, settings: Settings, loc: list[str]) -> None:
