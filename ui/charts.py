@@ -123,7 +123,7 @@ def faithfulness(runs: list[RunSeries], revision: str) -> go.Figure:
     needed. Sufficiency = p(ŷ|x) − p(ŷ|rationale alone): near zero means it was enough.
     """
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.06, subplot_titles=[
-        "comprehensiveness ↑ (dev)", "sufficiency ↓ (dev)", "τ at each evaluation (log)"])
+        "comprehensiveness ↑ (dev)", "sufficiency ↓ (dev)", "τ at each eval (log)"])
     for r in runs:
         shown = False
         for col, key in ((1, "faithfulness_comprehensiveness"), (2, "faithfulness_sufficiency")):
@@ -215,7 +215,7 @@ def reality_point(r: RunSeries) -> dict[str, Any]:
 
 
 SUMMARY_HEADERS = ["run", "state", "step", "best dev acc %", "test acc %", "test macro-F1 %", "selected %",
-                   "IoU w/ teacher", "plausibility F1", "distinct masks %", "probe acc / chance %"]
+                   "IoU w/ teacher", "plaus. F1", "distinct %", "probe / chance %"]
 
 
 def sweep_bars(table: list[dict[str, Any]], revision: str) -> go.Figure:

@@ -486,7 +486,7 @@ CSS = """
 .rk-key-sel,.rk-key-gt{display:inline-block;width:14px;height:14px;border-radius:2px}
 .rk-key-sel{border:2px solid #f59e0b}.rk-key-gt{border:2px dashed #06b6d4}
 .rk-key-gt-text{text-decoration:underline 2px #06b6d4;text-underline-offset:3px}
-.rk-run-warn{color:#b45309;cursor:help}
+.rk-run-warn{color:#b45309;font-weight:700;cursor:help}
 .rk-field-error{color:#dc2626;font-size:0.8em;min-height:0}
 .rk-empty{opacity:0.7;padding:16px}
 .rk-hero{border:1px dashed var(--border-color-primary);border-radius:10px;padding:12px 16px}

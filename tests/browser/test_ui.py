@@ -2,7 +2,7 @@
 
 Tests run in file order on one service: an empty start, a refused form, a run launched from the
 form and watched live, the demo pipeline, its rationales teacher beside student, and explanations.
-Screenshots go to $REKD_SCREENSHOTS (bash scripts/screenshots.sh writes docs/), else a temp folder.
+Screenshots go to $REKD_SCREENSHOTS (REKD_SCREENSHOTS=docs refreshes the README's), else a temp folder.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ def test_empty_start_offers_the_demos(page, shots):
     hero = page.locator("#rk-hero")
     hero.wait_for(state="visible")
     assert page.locator("#btn-demo-fmnist").is_visible() and page.locator("#btn-demo-rt").is_visible()
+    assert page.locator("#btn-demo-fmnist-clutter").is_visible()  # the demo with ground truth
+    assert "Fashion-MNIST with ground truth" in hero.inner_text()
     assert "No runs yet" in hero.inner_text()
     # the form is filled from the default preset and the schema (bounds shown under the field)
     wait_until(lambda: page.locator("#f-train-max-steps input").input_value() != "", 30, "the form to fill")
@@ -521,6 +523,189 @@ def test_oversized_upload_is_refused(page, svc, tmp_path):
     page.locator("#exp-text textarea").fill("")
     out = explain_with(page, path=big)
     assert "rk-error" in out and "too large" in out
+
+
+CONSTANT = "this run selects almost the same positions for every input"
+CLUTTER_STEPS = 300  # ~30 s of training: enough for the generator to turn decisive on the cluttered canvas
+
+
+def clutter_run(svc) -> str:
+    """The short cluttered Fashion-MNIST teacher of the ground-truth tests (launched once, by the first)."""
+    mine = [r for r in runs(svc) if r.get("name") == "demo-fmnist-clutter-teacher"]
+    if mine:
+        return mine[0]["id"]
+    with svc.client() as c:
+        r = c.post("/api/runs", json={"preset": "demo-fmnist-clutter-teacher",
+                                      "overrides": [f"train.max_steps={CLUTTER_STEPS}"]})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def pick_surely(page, elem_id: str, text: str) -> None:
+    """pick(), again if a refresh of the run pickers re-rendered the list under the click."""
+    for _ in range(3):
+        pick(page, elem_id, text)
+        try:
+            wait_until(lambda: text in page.locator(f"#{elem_id} input").input_value(), 5, f"{text} in {elem_id}")
+            return
+        except AssertionError:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"could not pick {text!r} in #{elem_id}")
+
+
+def watch_only(page, texts: list[str]) -> None:
+    """Make the monitor show exactly these runs (earlier tests may have filled its six places)."""
+    clear = page.locator("#monitor-runs .remove-all")
+    if clear.count():
+        clear.first.click()
+    pick_many(page, "monitor-runs", texts)
+
+
+def test_a_constant_rationale_is_flagged_on_every_screen(page, svc):
+    clutter_run(svc)  # starts training now, while this test reads the centred demo's teacher
+    time.sleep(5)  # the run pickers refresh as it is queued and starts: pick after that
+    teacher = next(r for r in runs(svc) if r.get("name") == "demo-fmnist-teacher")
+    with svc.client() as c:
+        quality = c.get(f"/api/runs/{teacher['id']}/quality").json()
+    codes = [w["code"] for w in teacher["warnings"]]
+    # the centred demo teacher picks the same patches for every image: if it ever does not, these figures say why
+    assert "constant_rationale" in codes, f"no constant_rationale warning; the run's quality: {quality}"
+    warning = next(w for w in teacher["warnings"] if w["code"] == "constant_rationale")
+    assert warning["message"] == CONSTANT
+
+    # Rationales: a banner above the examples, with the figures that raised it
+    tab(page, "Rationales")
+    pick_surely(page, "rat-run", "demo-fmnist-teacher · ")
+    page.locator("#rat-filter").get_by_text("all", exact=True).click()
+    banner = page.locator("#rat-quality .rk-warning")
+    try:
+        wait_until(lambda: banner.count() and CONSTANT in banner.first.inner_text(), 20, "the warning banner")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; run picked: {page.locator('#rat-run input').input_value()!r}; header: "
+                             f"{page.locator('#rat-header').inner_text()!r}") from None
+    shown = banner.first.inner_text()
+    assert "masks are distinct" in shown or "one fixed mask" in shown, shown
+    quality_text = page.locator("#rat-quality .rk-quality").inner_text()
+    assert "distinct masks" in quality_text and "mask-only probe" in quality_text
+    assert "on the evidence" not in quality_text  # centred Fashion-MNIST has no ground truth
+    assert page.locator("#rat-grid rect.rk-evidence").count() == 0
+
+    # Monitor: a plain line above the charts naming the run; its input dependence in "is it real?"
+    tab(page, "Monitor")
+    watch_only(page, ["demo-fmnist-teacher · "])
+    note = page.locator("#monitor-msg")
+    wait_until(lambda: CONSTANT in note.inner_text(), 20, "the warning line")
+    line = note.locator(".rk-warning", has_text=CONSTANT).first.inner_text()
+    assert line.index(CONSTANT) < line.index(warning["detail"]) < line.index("demo-fmnist-teacher · re")
+
+    def reality():
+        return page.evaluate("""() => { const el = document.querySelector('#plot-reality .js-plotly-plot');
+            return el && el.data ? el.data.map(t => [t.name, t.y, t.line.dash || 'solid']) : null; }""")
+    traces = wait_until(lambda: (t := reality()) and any("distinct-mask share" in n for n, _, _ in t) and t, 20,
+                        "the 'is it real?' chart")
+    with svc.client() as c:
+        metrics = c.get(f"/api/runs/{teacher['id']}/metrics").json()
+    evals = metrics["eval"]
+    share = next(y for n, y, _ in traces if n.endswith("distinct-mask share"))
+    assert [round(v, 6) for v in share] == [round(e["distinct_share"], 6) for e in evals if e["distinct_share"]
+                                            is not None]
+    assert not any("plausibility F1" in n for n, _, _ in traces)  # no ground truth, no F1 line
+    assert any(n.endswith("probe accuracy") and dash == "dot" for n, _, dash in traces)
+    summary = page.locator("#monitor-summary").inner_text()
+    assert "distinct %" in summary and "probe / chance %" in summary
+    rows = page.evaluate("""() => [...document.querySelectorAll('#monitor-summary [role=row]')]
+        .map(r => [...r.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))""")
+    row = next(r for r in rows if r and r[0].startswith("demo-fmnist-teacher"))
+    tested = metrics["test"] if (metrics["test"] or {}).get("distinct_share") is not None else evals[-1]
+    assert row[-2] == f"{100 * tested['distinct_share']:.1f}", row  # the test split's, as the header says
+
+    # Experiments: the run table marks the run, the warning on hover
+    tab(page, "Experiments")
+    marker = page.locator("#runs-table [role=row]", has_text=f"demo-fmnist-teacher · re · {teacher['id'][-4:]}"
+                          ).locator(".rk-run-warn:visible").first
+    marker.wait_for()
+    assert CONSTANT in marker.get_attribute("title") and marker.inner_text() == "⚠"
+
+
+def _item_files(svc, run_id: str, tmp: Path) -> tuple[Path, Path, list[int]]:
+    """A saved dev example of the clutter run as an upload (its 64 px canvas) and a mask of its evidence patches."""
+    import base64
+
+    with svc.client() as c:
+        page = c.get(f"/api/runs/{run_id}/examples", params={"limit": 1, "filter": "all"}).json()
+    item = page["items"][0]
+    image = tmp / "clutter.png"
+    image.write_bytes(base64.b64decode(item["image"].split(",", 1)[1]))
+    h, w = page["image_size"]
+    mask = Image.new("L", (w, h), 0)
+    for p in page["patches"]:
+        if item["evidence"][p["index"]]:
+            x0, y0, x1, y1 = p["box"]
+            mask.paste(255, (x0, y0, x1, y1))
+    path = tmp / "clutter.mask.png"
+    mask.save(path)
+    return image, path, item["evidence"]
+
+
+def test_ground_truth_outline_and_scores_on_the_rationale_cards(page, svc, shots):
+    run_id = clutter_run(svc)
+    done = wait_finished(svc, [run_id], timeout=300)
+    assert done[run_id]["state"] == "completed", done[run_id]
+    with svc.client() as c:
+        api = c.get(f"/api/runs/{run_id}/examples", params={"limit": 12, "filter": "all"}).json()
+    assert api["ground_truth"] == "benchmark" and all(it["evidence"] for it in api["items"])
+    tab(page, "Rationales")
+    pick_surely(page, "rat-run", "demo-fmnist-clutter-teacher · ")
+    page.locator("#rat-filter").get_by_text("all", exact=True).click()
+    grid = page.locator("#rat-grid")
+    wait_until(lambda: grid.locator("rect.rk-evidence").count() > 0, 20, "the ground-truth outline")
+    wait_until(lambda: f"step {api['step']}" in page.locator("#rat-header").inner_text(), 10, "the latest step")
+    for i, item in enumerate(api["items"][:3]):  # each card: one outline per evidence patch, its own P / R
+        card = grid.locator(f'.rk-card[data-index="{item["index"]}"]')
+        assert card.locator("svg.rk-overlay").count() == 1  # a teacher run: no teacher beside it
+        assert card.locator("rect.rk-evidence").count() == sum(item["evidence"]), i
+        assert card.locator("rect.rk-patch").count() == 64  # the 8 x 8 grid
+        pl = item["student"]["plausibility"]
+        assert card.locator(".rk-plaus").inner_text() == f"on evidence: P {pl['precision']:.2f} · R {pl['recall']:.2f}"
+    # the outline has its own colour, distinct from the selection's; the key says which is which
+    stroke = grid.locator("rect.rk-evidence").first.get_attribute("stroke")
+    kept = grid.locator("rect.rk-kept").first.get_attribute("stroke") if grid.locator("rect.rk-kept").count() else None
+    assert stroke and stroke != kept
+    key = page.locator("#rat-quality .rk-key").inner_text()
+    assert "selected" in key and "ground truth" in key
+    figures = page.locator("#rat-quality .rk-quality").inner_text()
+    f1 = api["quality"]["plausibility"]["f1"]
+    assert f"on the evidence: F1 {f1:.2f}" in figures, figures
+    assert "cyan dashed outline" in page.locator("#rat-header").inner_text()
+    page.locator("#rat-quality").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "rationales-ground-truth.png"), full_page=True)
+
+
+def test_explain_with_an_evidence_mask(page, svc, tmp_path):
+    run_id = clutter_run(svc)
+    image, mask, evidence = _item_files(svc, run_id, tmp_path)
+    tab(page, "Explain")
+    clear_file(page)
+    page.locator("#exp-text textarea").fill("")
+    pick_surely(page, "exp-run", "demo-fmnist-clutter-teacher · ")
+    page.set_input_files("#exp-evidence input[type=file]", str(mask))
+    page.locator(f'#exp-evidence [aria-label="{mask.name}"]').first.wait_for()
+    out = explain_with(page, path=image)
+    result = page.locator("#exp-out")
+    assert result.locator(".rk-model svg.rk-overlay").count() == 1, out[:600]
+    assert result.locator(".rk-model rect.rk-evidence").count() == sum(evidence)  # the mask, patch by patch
+    assert "agreement with your annotations: P" in result.locator(".rk-model .rk-plaus").inner_text()
+    assert "your annotation" in result.locator(".rk-key").inner_text()
+    # the same upload through the API: the outline is the evidence the run computed
+    with svc.client() as c, image.open("rb") as fi, mask.open("rb") as fm:
+        ex = c.post("/api/explain", data={"run_id": run_id},
+                    files={"file": (image.name, fi, "image/png"), "evidence": (mask.name, fm, "image/png")}).json()
+    assert ex["evidence"] == evidence
+    pl = ex["plausibility"]
+    assert f"P {pl['precision']:.2f} · R {pl['recall']:.2f}" in result.locator(".rk-model .rk-plaus").inner_text()
+    clear = page.locator("#exp-evidence button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
 
 
 TINY_SWEEP = {"name": "tiny-sweep", "axes": {"train.seed": [0, 1], "mode": ["re", "rekd"]},
