@@ -73,7 +73,8 @@ def build(api: ApiClient) -> MonitorView:
     figures = gr.JSON(None, visible=False)
     gr.Markdown("#### Final numbers (test = the best-dev checkpoint on the test split; plausibility, distinct "
                 "masks and the probe from the test split once tested, else the latest dev evaluation)")
-    summary = gr.Dataframe(headers=charts.SUMMARY_HEADERS, value=[], interactive=False, elem_id="monitor-summary")
+    summary = gr.Dataframe(headers=charts.SUMMARY_HEADERS, value=[], interactive=False, elem_id="monitor-summary",
+                           wrap=True, column_widths=charts.SUMMARY_WIDTHS)
     downloads = gr.HTML("", elem_id="monitor-downloads")
     drawn = gr.State(None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -474,9 +475,12 @@ def explain_with(page, path: Path | None = None, text: str | None = None) -> str
     out = page.locator("#exp-out")
 
     def answered():
-        idle = out.locator("[data-testid=status-tracker].hide").count() == 1
-        done = idle and out.locator(".rk-explain, .rk-msg").count() > 0
+        # one snapshot of the output decides: read apart, the checks could straddle the clear that the
+        # click runs first (the old answer, idle, then the pending, empty one returned as the answer)
         html = out.inner_html()
+        tracker = re.search(r'data-testid="status-tracker"[^>]*class="([^"]*)"', html)
+        idle = tracker is None or "hide" in tracker.group(1).split()
+        done = idle and ("rk-explain" in html or "rk-msg" in html)
         return html if done and html != before else None
 
     return wait_until(answered, 60, "the explanation")
