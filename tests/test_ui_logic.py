@@ -352,3 +352,25 @@ def test_the_ground_truth_demo_is_offered():
 
     assert [d[0] for d in DEMOS] == ["demo-fmnist", "demo-rt", "demo-fmnist-clutter"]
     assert DEMOS[2][1] == "Fashion-MNIST with ground truth"
+
+
+def test_dataset_choices_list_the_registry_with_benchmarks_marked_then_preset_datasets():
+    from ui.client import ApiError
+    from ui.experiments import dataset_choices
+
+    class Api:
+        def __init__(self, registry):
+            self.registry = registry
+
+        def datasets(self):
+            if self.registry is None:
+                raise ApiError(503, "down")
+            return self.registry
+
+    presets = [{"config": {"data": {"dataset": "fashion_mnist"}}}, {"config": {"data": {"dataset": "csv:/x.csv"}}}]
+    reg = [{"name": "fashion_mnist", "ground_truth": False}, {"name": "fashion_mnist_clutter", "ground_truth": True}]
+    assert dataset_choices(presets, Api(reg)) == [("fashion_mnist", "fashion_mnist"),
+                                                 ("fashion_mnist_clutter (ground truth)", "fashion_mnist_clutter"),
+                                                 ("csv:/x.csv", "csv:/x.csv")]
+    # without the API's list the form still offers what the presets use
+    assert dataset_choices(presets, Api(None)) == [("csv:/x.csv", "csv:/x.csv"), ("fashion_mnist", "fashion_mnist")]

@@ -75,6 +75,9 @@ class ApiClient:
     def config_schema(self) -> dict[str, Any]:
         return self._call("GET", "/api/config/schema")
 
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/datasets")
+
     def pipelines(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/pipelines")
 

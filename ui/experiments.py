@@ -54,6 +54,19 @@ def _widget(f: form.Field) -> gr.components.Component:
     return gr.Number(precision=0 if f.path.rsplit(".", 1)[-1] in ints else None, **kw)
 
 
+def dataset_choices(presets: list[dict[str, Any]], api: ApiClient) -> list[tuple[str, str]]:
+    """Every built-in dataset (the benchmarks marked), then any other the presets use; your own
+    data is typed (folder:, csv:, jsonl:, hf:)."""
+    try:
+        registry = api.datasets()
+    except ApiError:
+        registry = []
+    out = [(f"{d['name']} (ground truth)" if d.get("ground_truth") else d["name"], d["name"]) for d in registry]
+    known = {name for _, name in out}
+    used = sorted({form.get_path(p["config"], "data.dataset") for p in presets} - {None} - known)
+    return out + [(name, name) for name in used]
+
+
 def refresh(runs: list[dict[str, Any]]) -> list[Any]:
     """Outputs for table_outputs: the empty-state hero and the run table."""
     return [gr.update(visible=not runs), gr.update(value=table_rows(newest_first(runs)))]
@@ -175,7 +188,7 @@ def build(api: ApiClient) -> ExperimentsView:
                     *[gr.skip()] * len(fields), gr.skip()]
         ordered = sorted(presets.values(), key=lambda p: (not p["offline"], not p["name"].startswith("demo"),
                                                           p["name"]))
-        datasets = sorted({form.get_path(p["config"], "data.dataset") for p in ordered} - {None})
+        datasets = dataset_choices(ordered, api)
         info: dict[str, Any] = {}
         updates = []
         for path in widgets:
