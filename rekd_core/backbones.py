@@ -72,8 +72,12 @@ class VitBackbone(nn.Module):
 
 
 class BertBackbone(nn.Module):
-    def __init__(self, spec: TextBackbone, *, vocab_size: int, max_len: int) -> None:
+    """`fill_token_id`: what a dropped token becomes, that token's word embedding (None: zeros, the
+    paper's R = M ⊙ X)."""
+
+    def __init__(self, spec: TextBackbone, *, vocab_size: int, max_len: int, fill_token_id: int | None = None) -> None:
         super().__init__()
+        self.fill_token_id = fill_token_id
         from transformers import AutoModel, BertConfig, BertModel
 
         if spec.pretrained:
@@ -97,17 +101,22 @@ class BertBackbone(nn.Module):
 
     def encode(self, x: torch.Tensor, attention: torch.Tensor | None,
                keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.bert.get_input_embeddings()(x)  # word embeddings only; positions added inside
+        words = self.bert.get_input_embeddings()
+        emb = words(x)  # word embeddings only; positions added inside
         if keep is not None:
-            emb = emb * keep.unsqueeze(-1).to(emb.dtype)
+            k = keep.unsqueeze(-1).to(emb.dtype)
+            emb = emb * k
+            if self.fill_token_id is not None:
+                # a dropped position reads as [MASK] / [PAD], a token the pretrained encoder knows
+                emb = emb + (1 - k) * words.weight[self.fill_token_id]
         h = self.bert(inputs_embeds=emb, attention_mask=attention).last_hidden_state
         return h, h[:, 0]  # [CLS] state as the pooled summary
 
 
 def build_backbone(spec: VisionBackbone | TextBackbone, *, vocab_size: int | None = None,
-                   max_len: int | None = None) -> nn.Module:
+                   max_len: int | None = None, fill_token_id: int | None = None) -> nn.Module:
     if isinstance(spec, VisionBackbone):
         return VitBackbone(spec)
     if vocab_size is None or max_len is None:
         raise ValueError("a text backbone needs the shared tokenizer's vocab_size and max_len")
-    return BertBackbone(spec, vocab_size=vocab_size, max_len=max_len)
+    return BertBackbone(spec, vocab_size=vocab_size, max_len=max_len, fill_token_id=fill_token_id)

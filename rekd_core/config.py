@@ -148,6 +148,14 @@ class ModelConfig(_Strict):
     share_backbone: bool = Field(
         False, description="one backbone for generator and predictor (default: two separate ones)"
     )
+    # --- against degenerate RE training (off by default: the paper's formula) ---
+    init_from: str | None = Field(
+        None, description="run directory of a finished run with the same student architecture and classes (e.g. a "
+        "CLS run): its predictor (backbone and classifier) starts this one's predictor, its backbone this one's "
+        "generator backbone")
+    dropped_token: Literal["zero", "mask", "pad"] = Field(
+        "zero", description="text: what a token left out of the rationale becomes: zero (paper: its word embedding "
+        "zeroed), mask or pad (the tokenizer's [MASK] / [PAD] embedding, which a pretrained encoder knows)")
 
 
 class LossConfig(_Strict):
@@ -189,6 +197,14 @@ class ScheduleConfig(_Strict):
     tau0: float = Field(5.0, gt=0)
     tau_final: float = Field(0.1, gt=0)
     tau_update_every: int = Field(100, gt=0, description="tau changes every this many steps")
+    # --- against degenerate RE training (0: off, the paper's formula) ---
+    full_input_steps: int = Field(
+        0, ge=0, description="RE/REKD: the first N steps train the predictor on the full input (cross-entropy "
+        "only, the generator idle); then the generator's backbone starts from the predictor's, and tau anneals "
+        "over the steps after them")
+    sparsity_warmup_steps: int = Field(
+        0, ge=0, description="RE/REKD: after the full-input steps, the selection target falls linearly from "
+        "every position to loss.p_target over N steps")
 
 
 class OptimConfig(_Strict):
@@ -196,6 +212,9 @@ class OptimConfig(_Strict):
     head_lr: float | None = Field(
         None, gt=0, description="lr of the freshly initialised heads (selector, classifier); None: lr"
     )
+    generator_lr: float | None = Field(
+        None, gt=0, description="lr of the generator (its backbone and selector head); None: as the predictor's "
+        "(lr and head_lr)")
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float | None = Field(None, gt=0)
 

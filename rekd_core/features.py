@@ -214,6 +214,16 @@ class TextFeaturizer:
         d = prepared.data
         return self._inputs(d["ids"][idx], d["attention"][idx], d["special"][idx])
 
+    def fill_token_id(self, dropped: str) -> int | None:
+        """The token a dropped position becomes (model.dropped_token): None for zeros (the paper)."""
+        if dropped == "zero":
+            return None
+        tok = self.tokenizer.mask_token_id if dropped == "mask" else self.tokenizer.pad_token_id
+        if tok is None:
+            raise ValueError(f"model.dropped_token={dropped!r}: the tokenizer has no {dropped} token; "
+                             "allowed: 'zero', 'mask', 'pad'")
+        return int(tok)
+
     def tokens(self, ids: torch.Tensor) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(ids.tolist())
 

@@ -15,9 +15,9 @@ class RationaleModel(nn.Module):
 
     def __init__(self, spec: VisionBackbone | TextBackbone, *, num_classes: int, with_generator: bool,
                  share_backbone: bool = False, vocab_size: int | None = None,
-                 max_len: int | None = None) -> None:
+                 max_len: int | None = None, fill_token_id: int | None = None) -> None:
         super().__init__()
-        self.predictor = build_backbone(spec, vocab_size=vocab_size, max_len=max_len)
+        self.predictor = build_backbone(spec, vocab_size=vocab_size, max_len=max_len, fill_token_id=fill_token_id)
         self.classifier = nn.Linear(self.predictor.hidden_size, num_classes)
         self.with_generator = with_generator
         self.share_backbone = share_backbone
@@ -34,6 +34,13 @@ class RationaleModel(nn.Module):
         head_ids = {id(p) for p in heads}
         body = [p for p in self.parameters() if id(p) not in head_ids]
         return body, heads
+
+    def generator_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(the generator's own backbone, its selector head); a shared backbone counts as the predictor's."""
+        if not self.with_generator:
+            return [], []
+        body = [] if self.share_backbone else list(self.generator.parameters())
+        return body, list(self.selector.parameters())
 
     @property
     def generator_backbone(self) -> nn.Module:

@@ -21,6 +21,7 @@ def build_model(cfg: ExperimentConfig, spec: VisionBackbone | TextBackbone, *, n
         share_backbone=cfg.model.share_backbone,
         vocab_size=featurizer.vocab_size if text else None,
         max_len=featurizer.max_len if text else None,
+        fill_token_id=featurizer.fill_token_id(cfg.model.dropped_token) if text else None,  # type: ignore[union-attr]
     )
 
 

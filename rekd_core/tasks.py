@@ -51,10 +51,14 @@ class ClsTask:
 
 
 class ReTask:
-    """L_RE with a straight-through Gumbel-softmax mask."""
+    """L_RE with a straight-through Gumbel-softmax mask.
+
+    `p_target` starts as loss.p_target; the trainer moves it during a sparsity warm-up.
+    """
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
+        self.p_target = cfg.loss.p_target
 
     def sample(self, model: RationaleModel, inputs: Inputs, tau: float,
                gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,7 +72,7 @@ class ReTask:
         lc = self.cfg.loss
         q = model.predict(inputs, m)
         terms = losses.re_loss(q, y, m, inputs.selectable, lambda_select=lc.lambda_select,
-                               p_target=lc.p_target, how=str(lc.length_penalty))
+                               p_target=self.p_target, how=str(lc.length_penalty))
         return q, terms
 
     def step(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, idx: torch.Tensor,

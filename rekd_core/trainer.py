@@ -49,6 +49,10 @@ class TeacherMismatch(ValueError):
     pass
 
 
+class InitMismatch(ValueError):
+    """model.init_from names a run whose weights cannot start this one."""
+
+
 def resolve_device(pref: str) -> torch.device:
     if pref == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
@@ -66,12 +70,50 @@ def plan_steps(cfg: ExperimentConfig, n_train: int) -> tuple[int, int]:
 
 
 def build_optimizer(model: RationaleModel, cfg: ExperimentConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over (backbones at optim.lr, fresh heads at optim.head_lr); fused kernels on CUDA."""
+    """AdamW over (backbones at optim.lr, fresh heads at optim.head_lr) and, with optim.generator_lr,
+    the generator's backbone and selector in a group of their own; fused kernels on CUDA."""
     body, heads = model.param_groups()
-    groups = [{"params": body, "lr": cfg.optim.lr},
-              {"params": heads, "lr": cfg.optim.head_lr or cfg.optim.lr}]
+    o = cfg.optim
+    if o.generator_lr is None:
+        groups = [{"params": body, "lr": o.lr}, {"params": heads, "lr": o.head_lr or o.lr}]
+    else:
+        gen_body, gen_head = model.generator_parameters()
+        mine = {id(p) for p in gen_body + gen_head}
+        groups = [{"params": [p for p in body if id(p) not in mine], "lr": o.lr},
+                  {"params": [p for p in heads if id(p) not in mine], "lr": o.head_lr or o.lr},
+                  {"params": gen_body + gen_head, "lr": o.generator_lr}]
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                              fused=device.type == "cuda")
+
+
+def init_from_run(model: RationaleModel, cfg: ExperimentConfig, run_dir: Path, class_names: list[str]) -> None:
+    """model.init_from: start the predictor (backbone + classifier) from another run's best
+    checkpoint, and the generator's own backbone from that run's predictor backbone."""
+    path = run_dir / "checkpoints" / "best.safetensors"
+    if not path.exists():
+        path = run_dir / "checkpoints" / "last.safetensors"
+    if not path.exists():
+        raise InitMismatch(f"model.init_from: {run_dir} holds no checkpoint")
+    tensors, meta = load_checkpoint(path, device="cpu")
+    theirs = meta.get("config", {}).get("model", {}).get("student")
+    if theirs != cfg.model.student.model_dump(mode="json"):
+        raise InitMismatch(f"model.init_from: {run_dir} has another student architecture ({theirs}); it must "
+                           "match model.student")
+    if meta.get("class_names") != class_names:
+        raise InitMismatch(f"model.init_from: {run_dir} was trained on other classes ({meta.get('class_names')})")
+    own = model.state_dict()
+    copied = {}
+    for key, value in tensors.items():
+        name = key.removeprefix("model.")
+        if name.startswith(("predictor.", "classifier.")):
+            copied[name] = value
+            twin = "generator." + name.removeprefix("predictor.")
+            if name.startswith("predictor.") and twin in own and not model.share_backbone:
+                copied[twin] = value
+    missing = [k for k in copied if k not in own or own[k].shape != copied[k].shape]
+    if missing:
+        raise InitMismatch(f"model.init_from: {run_dir} does not fit this model ({missing[:3]})")
+    model.load_state_dict(copied, strict=False)
 
 
 def train_step(task: ClsTask | ReTask, model: RationaleModel, opt: torch.optim.Optimizer, inputs: Inputs,
@@ -143,6 +185,9 @@ class Trainer:
             self.task = ReTask(cfg)
         else:
             self.task = ClsTask(cfg)
+        self.full_input_task = ClsTask(cfg)
+        if cfg.model.init_from:
+            init_from_run(self.model, cfg, Path(cfg.model.init_from), self.class_names)
         if cfg.train.compile:
             backbones = [self.model.predictor]
             if self.model.with_generator and not self.model.share_backbone:
@@ -229,9 +274,36 @@ class Trainer:
         return self._perm[pos * bs:(pos + 1) * bs]
 
     def tau(self, step: int) -> float:
+        """The Gumbel temperature at `step`: annealed over the steps after the full-input warm-up."""
         s = self.cfg.schedule
-        return tau_at(step, total_steps=self.total_steps, tau0=s.tau0, tau_final=s.tau_final,
+        warm = min(s.full_input_steps, self.total_steps)
+        return tau_at(step - warm, total_steps=self.total_steps - warm, tau0=s.tau0, tau_final=s.tau_final,
                       update_every=s.tau_update_every)
+
+    def p_target(self, step: int) -> float:
+        """The selection target at `step`: every position, falling linearly to loss.p_target over
+        schedule.sparsity_warmup_steps after the full-input steps (constant without a warm-up)."""
+        s, p = self.cfg.schedule, self.cfg.loss.p_target
+        if not s.sparsity_warmup_steps:
+            return p
+        done = min(max(step - s.full_input_steps, 0) / s.sparsity_warmup_steps, 1.0)
+        return 1.0 + (p - 1.0) * done
+
+    def _generator_from_predictor(self) -> None:
+        """At the end of the full-input steps the generator's own backbone starts from the
+        predictor's (it has learnt what the inputs hold; the generator has learnt nothing yet)."""
+        m = self.model
+        if m.with_generator and not m.share_backbone:
+            with torch.no_grad():
+                for g, p in zip(m.generator.parameters(), m.predictor.parameters()):
+                    g.copy_(p)
+
+    def _task_at(self, step: int) -> ClsTask | ReTask:
+        if step < self.cfg.schedule.full_input_steps and self.cfg.mode != "cls":
+            return self.full_input_task  # the predictor on the whole input: the generator idles
+        if isinstance(self.task, ReTask):
+            self.task.p_target = self.p_target(step)
+        return self.task
 
     # --- checkpoints ------------------------------------------------------------------------
     def _meta(self, step: int, kind: str) -> dict[str, Any]:
@@ -369,11 +441,13 @@ class Trainer:
                 self.save(step, "last", window=win)
                 self.emit({"type": "checkpoint", "step": step, "kind": "last"})
                 return self._finish("cancelled", step)
+            if step == cfg.schedule.full_input_steps > 0 and cfg.mode != "cls":
+                self._generator_from_predictor()
             tau = self.tau(step)
             idx = self._batch_indices(step)
             inputs = self.feat.batch(self.train_data, idx)
             y = self.train_data.y[idx]
-            out = train_step(self.task, model, self.opt, inputs, y, idx, tau, self.noise_gen,
+            out = train_step(self._task_at(step), model, self.opt, inputs, y, idx, tau, self.noise_gen,
                              autocast=self.autocast, grad_clip=cfg.optim.grad_clip)
             step += 1
             self._accumulate(win, out, y, inputs.selectable)

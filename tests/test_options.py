@@ -1,0 +1,119 @@
+"""The options against degenerate RE training each change what they say, and nothing when off."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_text, tiny_vision
+from rekd_core.checkpoint import load_checkpoint
+from rekd_core.config import parse_config
+from rekd_core.features import TextFeaturizer
+from rekd_core.runmodel import build_model
+from rekd_core.runstore import RunStore
+from rekd_core.tasks import ClsTask, ReTask
+from rekd_core.trainer import InitMismatch, Trainer, build_optimizer, train
+
+
+def _trainer(cfg: dict, tmp_path) -> Trainer:
+    parsed = parse_config(cfg)
+    t = Trainer(parsed, RunStore.create(tmp_path / "run", parsed))
+    t._setup()
+    return t
+
+
+def _weights(run, which: str = "last") -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint(run / "checkpoints" / f"{which}.safetensors")
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+
+
+@pytest.mark.parametrize("dropped", ["mask", "pad"])
+def test_a_dropped_token_reads_as_the_fill_token(dropped):
+    """Dropping position j with dropped_token=mask gives exactly what the encoder computes when
+    position j *is* the [MASK] token; the paper's zeros give something else."""
+    cfg = parse_config({**tiny_text("re"), "model": {"student": tiny_text()["model"]["student"],
+                                                     "dropped_token": dropped}})
+    feat = TextFeaturizer(cfg.data, count_special=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, cfg.model.student, num_classes=2, featurizer=feat, with_generator=False).eval()
+    enc = feat.encode(["a gorgeous and witty film"])
+    ids, att = enc["ids"][:, :8], enc["attention"][:, :8]
+    keep = torch.ones(1, 8)
+    keep[0, 3] = 0
+    fill = feat.fill_token_id(dropped)
+    replaced = ids.clone()
+    replaced[0, 3] = fill
+    h_dropped, _ = model.predictor.encode(ids, att, keep)
+    h_replaced, _ = model.predictor.encode(replaced, att, None)
+    assert torch.allclose(h_dropped, h_replaced, atol=1e-6)
+    model.predictor.fill_token_id = None  # the paper: a zeroed word embedding
+    h_zero, _ = model.predictor.encode(ids, att, keep)
+    # a BERT built from scratch keeps [PAD]'s embedding at zero (padding_idx): there pad == zero
+    assert torch.allclose(h_zero, h_replaced, atol=1e-3) == (dropped == "pad")
+
+
+def test_generator_lr_puts_the_generator_in_its_own_group(tmp_path):
+    cfg = tiny_vision("re")
+    cfg["optim"] = {"lr": 1e-3, "head_lr": 2e-3, "generator_lr": 5e-4}
+    t = _trainer(cfg, tmp_path)
+    groups = t.opt.param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 2e-3, 5e-4]
+    gen = {id(p) for p in [*t.model.generator.parameters(), *t.model.selector.parameters()]}
+    assert {id(p) for p in groups[2]["params"]} == gen
+    assert not gen & {id(p) for g in groups[:2] for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(t.model.parameters()))
+    off = parse_config(tiny_vision("re"))  # unset: the two groups as before
+    assert len(build_optimizer(t.model, off, torch.device("cpu")).param_groups) == 2
+
+
+def test_schedule_warmups(tmp_path):
+    cfg = tiny_vision("re", max_steps=100)
+    cfg["loss"] = {"p_target": 0.2}
+    cfg["schedule"] = {"tau0": 5.0, "tau_final": 0.1, "tau_update_every": 1, "full_input_steps": 20,
+                       "sparsity_warmup_steps": 40}
+    t = _trainer(cfg, tmp_path)
+    assert t.tau(0) == t.tau(20) == 5.0 and t.tau(99) == pytest.approx(0.1)  # tau anneals after the warm-up
+    assert [t.p_target(s) for s in (0, 20, 40, 60, 99)] == pytest.approx([1.0, 1.0, 0.6, 0.2, 0.2])
+    assert isinstance(t._task_at(19), ClsTask) and isinstance(t._task_at(20), ReTask)
+    assert t._task_at(40).p_target == pytest.approx(0.6)
+    plain = _trainer(tiny_vision("re", max_steps=100), tmp_path / "plain")
+    assert plain.p_target(0) == plain.cfg.loss.p_target and plain.tau(0) == 5.0
+
+
+def test_full_input_steps_train_the_predictor_alone_then_seed_the_generator(tmp_path):
+    cfg = tiny_vision("re", max_steps=5, checkpoint_every=4, eval_every=5, log_every=1)
+    cfg["schedule"] = {"tau_update_every": 2, "full_input_steps": 4}
+    cfg["optim"] = {"lr": 3e-3, "generator_lr": 1e-30}  # the generator all but frozen after the copy
+    run = tmp_path / "run"
+    train(parse_config(cfg), run)
+    logs = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    logs = [e for e in logs if e["type"] == "log"]
+    assert ["selected" in e for e in logs] == [False] * 4 + [True]  # no mask while the input is whole
+    at_switch, final = _weights(run, "previous"), _weights(run, "last")  # steps 4 and 5
+    for name, value in at_switch.items():
+        if name.startswith("predictor."):
+            assert torch.equal(final["generator." + name.removeprefix("predictor.")], value), name
+
+
+def test_init_from_starts_predictor_and_generator_from_a_cls_run(tmp_path):
+    cls_run = tmp_path / "cls"
+    train(parse_config(tiny_vision("cls")), cls_run)
+    cfg = tiny_vision("re")
+    cfg["model"]["init_from"] = str(cls_run)
+    t = _trainer(cfg, tmp_path / "re")
+    src = _weights(cls_run, "best")
+    own = t.model.state_dict()
+    for name, value in src.items():
+        assert torch.equal(own[name], value), name
+        if name.startswith("predictor."):
+            assert torch.equal(own["generator." + name.removeprefix("predictor.")], value), name
+
+    other = tiny_vision("re")
+    other["model"]["student"] = {**other["model"]["student"], "embed_dim": 16}
+    other["model"]["init_from"] = str(cls_run)
+    with pytest.raises(InitMismatch, match="another student architecture"):
+        _trainer(other, tmp_path / "other")
+    with pytest.raises(InitMismatch, match="holds no checkpoint"):
+        _trainer({**cfg, "model": {**cfg["model"], "init_from": str(tmp_path / "nowhere")}}, tmp_path / "none")
