@@ -502,7 +502,9 @@ class Trainer:
         metrics, _ = self.evaluate(self.dev_data, teacher=self._teacher("dev"))
         self.emit({"type": "eval", "split": "dev", "step": step, "tau": tau, **metrics})
         self._snapshot(step, tau)
-        if metrics["accuracy"] > self.best["accuracy"]:
+        # the full-input steps train no generator: their masks are not a rationale to keep
+        warming = self.cfg.mode != "cls" and step <= self.cfg.schedule.full_input_steps
+        if metrics["accuracy"] > self.best["accuracy"] and not warming:
             self.best = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "step": step}
             self.save(step, "best")
             self.emit({"type": "checkpoint", "step": step, "kind": "best", "accuracy": metrics["accuracy"]})

@@ -18,7 +18,17 @@ from backend.settings import Settings, get_settings
 from rekd_core.config import ConfigError, parse_config
 from rekd_core.presets import get_preset
 from rekd_core.runstore import RunStore
-from rekd_core.sweeps import SWEEPS, SweepStore, aggregate, get_sweep, parse_spec, plan, render, run_record
+from rekd_core.sweeps import (
+    SWEEPS,
+    SweepStore,
+    aggregate,
+    cell_label,
+    get_sweep,
+    parse_spec,
+    plan,
+    render,
+    run_record,
+)
 from worker.send import send_run
 
 SPEC = {"name": "t", "base": {"preset": "demo-fmnist-student"},
@@ -81,7 +91,13 @@ def test_every_sweep_preset_expands():
     for name in SWEEPS:
         p = plan(get_sweep(name))
         sizes[name] = (len(p.teachers), len(p.students))
-        assert get_sweep(name).reference == {}  # no published number is invented
+        ref = get_sweep(name).reference
+        if name.startswith("paper-"):  # the paper's published table, one number per cell
+            assert set(ref) == {cell_label(c) for c in p.cells} and len(ref) == 6
+        else:
+            assert ref == {}  # no published number is invented
+    assert get_sweep("paper-cifar10").reference["preset=cifar10-vit-tiny, mode=rekd"] == 0.936
+    assert get_sweep("paper-imdb").reference["preset=imdb-bert-mini, mode=re"] == 0.863
     assert sizes["sweep-fmnist"] == sizes["sweep-rt"] == (1, 15)
     assert sizes["paper-cifar10"] == sizes["paper-cifar100"] == sizes["paper-imdb"] == (10, 60)
     p = plan(get_sweep("paper-cifar10"))
