@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TextBackbone, VisionBackbone
+from .config import CnnBackbone, TextBackbone, VisionBackbone
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,35 @@ class VitBackbone(nn.Module):
         return h[:, v.num_prefix_tokens:], pooled
 
 
+class ConvBackbone(nn.Module):
+    """A small CNN on the same surface: per-position states are its last feature map pooled to
+    the patch grid; the mask zeroes the unselected patches' pixels (R = M ⊙ X in pixel space;
+    zero is the value a dropped ViT patch's embedding takes, here at the input)."""
+
+    def __init__(self, spec: CnnBackbone) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, c = spec.in_chans, spec.channels
+        for i in range(spec.depth):
+            layers += [nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                       nn.BatchNorm2d(c), nn.GELU()]
+            c_in, c = c, c * 2
+        self.net = nn.Sequential(*layers)
+        self.grid = spec.grid
+        self.patch_size = spec.patch_size
+        self.hidden_size: int = c_in
+        self.num_positions: int = spec.grid[0] * spec.grid[1]
+
+    def encode(self, x: torch.Tensor, attention: torch.Tensor | None,
+               keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if keep is not None:
+            cells = keep.to(x.dtype).view(x.shape[0], 1, *self.grid)
+            x = x * cells.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
+        f = self.net(x)
+        states = nn.functional.adaptive_avg_pool2d(f, self.grid).flatten(2).transpose(1, 2)
+        return states, f.mean((2, 3))
+
+
 class BertBackbone(nn.Module):
     """`fill_token_id`: what a dropped token becomes, that token's word embedding (None: zeros, the
     paper's R = M ⊙ X)."""
@@ -113,10 +142,12 @@ class BertBackbone(nn.Module):
         return h, h[:, 0]  # [CLS] state as the pooled summary
 
 
-def build_backbone(spec: VisionBackbone | TextBackbone, *, vocab_size: int | None = None,
+def build_backbone(spec: VisionBackbone | CnnBackbone | TextBackbone, *, vocab_size: int | None = None,
                    max_len: int | None = None, fill_token_id: int | None = None) -> nn.Module:
     if isinstance(spec, VisionBackbone):
         return VitBackbone(spec)
+    if isinstance(spec, CnnBackbone):
+        return ConvBackbone(spec)
     if vocab_size is None or max_len is None:
         raise ValueError("a text backbone needs the shared tokenizer's vocab_size and max_len")
     return BertBackbone(spec, vocab_size=vocab_size, max_len=max_len, fill_token_id=fill_token_id)

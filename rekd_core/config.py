@@ -23,14 +23,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class VisionBackbone(_Strict):
+class PatchGrid(_Strict):
+    """An image model over a grid of square patches: the positions a rationale selects."""
+
+    img_size: int = Field(224, gt=0)
+    patch_size: int = Field(16, gt=0)
+    in_chans: int = Field(3, gt=0)
+
+    @model_validator(mode="after")
+    def _grid(self) -> PatchGrid:
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        return self
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.img_size // self.patch_size
+        return (n, n)
+
+
+class VisionBackbone(PatchGrid):
     """A timm ViT: `name` is any timm model name; the overrides shape it (None keeps timm's)."""
 
     kind: Literal["vit"] = "vit"
     name: str = "vit_tiny_patch16_224"
-    img_size: int = Field(224, gt=0)
-    patch_size: int = Field(16, gt=0)
-    in_chans: int = Field(3, gt=0)
     embed_dim: int | None = Field(None, gt=0)
     depth: int | None = Field(None, gt=0)
     num_heads: int | None = Field(None, gt=0)
@@ -40,19 +58,20 @@ class VisionBackbone(_Strict):
     )
 
     @model_validator(mode="after")
-    def _grid(self) -> VisionBackbone:
-        if self.img_size % self.patch_size:
-            raise ValueError(
-                f"img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})"
-            )
+    def _heads(self) -> VisionBackbone:
         if self.embed_dim and self.num_heads and self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
         return self
 
-    @property
-    def grid(self) -> tuple[int, int]:
-        n = self.img_size // self.patch_size
-        return (n, n)
+
+class CnnBackbone(PatchGrid):
+    """A small convolutional network: another family than the ViT, over the same patch grid (its
+    feature map is pooled to the grid, so its generator scores the same positions; a mask zeroes
+    the unselected patches' pixels). For distilling across architectures."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: int = Field(32, gt=0, le=1024, description="channels of the first block; each block doubles them")
+    depth: int = Field(3, ge=1, le=6, description="conv blocks (3x3 conv, batch norm, GELU; stride 2 after the first)")
 
 
 class TextBackbone(_Strict):
@@ -78,7 +97,8 @@ class TextBackbone(_Strict):
         return self
 
 
-Backbone = VisionBackbone | TextBackbone
+ImageBackbone = VisionBackbone | CnnBackbone
+Backbone = VisionBackbone | CnnBackbone | TextBackbone
 
 
 class BenchmarkConfig(_Strict):
@@ -139,8 +159,8 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    student: VisionBackbone | TextBackbone = Field(discriminator="kind", default_factory=VisionBackbone)
-    teacher: VisionBackbone | TextBackbone | None = Field(
+    student: VisionBackbone | CnnBackbone | TextBackbone = Field(discriminator="kind", default_factory=VisionBackbone)
+    teacher: VisionBackbone | CnnBackbone | TextBackbone | None = Field(
         None, discriminator="kind", description="the teacher's architecture (informational when teacher_run is set)"
     )
     teacher_run: str | None = Field(None, description="run directory of the trained RE teacher (mode rekd)")
@@ -263,16 +283,17 @@ class ExperimentConfig(_Strict):
         for key, value in choices.items():
             if getattr(self.loss, key) is None:
                 object.__setattr__(self.loss, key, value)
-        want = "vit" if self.task == "vision" else "bert"
+        want = ("vit", "cnn") if self.task == "vision" else ("bert",)
         for role in ("student", "teacher"):
             spec = getattr(self.model, role)
-            if spec is not None and spec.kind != want:
-                raise ValueError(f"model.{role}.kind is {spec.kind!r} but task {self.task!r} needs {want!r}")
+            if spec is not None and spec.kind not in want:
+                raise ValueError(f"model.{role}.kind is {spec.kind!r} but task {self.task!r} needs "
+                                 + " or ".join(repr(k) for k in want))
         if self.mode == "rekd":
             if not self.model.teacher_run:
                 raise ValueError("mode 'rekd' needs model.teacher_run (the run directory of a trained RE teacher)")
         t, s = self.model.teacher, self.model.student
-        if t is not None and isinstance(s, VisionBackbone) and isinstance(t, VisionBackbone):
+        if t is not None and isinstance(s, PatchGrid) and isinstance(t, PatchGrid):
             if (t.img_size, t.patch_size, t.in_chans) != (s.img_size, s.patch_size, s.in_chans):
                 raise ValueError(
                     "teacher and student must see the same positions: model.teacher has img_size/patch_size/"
@@ -299,8 +320,8 @@ def validation_errors(err: ValidationError) -> list[dict[str, str]]:
     out = []
     for e in err.errors():
         parts = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
-        # drop pydantic's union-member tags (e.g. 'vit', 'bert') from the field path
-        loc = ".".join(p for p in parts if p not in ("vit", "bert")) or "(config)"
+        # drop pydantic's union-member tags (e.g. 'vit', 'cnn', 'bert') from the field path
+        loc = ".".join(p for p in parts if p not in ("vit", "cnn", "bert")) or "(config)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, TextBackbone, VisionBackbone
+from .config import ExperimentConfig, PatchGrid, TextBackbone
 from .features import Inputs
 from .masks import hard_mask
 from .models import RationaleModel
@@ -285,7 +285,7 @@ def baseline_problem(run: ExperimentConfig, run_classes: list[str], base: Experi
         return (f"the baseline was trained on {base.data.dataset!r} but the run on {run.data.dataset!r}: "
                 "they must share the dataset and its classes")
     s, t = run.model.student, base.model.student
-    if isinstance(s, VisionBackbone) and isinstance(t, VisionBackbone):
+    if isinstance(s, PatchGrid) and isinstance(t, PatchGrid):
         if tuple(s.grid) != tuple(t.grid) or s.img_size != t.img_size:
             return (f"the baseline sees a {t.grid[0]}x{t.grid[1]} patch grid at {t.img_size} px but the run a "
                     f"{s.grid[0]}x{s.grid[1]} grid at {s.img_size} px: the positions must be the same")

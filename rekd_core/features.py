@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig, ExperimentConfig, TextBackbone, VisionBackbone
+from .config import DataConfig, ExperimentConfig, PatchGrid, TextBackbone
 
 if TYPE_CHECKING:
     from .data import Evidence
@@ -78,7 +78,7 @@ class VisionFeaturizer:
 
     modality = "vision"
 
-    def __init__(self, spec: VisionBackbone, *, evidence_cover: float = 0.25) -> None:
+    def __init__(self, spec: PatchGrid, *, evidence_cover: float = 0.25) -> None:
         self.spec = spec
         self.num_positions = spec.grid[0] * spec.grid[1]
         self.evidence_cover = evidence_cover
@@ -245,7 +245,7 @@ Featurizer = VisionFeaturizer | TextFeaturizer
 
 def build_featurizer(cfg: ExperimentConfig) -> Featurizer:
     spec = cfg.model.student
-    if isinstance(spec, VisionBackbone):
+    if isinstance(spec, PatchGrid):
         return VisionFeaturizer(spec, evidence_cover=cfg.data.evidence_cover)
     assert isinstance(spec, TextBackbone)
     return TextFeaturizer(cfg.data, count_special=bool(cfg.loss.count_special))

@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from .backbones import build_backbone
-from .config import TextBackbone, VisionBackbone
+from .config import Backbone
 from .features import Inputs
 
 
 class RationaleModel(nn.Module):
     """`cls` mode has only the predictor, which then reads the whole input."""
 
-    def __init__(self, spec: VisionBackbone | TextBackbone, *, num_classes: int, with_generator: bool,
+    def __init__(self, spec: Backbone, *, num_classes: int, with_generator: bool,
                  share_backbone: bool = False, vocab_size: int | None = None,
                  max_len: int | None = None, fill_token_id: int | None = None) -> None:
         super().__init__()

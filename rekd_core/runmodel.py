@@ -8,12 +8,12 @@ from typing import Any
 import torch
 
 from .checkpoint import load_checkpoint
-from .config import ExperimentConfig, TextBackbone, VisionBackbone, parse_config
+from .config import Backbone, ExperimentConfig, parse_config
 from .features import Featurizer, TextFeaturizer, build_featurizer
 from .models import RationaleModel
 
 
-def build_model(cfg: ExperimentConfig, spec: VisionBackbone | TextBackbone, *, num_classes: int,
+def build_model(cfg: ExperimentConfig, spec: Backbone, *, num_classes: int,
                 featurizer: Featurizer, with_generator: bool) -> RationaleModel:
     text = isinstance(featurizer, TextFeaturizer)
     return RationaleModel(

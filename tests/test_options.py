@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_text, tiny_vision
 from rekd_core.checkpoint import load_checkpoint
 from rekd_core.config import parse_config
-from rekd_core.features import TextFeaturizer
+from rekd_core.features import TextFeaturizer, VisionFeaturizer
 from rekd_core.runmodel import build_model
 from rekd_core.runstore import RunStore
 from rekd_core.tasks import ClsTask, ReTask
@@ -117,3 +117,34 @@ def test_init_from_starts_predictor_and_generator_from_a_cls_run(tmp_path):
         _trainer(other, tmp_path / "other")
     with pytest.raises(InitMismatch, match="holds no checkpoint"):
         _trainer({**cfg, "model": {**cfg["model"], "init_from": str(tmp_path / "nowhere")}}, tmp_path / "none")
+
+
+def test_a_cnn_student_scores_the_same_grid_and_distils_from_a_vit_teacher(tmp_path, teacher_runs):
+    """Cross-architecture: a CNN student over the ViT teacher's 4 x 4 grid of 7 px patches."""
+    cnn = {"kind": "cnn", "img_size": 28, "patch_size": 7, "in_chans": 1, "channels": 8, "depth": 2}
+    cfg = tiny_vision("rekd")
+    cfg["model"] = {"student": cnn, "teacher_run": str(teacher_runs["vision"])}
+    res = train(parse_config(cfg), tmp_path / "cnn")
+    assert res["state"] == "completed"
+    events = [json.loads(x) for x in (tmp_path / "cnn" / "events.jsonl").read_text().splitlines()]
+    ev = [e for e in events if e["type"] == "eval"][-1]
+    assert 0 <= ev["iou"] <= 1 and ev["input_dependence"]["n"] == 64
+    parsed = parse_config(cfg)
+    model = build_model(parsed, parsed.model.student, num_classes=10, featurizer=VisionFeaturizer(parsed.model.student),
+                        with_generator=True)
+    x = torch.randn(2, 1, 28, 28)
+    states, pooled = model.predictor.encode(x, None, None)
+    assert states.shape == (2, 16, model.predictor.hidden_size) and pooled.shape == (2, model.predictor.hidden_size)
+    keep = torch.zeros(2, 16)
+    keep[:, 5] = 1  # only patch (1, 1): rows 7-13, columns 7-13 of the image reach the network
+    masked = x.clone()
+    masked[:, :, :7] = 0
+    masked[:, :, 14:] = 0
+    masked[:, :, :, :7] = 0
+    masked[:, :, :, 14:] = 0
+    model.eval()
+    assert torch.allclose(model.predictor.encode(x, None, keep)[1], model.predictor.encode(masked, None, None)[1])
+    bad = tiny_vision("rekd")
+    bad["model"] = {"student": {**cnn, "patch_size": 14}, "teacher_run": str(teacher_runs["vision"])}
+    with pytest.raises(Exception, match="same patch grid"):
+        train(parse_config(bad), tmp_path / "bad")
