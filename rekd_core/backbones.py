@@ -111,6 +111,13 @@ class BertBackbone(nn.Module):
 
         if spec.pretrained:
             self.bert = AutoModel.from_pretrained(resolve_text_source(spec.pretrained))
+            if spec.keep_layers is not None:
+                layers = self.bert.encoder.layer
+                if spec.keep_layers > len(layers):
+                    raise ValueError(f"model.*.keep_layers={spec.keep_layers}: {spec.pretrained!r} has only "
+                                     f"{len(layers)} layers")
+                self.bert.encoder.layer = layers[:spec.keep_layers]
+                self.bert.config.num_hidden_layers = spec.keep_layers
             got = self.bert.get_input_embeddings().num_embeddings
             if got != vocab_size:
                 raise ValueError(

@@ -81,6 +81,9 @@ class TextBackbone(_Strict):
     pretrained: str | None = Field(
         None, description="hub id or local path for from_pretrained; 'minilm-l6' = the offline MiniLM-L6"
     )
+    keep_layers: int | None = Field(
+        None, gt=0, description="pretrained only: keep the first N transformer layers (a smaller, faster encoder "
+        "that keeps the pretrained embeddings); None keeps all")
     # Used only when pretrained is None (random init from a BertConfig).
     hidden_size: int = Field(128, gt=0)
     num_layers: int = Field(2, gt=0)
@@ -173,6 +176,10 @@ class ModelConfig(_Strict):
         None, description="run directory of a finished run with the same student architecture and classes (e.g. a "
         "CLS run): its predictor (backbone and classifier) starts this one's predictor, its backbone this one's "
         "generator backbone")
+    selection: Literal["argmax", "topk"] = Field(
+        "argmax", description="how a mask is read from the generator: argmax (paper: keep where the keep-logit "
+        "wins; training samples it with Gumbel noise) or topk (keep exactly round(loss.p_target x positions) per "
+        "input, the highest-scoring ones; training ranks the Gumbel-perturbed scores; never an empty rationale)")
     dropped_token: Literal["zero", "mask", "pad"] = Field(
         "zero", description="text: what a token left out of the rationale becomes: zero (paper: its word embedding "
         "zeroed), mask or pad (the tokenizer's [MASK] / [PAD] embedding, which a pretrained encoder knows)")
@@ -222,6 +229,10 @@ class ScheduleConfig(_Strict):
         0, ge=0, description="RE/REKD: the first N steps train the predictor on the full input (cross-entropy "
         "only, the generator idle); then the generator's backbone starts from the predictor's, and tau anneals "
         "over the steps after them")
+    warmup_keep: float = Field(
+        1.0, gt=0, le=1, description="during the full-input steps, each position is kept at random with this "
+        "probability (1: the whole input); below 1 the predictor learns from partial inputs like the rationales "
+        "it will read")
     sparsity_warmup_steps: int = Field(
         0, ge=0, description="RE/REKD: after the full-input steps, the selection target falls linearly from "
         "every position to loss.p_target over N steps")

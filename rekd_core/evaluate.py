@@ -14,7 +14,7 @@ import torch
 
 from .faithfulness import Faithfulness, erasure, summarize
 from .features import Featurizer, Prepared, TextFeaturizer
-from .masks import hard_mask, selection_probs
+from .masks import selection_probs
 from .models import RationaleModel
 from .rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
 from .tasks import TeacherOutputs, mask_iou
@@ -88,7 +88,7 @@ def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_cla
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             if model.with_generator:
                 z = model.generate(inputs)
-                m = hard_mask(z)
+                m = model.select(z, inputs.selectable)
                 q = model.predict(inputs, m)
                 sel = inputs.selectable
                 outs["frac"].append((m * sel).sum(1) / sel.sum(1).clamp_min(1))
@@ -103,7 +103,7 @@ def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_cla
             per_pos["valid"].append(_pad(inputs.selectable, width))
             if teacher is not None:
                 zt, qt = teacher.own(idx, inputs.selectable.shape[1])
-                mt = hard_mask(zt)
+                mt = teacher.teacher.select(zt, inputs.selectable)
                 per_pos["t_mask"].append(_pad(mt, width))
                 per_pos["t_sel"].append(_pad(selection_probs(zt), width))
                 per_pos["t_pred"].append(qt.argmax(-1))

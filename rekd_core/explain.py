@@ -25,7 +25,7 @@ import torch
 
 from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
 from .features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
-from .masks import hard_mask, selection_probs
+from .masks import selection_probs
 from .quality import run_warnings
 from .rationale_metrics import per_example_plausibility
 from .runmodel import LoadedRun
@@ -216,7 +216,7 @@ def _explain_loaded(run: LoadedRun, inp: Any, evidence: Any = None) -> Explanati
     faith = None
     if model.with_generator:
         z = model.generate(inputs)
-        m = hard_mask(z)
+        m = model.select(z, inputs.selectable)
         q = model.predict(inputs, m)
         sel_prob = selection_probs(z)[0].tolist()
         mask = (m[0] * inputs.selectable[0]).to(torch.int64).tolist()

@@ -40,7 +40,6 @@ import torch
 
 from .config import ExperimentConfig, PatchGrid, TextBackbone
 from .features import Inputs
-from .masks import hard_mask
 from .models import RationaleModel
 
 # (inputs, keep-mask over positions) -> class logits (B, C); RationaleModel.predict and
@@ -121,7 +120,7 @@ def rationale_faithfulness(model: RationaleModel, inputs: Inputs) -> tuple[torch
     """(the deterministic rationale mask, its ERASER scores) for an RE model (student or teacher)."""
     if not model.with_generator:
         raise ValueError("a CLS model has no rationale: use posthoc() for a post-hoc selection")
-    m = hard_mask(model.generate(inputs))
+    m = model.select(model.generate(inputs), inputs.selectable)
     return m, erasure(model.predict, inputs, m)
 
 

@@ -44,3 +44,20 @@ def hard_mask(logits: torch.Tensor) -> torch.Tensor:
 def selection_probs(logits: torch.Tensor) -> torch.Tensor:
     """The generator's keep probability per position, softmax(Z)[..., 1] (no noise, tau = 1)."""
     return torch.softmax(logits.float(), dim=-1)[..., 1]
+
+
+def topk_mask(scores: torch.Tensor, selectable: torch.Tensor, fraction: float) -> torch.Tensor:
+    """(B, L) 0/1: in each row the round(fraction x its selectable positions) highest `scores`
+    (at least one), never a position that is not selectable; ties go to the earlier position."""
+    s = scores.float().masked_fill(selectable <= 0, float("-inf"))
+    length = s.shape[1]
+    k = (selectable.float().sum(1) * fraction).round().clamp(min=1)
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(length, device=s.device).expand_as(order))
+    return ((ranks < k[:, None]) & (selectable > 0)).to(scores.dtype)
+
+
+def keep_score(logits: torch.Tensor) -> torch.Tensor:
+    """z_keep - z_drop: what top-k ranks (the argmax rule keeps where it is positive)."""
+    return logits[..., 1] - logits[..., 0]

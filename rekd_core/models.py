@@ -8,6 +8,7 @@ from torch import nn
 from .backbones import build_backbone
 from .config import Backbone
 from .features import Inputs
+from .masks import hard_mask, keep_score, topk_mask
 
 
 class RationaleModel(nn.Module):
@@ -15,8 +16,11 @@ class RationaleModel(nn.Module):
 
     def __init__(self, spec: Backbone, *, num_classes: int, with_generator: bool,
                  share_backbone: bool = False, vocab_size: int | None = None,
-                 max_len: int | None = None, fill_token_id: int | None = None) -> None:
+                 max_len: int | None = None, fill_token_id: int | None = None,
+                 topk_fraction: float | None = None) -> None:
         super().__init__()
+        # None: the paper's argmax rule; a fraction: exactly that share of each input's positions
+        self.topk_fraction = topk_fraction
         self.predictor = build_backbone(spec, vocab_size=vocab_size, max_len=max_len, fill_token_id=fill_token_id)
         self.classifier = nn.Linear(self.predictor.hidden_size, num_classes)
         self.with_generator = with_generator
@@ -50,6 +54,12 @@ class RationaleModel(nn.Module):
         """Z: (B, L, 2) logits of (drop, keep) per position, in float32."""
         h, _ = self.generator_backbone.encode(inputs.x, inputs.attention, None)
         return self.selector(h).float()
+
+    def select(self, z: torch.Tensor, selectable: torch.Tensor) -> torch.Tensor:
+        """The deterministic (evaluation / explanation) mask from generator logits Z, by this model's rule."""
+        if self.topk_fraction is None:
+            return hard_mask(z)
+        return topk_mask(keep_score(z), selectable[:, :z.shape[1]], self.topk_fraction)
 
     def predict(self, inputs: Inputs, mask: torch.Tensor | None) -> torch.Tensor:
         """Q: (B, C) from the rationale M ⊙ X (the full input when mask is None)."""

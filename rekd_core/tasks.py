@@ -14,7 +14,7 @@ import torch
 from . import losses
 from .config import ExperimentConfig
 from .features import Inputs
-from .masks import gumbel_noise, hard_mask, relaxed_sample, straight_through
+from .masks import gumbel_noise, keep_score, relaxed_sample, straight_through, topk_mask
 from .models import RationaleModel
 
 
@@ -50,6 +50,23 @@ class ClsTask:
         return StepOut(loss=ce, terms={"ce": ce, "total": ce}, logits=q)
 
 
+class PartialInputTask(ClsTask):
+    """The predictor alone on a random subset of each input's positions (each kept with
+    probability `keep`): a warm-up that shows it inputs like the rationales it will read."""
+
+    def __init__(self, cfg: ExperimentConfig, keep: float) -> None:
+        super().__init__(cfg)
+        self.keep = keep
+
+    def step(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, idx: torch.Tensor,
+             tau: float, gen: torch.Generator | None) -> StepOut:
+        u = torch.rand(inputs.selectable.shape, generator=gen, device=inputs.selectable.device)
+        m = (u < self.keep).to(inputs.selectable.dtype)
+        q = model.predict(inputs, m)
+        ce = losses.prediction_ce(q, y)
+        return StepOut(loss=ce, terms={"ce": ce, "total": ce}, logits=q)
+
+
 class ReTask:
     """L_RE with a straight-through Gumbel-softmax mask.
 
@@ -65,7 +82,12 @@ class ReTask:
         z = model.generate(inputs)
         g = gumbel_noise(z.shape, generator=gen, device=z.device)
         s = relaxed_sample(z, tau, g)
-        return z, s, straight_through(s)
+        if model.topk_fraction is None:
+            return z, s, straight_through(s)
+        # top-k: the k best Gumbel-perturbed scores, with the relaxed keep probability's gradient
+        keep = s[..., 1]
+        hard = topk_mask(keep_score(z + g), inputs.selectable, self.p_target)
+        return z, s, hard + (keep - keep.detach())
 
     def re_terms(self, model: RationaleModel, inputs: Inputs, y: torch.Tensor, m: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -111,7 +133,7 @@ class TeacherOutputs:
             for inputs in batches:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     z = teacher.generate(inputs)
-                    q = teacher.predict(inputs, hard_mask(z))
+                    q = teacher.predict(inputs, teacher.select(z, inputs.selectable))
                 zs.append(torch.nn.functional.pad(z.float(), (0, 0, 0, num_positions - z.shape[1])))
                 qs.append(q.float())
         return cls(teacher, torch.cat(zs), torch.cat(qs), device=device, autocast=autocast)
@@ -139,7 +161,7 @@ class RekdTask(ReTask):
         z_s, s_s, m = self.sample(model, inputs, tau, gen)
         q_s, terms = self.re_terms(model, inputs, y, m)
         z_t, q_t_own = self.teacher.own(idx, inputs.selectable.shape[1])
-        m_t = hard_mask(z_t)
+        m_t = self.teacher.teacher.select(z_t, inputs.selectable)
 
         kd_r = kd_y = None
         if lc.distill in ("both", "rationale"):

@@ -38,7 +38,7 @@ from .models import RationaleModel, count_parameters
 from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso
 from .schedule import tau_at
-from .tasks import ClsTask, RekdTask, ReTask, StepOut, TeacherOutputs
+from .tasks import ClsTask, PartialInputTask, RekdTask, ReTask, StepOut, TeacherOutputs
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ class Trainer:
             self.task = ReTask(cfg)
         else:
             self.task = ClsTask(cfg)
-        self.full_input_task = ClsTask(cfg)
+        keep = cfg.schedule.warmup_keep
+        self.full_input_task: ClsTask = ClsTask(cfg) if keep >= 1 else PartialInputTask(cfg, keep)
         if cfg.model.init_from:
             init_from_run(self.model, cfg, Path(cfg.model.init_from), self.class_names)
         if cfg.train.compile:

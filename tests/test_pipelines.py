@@ -249,6 +249,24 @@ def test_a_teacher_that_is_no_run_or_no_re_run_or_ended_badly_is_refused(tmp_pat
     assert posted == [] and sorted(p.name for p in runs_dir.iterdir()) == ["cls-run", "failed-run"]
 
 
+def test_init_from_is_resolved_to_a_run_directory_with_a_checkpoint(tmp_path, runs_dir, posted):
+    cls = RunStore.create(runs_dir / "cls-1", parse_config(tiny_vision("cls")))
+    cfg = tiny_vision("re")
+    cfg["model"]["init_from"] = "cls-1"
+    c = client(runs_dir)
+    r = c.post("/api/runs", json={"config": cfg})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "config", "model", "init_from"]
+    assert "no checkpoint" in r.json()["detail"][0]["msg"]
+    cls.checkpoints.mkdir(parents=True, exist_ok=True)
+    (cls.checkpoints / "best.safetensors").write_bytes(b"")
+    r = c.post("/api/runs", json={"config": cfg})
+    assert r.status_code == 201, r.text
+    assert RunStore(runs_dir / r.json()["id"]).config().model.init_from == str((runs_dir / "cls-1").resolve())
+    cfg["model"]["init_from"] = "nowhere"
+    r = c.post("/api/runs", json={"config": cfg})
+    assert r.status_code == 422 and "neither a run id" in r.json()["detail"][0]["msg"]
+
+
 # --- the worker's view of a teacher ----------------------------------------------------------------
 @pytest.mark.parametrize("state, verdict", [("completed", ("train", None)), ("queued", ("wait", "t")),
                                             ("running", ("wait", "t")),

@@ -151,7 +151,7 @@ def resolve_teacher(cfg: ExperimentConfig, settings: Settings) -> ExperimentConf
     """
     given = cfg.model.teacher_run
     if cfg.mode != "rekd" or not given:
-        return cfg
+        return resolve_init(cfg, settings)
     by_id = settings.runs_dir / given
     if RUN_ID_RE.fullmatch(given) and (by_id / "config.json").is_file():
         path = by_id.resolve()
@@ -172,6 +172,31 @@ def resolve_teacher(cfg: ExperimentConfig, settings: Settings) -> ExperimentConf
                                "queued or running) RE run")
     data = config_to_dict(cfg)
     data["model"]["teacher_run"] = str(path)
+    return resolve_init(parse_config(data), settings)
+
+
+def resolve_init(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
+    """`model.init_from` as an absolute run directory (a run id of this service, or a directory) that
+    holds a checkpoint, checked now rather than on a worker."""
+    given = cfg.model.init_from
+    if not given:
+        return cfg
+
+    def refused(msg: str) -> HTTPException:
+        return HTTPException(422, [{"loc": ["body", "config", "model", "init_from"], "msg": msg,
+                                    "type": "value_error"}])
+
+    by_id = settings.runs_dir / given
+    if RUN_ID_RE.fullmatch(given) and (by_id / "config.json").is_file():
+        path = by_id.resolve()
+    elif Path(given).is_dir():
+        path = Path(given).resolve()
+    else:
+        raise refused(f"{given!r} is neither a run id under the runs directory nor an existing directory")
+    if not any((path / "checkpoints" / f"{k}.safetensors").exists() for k in ("best", "last")):
+        raise refused(f"run {path.name} has no checkpoint to start from (train it first)")
+    data = config_to_dict(cfg)
+    data["model"]["init_from"] = str(path)
     return parse_config(data)
 
 
