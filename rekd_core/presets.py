@@ -157,14 +157,39 @@ def _fmnist_clutter(role: str, *, demo: bool) -> dict[str, Any]:
         # Measured here (seed 0): 600 steps left the mask at ~5 % of positions and 19 % test
         # accuracy; by 1,000 the generator is decisive (~14 %) and its masks input-dependent.
         cfg["train"].update(max_steps=1000, eval_every=250, checkpoint_every=250)
+    if not demo:
+        # the item covers ~14 % of the 64 patches: 10 % keeps ~6 of them, so a perfect rationale
+        # can be all item; dev / test scored on 1,000 each (every figure is a full pass)
+        cfg["loss"]["p_target"] = 0.1
+        cfg["data"]["max_eval"] = 1000
+        if teacher:
+            # measured: the paper's formula from scratch found the item's ink but not the item
+            # (precision ~0.4); a predictor first trained on the whole input (1,500 steps, ~3 min)
+            # gives the generator a signal from the start
+            cfg["schedule"]["full_input_steps"] = 1500
+            cfg["train"].update(max_steps=4000, eval_every=500, checkpoint_every=500)
     return cfg
 
 
 def _rt_needle(role: str, *, demo: bool) -> dict[str, Any]:
     cfg = _rt(role, demo=demo)
+    teacher = role == "teacher"
     cfg["name"] = f"{'demo-' if demo else ''}rt-needle-{role}"
     # a ~26-token review among ~30 words of synopsis: median 79 tokens, 99.6 % of reviews whole in 128
     cfg["data"].update(dataset="rotten_tomatoes_needle", max_len=128)
+    # top-k: a rationale of exactly 20 % of each text's tokens (the argmax rule emptied every text
+    # rationale tried here as the selection target fell)
+    cfg["model"]["selection"] = "topk"
+    if not demo:
+        cfg["data"]["max_eval"] = 500
+        if teacher:
+            # MiniLM first fine-tuned on the whole text (250 steps, ~5 min), then its generator starts
+            # from it, moved slowly (a fast one lost the review within 70 steps); dropped tokens read
+            # as [MASK], which the pretrained encoder knows
+            cfg["model"]["dropped_token"] = "mask"
+            cfg["schedule"]["full_input_steps"] = 250
+            cfg["optim"]["generator_lr"] = 1e-5
+            cfg["train"].update(max_steps=500, eval_every=50, checkpoint_every=50)
     return cfg
 
 

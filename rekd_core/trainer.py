@@ -292,12 +292,20 @@ class Trainer:
 
     def _generator_from_predictor(self) -> None:
         """At the end of the full-input steps the generator's own backbone starts from the
-        predictor's (it has learnt what the inputs hold; the generator has learnt nothing yet)."""
+        predictor's (it has learnt what the inputs hold; the generator has learnt nothing yet), and
+        its selector head from zero."""
         m = self.model
-        if m.with_generator and not m.share_backbone:
-            with torch.no_grad():
+        if not m.with_generator:
+            return
+        with torch.no_grad():
+            if not m.share_backbone:
                 for g, p in zip(m.generator.parameters(), m.predictor.parameters()):
                     g.copy_(p)
+            # a random head on those features prefers some direction by chance (measured: once the
+            # review's tokens, once every background patch); zero, it starts indifferent and the
+            # predictor's gradient decides what to keep
+            m.selector.weight.zero_()
+            m.selector.bias.zero_()
 
     def _task_at(self, step: int) -> ClsTask | ReTask:
         if step < self.cfg.schedule.full_input_steps and self.cfg.mode != "cls":
