@@ -107,6 +107,7 @@ class BertBackbone(nn.Module):
     def __init__(self, spec: TextBackbone, *, vocab_size: int, max_len: int, fill_token_id: int | None = None) -> None:
         super().__init__()
         self.fill_token_id = fill_token_id
+        self.pooling = spec.pooling
         from transformers import AutoModel, BertConfig, BertModel
 
         if spec.pretrained:
@@ -146,6 +147,9 @@ class BertBackbone(nn.Module):
                 # a dropped position reads as [MASK] / [PAD], a token the pretrained encoder knows
                 emb = emb + (1 - k) * words.weight[self.fill_token_id]
         h = self.bert(inputs_embeds=emb, attention_mask=attention).last_hidden_state
+        if self.pooling == "mean" and attention is not None:
+            w = attention.unsqueeze(-1).to(h.dtype)
+            return h, (h * w).sum(1) / w.sum(1).clamp_min(1)
         return h, h[:, 0]  # [CLS] state as the pooled summary
 
 

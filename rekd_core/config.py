@@ -81,6 +81,9 @@ class TextBackbone(_Strict):
     pretrained: str | None = Field(
         None, description="hub id or local path for from_pretrained; 'minilm-l6' = the offline MiniLM-L6"
     )
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="the predictor's summary of the text: the [CLS] state, or the mean of the real tokens' "
+        "states (what sentence-embedding models such as MiniLM-L6 were trained to produce)")
     keep_layers: int | None = Field(
         None, gt=0, description="pretrained only: keep the first N transformer layers (a smaller, faster encoder "
         "that keeps the pretrained embeddings); None keeps all")

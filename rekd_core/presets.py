@@ -187,6 +187,9 @@ def _rt_needle(role: str, *, demo: bool) -> dict[str, Any]:
             # from it, moved slowly (a fast one lost the review within 70 steps); dropped tokens read
             # as [MASK], which the pretrained encoder knows
             cfg["model"]["dropped_token"] = "mask"
+            # MiniLM-L6 was trained to embed a sentence as the mean of its token states: measured as CLS
+            # on the needle task, 70.7 % dev after 80 steps with it, 61 % after 100 with the [CLS] state
+            cfg["model"]["student"] = {**_RT_TEACHER, "pooling": "mean"}
             cfg["schedule"]["full_input_steps"] = 250
             cfg["optim"]["generator_lr"] = 1e-5
             cfg["train"].update(max_steps=500, eval_every=50, checkpoint_every=50)
