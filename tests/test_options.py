@@ -148,3 +148,60 @@ def test_a_cnn_student_scores_the_same_grid_and_distils_from_a_vit_teacher(tmp_p
     bad["model"] = {"student": {**cnn, "patch_size": 14}, "teacher_run": str(teacher_runs["vision"])}
     with pytest.raises(Exception, match="same patch grid"):
         train(parse_config(bad), tmp_path / "bad")
+
+
+def test_topk_mask_keeps_exactly_its_share_of_each_inputs_positions():
+    from rekd_core.masks import topk_mask
+
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7, 0.2, 0.3], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
+    selectable = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]).float()
+    m = topk_mask(scores, selectable, 0.5)
+    assert m.tolist() == [[0, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]]  # 3 of 6; 2 of 4, ties to the earlier
+    assert topk_mask(scores, selectable, 0.01).sum(1).tolist() == [1, 1]  # never empty
+    assert topk_mask(-scores, selectable, 1.0)[1, 4:].sum() == 0  # never a padding position
+
+
+def test_topk_selection_in_training_and_evaluation(tmp_path):
+    cfg = tiny_vision("re")
+    cfg["model"]["selection"] = "topk"
+    cfg["loss"] = {"p_target": 0.25}
+    run = tmp_path / "run"
+    train(parse_config(cfg), run)
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    assert all(e["selected"]["mean"] == e["selected"]["min"] == 0.25 for e in events if e["type"] in ("log", "eval"))
+    snap = sorted((run / "examples").glob("step-*.json"))[-1]
+    assert all(sum(m) == 4 for m in json.loads(snap.read_text())["student"]["mask"])  # 4 of the 16 patches
+
+
+def test_partial_input_warmup_keeps_its_share_of_positions():
+    from rekd_core.tasks import PartialInputTask
+
+    seen = {}
+
+    class Spy:
+        def predict(self, inputs, mask):
+            seen["mask"] = mask
+            return torch.zeros(inputs.x.shape[0], 2, requires_grad=True)
+
+    from rekd_core.features import Inputs
+
+    inputs = Inputs(x=torch.zeros(64, 1), attention=None, selectable=torch.ones(64, 100), keep=None)
+    task = PartialInputTask(parse_config(tiny_vision("re")), keep=0.3)
+    task.step(Spy(), inputs, torch.zeros(64, dtype=torch.long), torch.arange(64), 1.0,
+              torch.Generator().manual_seed(0))
+    assert abs(float(seen["mask"].mean()) - 0.3) < 0.02 and set(seen["mask"].unique().tolist()) == {0.0, 1.0}
+
+
+def test_mean_pooling_and_keep_layers():
+    from rekd_core.backbones import BertBackbone
+    from rekd_core.config import TextBackbone
+
+    spec = TextBackbone(pretrained="minilm-l6", keep_layers=2, pooling="mean")
+    b = BertBackbone(spec, vocab_size=30522, max_len=16).eval()
+    assert len(b.bert.encoder.layer) == 2 and b.bert.config.num_hidden_layers == 2
+    ids = torch.tensor([[101, 2023, 3185, 102, 0, 0]])
+    att = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    h, pooled = b.encode(ids, att, None)
+    assert torch.allclose(pooled, h[:, :4].mean(1), atol=1e-6)  # the real tokens only
+    with pytest.raises(ValueError, match="has only 6 layers"):
+        BertBackbone(TextBackbone(pretrained="minilm-l6", keep_layers=7), vocab_size=30522, max_len=16)
