@@ -57,7 +57,7 @@ def test_config_schema_is_the_experiment_configs(tmp_path):
 
 # --- pipelines as data -----------------------------------------------------------------------------
 def test_every_pipeline_is_teacher_then_cls_re_rekd_and_builds():
-    assert set(PIPELINES) == {"demo-fmnist", "demo-rt", "demo-fmnist-clutter"}
+    assert set(PIPELINES) == {"demo-fmnist-clutter", "demo-rt-needle", "demo-fmnist", "demo-rt"}
     for name, p in PIPELINES.items():
         assert [s.role for s in p.stages] == list(ROLES) == ["teacher", "cls", "re", "rekd"]
         assert [s.needs_teacher for s in p.stages] == [False, False, False, True]
@@ -78,15 +78,15 @@ def test_a_distilled_stage_needs_the_teachers_run_and_takes_it_verbatim():
 
 
 def test_unknown_pipeline_names_the_allowed_ones():
-    allowed = "demo-fmnist, demo-rt, demo-fmnist-clutter"
+    allowed = "demo-fmnist-clutter, demo-rt-needle, demo-fmnist, demo-rt"
     with pytest.raises(ConfigError, match=f"unknown pipeline 'nope'; choose one of: {allowed}"):
         get_pipeline("nope")
 
 
 def test_list_pipelines(tmp_path):
     body = client(tmp_path).get("/api/pipelines").json()
-    assert [p["name"] for p in body] == ["demo-fmnist", "demo-rt", "demo-fmnist-clutter"]
-    fm = body[0]
+    assert [p["name"] for p in body] == ["demo-fmnist-clutter", "demo-rt-needle", "demo-fmnist", "demo-rt"]
+    fm = body[2]
     assert fm["summary"] and fm["stages"][0] == {"role": "teacher", "preset": "demo-fmnist-teacher",
                                                  "overrides": ["name=demo-fmnist-teacher"], "needs_teacher": False}
     assert fm["stages"][3] == {"role": "rekd", "preset": "demo-fmnist-student",
