@@ -97,6 +97,18 @@ def test_full_input_steps_train_the_predictor_alone_then_seed_the_generator(tmp_
             assert torch.equal(final["generator." + name.removeprefix("predictor.")], value), name
 
 
+def test_the_selector_head_starts_from_zero_after_the_warm_up_only_under_topk(tmp_path):
+    for selection, zeroed in (("argmax", False), ("topk", True)):
+        cfg = tiny_vision("re")
+        cfg["model"]["selection"] = selection
+        cfg["schedule"] = {"full_input_steps": 4}
+        t = _trainer(cfg, tmp_path / selection)
+        t._generator_from_predictor()
+        head = [t.model.selector.weight, t.model.selector.bias]
+        # argmax: a zero head ties every position, and a tie keeps nothing at evaluation
+        assert all(bool((w == 0).all()) for w in head) == zeroed, selection
+
+
 def test_init_from_starts_predictor_and_generator_from_a_cls_run(tmp_path):
     cls_run = tmp_path / "cls"
     train(parse_config(tiny_vision("cls")), cls_run)

@@ -10,6 +10,7 @@ from rekd_core.config import VisionBackbone
 from rekd_core.data import Evidence
 from rekd_core.evaluate import evaluate
 from rekd_core.features import Prepared, VisionFeaturizer
+from rekd_core.masks import hard_mask
 from rekd_core.rationale_metrics import (
     fixed_mask,
     input_dependence,
@@ -109,6 +110,9 @@ class _HalfModel(torch.nn.Module):
         patches = torch.nn.functional.adaptive_avg_pool2d(inputs.x, (4, 4)).flatten(1)
         z1 = (patches == patches.amax(1, keepdim=True)).float() * 2 - 1
         return torch.stack([-z1, z1], -1)
+
+    def select(self, z, selectable):
+        return hard_mask(z)
 
     def predict(self, inputs, mask):
         return torch.stack([mask @ self.LEFT, mask @ (1 - self.LEFT)], -1) * 5.0
