@@ -347,11 +347,13 @@ def test_sweep_table_has_the_quality_columns():
     assert runs[0][2] == "completed ⚠ same mask for every input"
 
 
-def test_the_ground_truth_demo_is_offered():
+def test_the_ground_truth_demos_are_offered_first():
+    from rekd_core.presets import PIPELINES
     from ui.experiments import DEMOS
 
-    assert [d[0] for d in DEMOS] == ["demo-fmnist", "demo-rt", "demo-fmnist-clutter"]
-    assert DEMOS[2][1] == "Fashion-MNIST with ground truth"
+    assert [d[0] for d in DEMOS] == ["demo-fmnist-clutter", "demo-rt-needle", "demo-fmnist", "demo-rt"]
+    assert [d[1] for d in DEMOS[:2]] == ["Fashion-MNIST with ground truth", "Reviews with ground truth"]
+    assert {d[0] for d in DEMOS} <= set(PIPELINES)
 
 
 def test_dataset_choices_list_the_registry_with_benchmarks_marked_then_preset_datasets():

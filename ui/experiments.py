@@ -13,10 +13,14 @@ from .client import ApiClient, ApiError
 from .render import message
 from .runs_table import ACTIVE, DATATYPES, HEADERS, ID_COLUMN, choices, newest_first, table_rows
 
-DEMOS = (("demo-fmnist", "Fashion-MNIST demo", "images: 28 px, 49 patches"),
-         ("demo-rt", "Rotten Tomatoes demo", "reviews: MiniLM tokenizer, 64 tokens"),
-         ("demo-fmnist-clutter", "Fashion-MNIST with ground truth",
-          "items placed at random among clutter: 64 px, 64 patches; every rationale scored against the item"))
+# (pipeline, button label, what it shows): the ground-truth demos first, where every rationale is scored
+DEMOS = (("demo-fmnist-clutter", "Fashion-MNIST with ground truth",
+          "items at random places among clutter: 64 px, 64 patches; every rationale scored against the item"),
+         ("demo-rt-needle", "Reviews with ground truth",
+          "a review hidden among synopsis sentences: 128 tokens; every rationale scored against the review"),
+         ("demo-fmnist", "Fashion-MNIST, centred",
+          "28 px, 49 patches: an example of a rationale that ignores its input (the warning)"),
+         ("demo-rt", "Rotten Tomatoes", "reviews: MiniLM tokenizer, 64 tokens"))
 DEFAULT_PRESET = "demo-fmnist-teacher"
 # the form's layout: pairs of related fields side by side
 ROWS = (("mode", "data.dataset"), ("model.teacher_run",),
@@ -104,7 +108,7 @@ def build(api: ApiClient) -> ExperimentsView:
         with gr.Row():
             demo_buttons = [gr.Button(f"▶ {label}", variant="primary", elem_id=f"btn-{name}")
                             for name, label, _ in DEMOS]
-        gr.Markdown(" · ".join(f"**{label}**: {what}" for _, label, what in DEMOS))
+        gr.Markdown("\n".join(f"- **{label}**: {what}" for _, label, what in DEMOS))
     demo_msg = gr.HTML("", elem_id="demo-msg")
     launched = gr.State([])
 

@@ -1,5 +1,7 @@
-"""The cluttered-vision demo teacher, trained and scored as a user would (the `rekd` command):
-its rationales must depend on the input and land on the item far more often than chance."""
+"""The ground-truth demo teachers, trained and scored as a user would (the `rekd` command): the
+cluttered-vision teacher's rationales must depend on the input and land on the item far more often
+than chance; the text teacher's (top-k) rationales must be non-empty, of the configured size, input
+dependent and scored against the review."""
 
 import json
 import shutil
@@ -41,3 +43,27 @@ def test_the_cluttered_demo_teacher_finds_the_item(tmp_path):
 
     text = rekd("evaluate", str(run))
     assert text.returncode == 0 and "on the evidence" in text.stdout and "mask-only probe" in text.stdout
+
+
+def test_the_text_demo_teacher_keeps_a_fifth_of_every_text_and_is_scored_on_the_review(tmp_path):
+    # the preset's mechanics (MiniLM's first 2 layers, a full-input warm-up, then top-k), shortened:
+    # whether it learns in its full budget is measured in README, not asserted here
+    run = tmp_path / "teacher"
+    short = ["train.max_steps=24", "schedule.full_input_steps=12", "train.eval_every=12", "train.checkpoint_every=12",
+             "data.max_train=800", "data.max_eval=64"]
+    out = rekd("train", "--preset", "demo-rt-needle-teacher", "--run-dir", str(run),
+               *[a for s in short for a in ("--set", s)])
+    assert out.returncode == 0, out.stderr[-2000:]
+
+    out = rekd("evaluate", str(run), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout)
+    assert r["split"] == "test" and r["dataset"] == "rotten_tomatoes_needle" and r["n"] == 64
+    # top-k: round(20 % of each text's real tokens), never empty, so the share barely varies
+    assert r["selected"]["min"] > 0.15 and r["selected"]["max"] < 0.25, r["selected"]
+    dep, pl = r["input_dependence"], r["plausibility"]
+    assert dep["distinct_share"] >= 0.9, dep  # texts differ in length and content: so do their top-k sets
+    # scored where the review is in view: at 128 tokens a review set late in a long text can fall past the end
+    assert pl["ground_truth"] == "benchmark" and 60 <= pl["n"] <= 64
+    assert 0 < pl["random"]["precision"] < 1 and 0 <= pl["precision"] <= 1
+    assert 0 <= r["probe"]["accuracy"] <= 1
