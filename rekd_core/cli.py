@@ -133,7 +133,7 @@ def format_evaluation(r: dict[str, Any]) -> str:
     if pl:
         who = "agreement with your annotations" if pl.get("ground_truth") == "annotations" else "on the evidence"
         line = (f"  plausibility        {who} ({pl['n']} examples): precision {pl['precision']:.3f} "
-                f"(random patches at the same size {pl['random']['precision']:.3f}), recall {pl['recall']:.3f}, "
+                f"(random {'tokens' if 'iou_f1' in pl else 'patches'} at the same size {pl['random']['precision']:.3f}), recall {pl['recall']:.3f}, "
                 f"F1 {pl['f1']:.3f} (random {pl['random']['f1']:.3f}), IoU {pl['iou']:.3f}")
         if "iou_f1" in pl:
             line += f", IOU-F1 {pl['iou_f1']:.3f}"
