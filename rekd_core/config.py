@@ -8,6 +8,7 @@ differs is a named option in `LossConfig`; `variant: reference` switches all of 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -301,8 +302,14 @@ class ExperimentConfig(_Strict):
         for role in ("student", "teacher"):
             spec = getattr(self.model, role)
             if spec is not None and spec.kind not in want:
-                raise ValueError(f"model.{role}.kind is {spec.kind!r} but task {self.task!r} needs "
-                                 + " or ".join(repr(k) for k in want))
+                needs = " or ".join(repr(k) for k in want)
+                given = (f"none was given, so it is the default {spec.kind!r} (for images)"
+                         if role == "student" and "student" not in self.model.model_fields_set
+                         else f"{spec.kind!r}")
+                raise ValueError(f"model.{role}.kind: {given}, but task {self.task!r} needs {needs}: set "
+                                 f"model.{role}.kind to {want[0]!r}"
+                                 + (" (pretrained: minilm-l6 for the offline MiniLM)" if want[0] == "bert" else "")
+                                 + ", or start from a preset of that task (`rekd presets`)")
         if self.mode == "rekd":
             if not self.model.teacher_run:
                 raise ValueError("mode 'rekd' needs model.teacher_run (the run directory of a trained RE teacher)")
@@ -340,7 +347,15 @@ def validation_errors(err: ValidationError) -> list[dict[str, str]]:
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "literal_error":
-            msg = f"got {e.get('input')!r}; {msg}"
+            shown = repr(e.get("input"))
+            msg = f"got {shown if len(shown) <= 60 else shown[:60] + '…'}; {msg}"
+        elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            # pydantic's words are about its discriminator; say which architectures there are
+            got = "no `kind`" if e["type"] == "union_tag_not_found" else f"kind {e['ctx']['tag'][:60]!r}"
+            msg = f"{got}: set kind to 'vit' or 'cnn' (images) or 'bert' (texts)"
+        field_named = re.match(r"((?:model|data|loss|schedule|optim|train)(?:\.\w+)+): (.+)", msg, re.S)
+        if loc == "(config)" and field_named:  # a whole-config check that names its field
+            loc, msg = field_named.groups()
         out.append({"field": loc, "message": msg})
     return out
 
