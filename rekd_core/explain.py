@@ -11,11 +11,17 @@ evidence, resized to the image's size), highlighted substrings for a text run (e
 counts). It is mapped to positions by the run's own featurizer, as its training data's evidence
 is, and each rationale gets its precision and recall against it. Every explanation also carries
 its run's warnings (quality.py): a rationale that barely depends on its input says so.
+
+A text is normalised by one documented rule before it is explained (`normalise_text`, which the
+API and the CLI share): control characters other than tab, newline and carriage return become
+spaces (so character offsets are kept), and a text with nothing left to explain is refused.
+Bytes become text only as UTF-8 (`decode_utf8`: an error names the first invalid byte's offset).
 """
 
 from __future__ import annotations
 
 import functools
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +133,42 @@ def _excerpt(s: str) -> str:
     return repr(s if len(s) <= EXCERPT else s[:EXCERPT] + "…")
 
 
+# --- text normalisation: what counts as a text (the API and the CLI apply the same rule) -------
+_KEPT_CONTROLS = frozenset("\t\n\r")
+
+
+def decode_utf8(data: bytes, what: str = "the text") -> str:
+    """`data` as UTF-8; ValueError naming the first invalid byte's offset (never a silent Latin-1)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} is not valid UTF-8: byte {err.start} (counting from 0) is 0x{data[err.start]:02x}; "
+                         "send or save the text as UTF-8") from None
+
+
+def _controls_to_spaces(text: str) -> str:
+    return "".join(" " if unicodedata.category(c) == "Cc" and c not in _KEPT_CONTROLS else c for c in text)
+
+
+def normalise_text(text: str, what: str = "the text") -> str:
+    """The text as it is explained. The rule: every control character (Unicode category Cc: NUL,
+    the other C0 controls, DEL and the C1 controls) except tab, newline and carriage return becomes
+    a space, so the character offsets of `positions` stay those of the text given. ValueError for
+    a lone surrogate (not text: what invalid UTF-8 becomes in a command-line argument), and for a
+    text with nothing left to explain (empty, or only whitespace and control characters)."""
+    for i, c in enumerate(text):
+        if unicodedata.category(c) == "Cs":
+            raise ValueError(f"{what} is not valid text: character {i} is a lone surrogate (U+{ord(c):04X}; "
+                             "invalid UTF-8 in a command-line argument arrives as one); give it as UTF-8")
+    clean = _controls_to_spaces(text)
+    if not clean.strip():
+        if not text.strip():
+            raise ValueError(f"{what} is empty")
+        raise ValueError(f"{what} has nothing to explain: it holds only control characters and whitespace "
+                         "(control characters other than tab, newline and carriage return count as spaces)")
+    return clean
+
+
 def rationale_spans(text: str, rationale: str | list[str]) -> list[tuple[int, int]]:
     """[start, end) of every occurrence of each highlighted substring (a list, or one per line;
     blank lines are skipped). Matching is exact: case and spacing count. ValueError names a
@@ -189,6 +231,10 @@ def _evidence_targets(feat: Any, inp: Any, arr: np.ndarray | None, evidence: Any
         if not isinstance(evidence, (str, list, tuple)):
             raise ValueError("evidence: a mask image is ground truth for an image run; this run explains texts "
                              "(give the highlighted substrings)")
+        if isinstance(evidence, str):  # matched against the normalised text, so normalised the same way
+            evidence = _controls_to_spaces(evidence)
+        else:
+            evidence = [_controls_to_spaces(e) for e in evidence]
         target = feat.evidence_targets([inp], [rationale_spans(inp, evidence)])
     return _fit(target.float(), length)
 
@@ -212,6 +258,8 @@ def _explain_loaded(run: LoadedRun, inp: Any, evidence: Any = None) -> Explanati
         inputs, positions = feat.positions(inp)
         inputs = to_device_inputs(inputs, dev)
         positions = positions[: inputs.selectable.shape[1]]
+        if not bool(inputs.selectable.any()):
+            raise ValueError("the text has nothing to explain: the run's tokenizer keeps none of its characters")
 
     faith = None
     if model.with_generator:
@@ -286,10 +334,13 @@ def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_
     its integrated-gradients selection at the rationale's sparsity, with its ERASER scores.
     `evidence`, the input's ground truth (a mask image or array for an image, non-zero = evidence;
     highlighted substrings for a text, a list or one per line), adds `evidence` and `plausibility`
-    (the teacher's too, on its own positions). ValueError for the wrong kind or a substring that
-    is not in the text.
+    (the teacher's too, on its own positions). A text is normalised first (`normalise_text`: control
+    characters become spaces). ValueError for the wrong kind, a text with nothing to explain, or a
+    substring that is not in the text.
     """
     loaded = run if isinstance(run, LoadedRun) else load_run(run, which)
+    if isinstance(inp, str) and isinstance(loaded.featurizer, TextFeaturizer):
+        inp = normalise_text(inp)
     out = _explain_loaded(loaded, inp, evidence)
     if baseline is not None:
         problem = baseline_problem(loaded.config, loaded.class_names, baseline.config, baseline.class_names)

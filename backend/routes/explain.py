@@ -5,8 +5,14 @@ Untrusted input is checked before it reaches the model:
   parsed: by its Content-Length, and by counting the bytes as they arrive (chunked bodies);
 - images must decode as PNG, JPEG, GIF, BMP or WEBP (the bytes decide, not the filename): any
   other file is 415, a damaged one 422, one over `max_image_pixels` 422 (decompression bombs);
-- texts must be non-blank and at most `max_text_chars` characters (422: the body was within
-  its size limit, the *content* is what is refused);
+- the form is parsed strictly: every text field must be UTF-8 (422 naming the field and the first
+  invalid byte's offset; Starlette would decode it as Latin-1), and no field has a size limit of
+  its own below the body cap, so an oversized field reaches its own check (a 422 naming it), not
+  the multipart parser's 400;
+- texts must be at most `max_text_chars` characters and are normalised as `rekd explain` does
+  (rekd_core.explain.normalise_text: control characters other than tab, newline and carriage
+  return become spaces); a text with nothing left to explain is 422 (the body was within its size
+  limit, the *content* is what is refused);
 - optional ground truth: an `evidence` mask image passes the same checks as the image (formats,
   pixel cap, damage), a `rationale` (highlighted substrings, one per line) the text's length cap,
   and each substring must occur in the text (422 naming it).
@@ -15,12 +21,14 @@ The model runs in the threadpool so the event loop keeps serving other requests.
 
 from __future__ import annotations
 
+import codecs
 import io
 import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
@@ -28,6 +36,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Message, Receive
 
 from backend.quality import ExamplePlausibility, RationaleWarning
@@ -40,7 +50,7 @@ from backend.routes.examples import (
 )
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
 from backend.settings import Settings, get_settings
-from rekd_core.explain import Explanation, explain, load_run
+from rekd_core.explain import Explanation, decode_utf8, explain, load_run, normalise_text
 from rekd_core.runmodel import LoadedRun
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
@@ -49,7 +59,7 @@ _READ_CHUNK = 64 * 1024
 
 
 # --- the body cap, applied before FastAPI parses the form --------------------------------------
-def _too_large(cap: int) -> HTTPException:
+def too_large(cap: int) -> HTTPException:
     return HTTPException(413, f"request body too large: at most {cap} bytes are accepted")
 
 
@@ -68,14 +78,77 @@ def _capped_receive(receive: Receive, cap: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > cap:
-                raise _too_large(cap)
+                raise too_large(cap)
         return message
 
     return capped
 
 
+# --- the form, parsed strictly --------------------------------------------------------------------
+def _field_text(name: str, data: bytes) -> str:
+    try:
+        return decode_utf8(data, what=name if len(name) <= 60 else name[:60] + "…")
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
+
+
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, but a UTF-8 text field that is not UTF-8 is refused (it falls back to Latin-1)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None and codecs.lookup(self._charset or "utf-8").name == "utf-8":
+            _field_text(part.field_name, bytes(part.data))
+        super().on_part_end()
+
+
+def _urlencoded(body: bytes, max_fields: int | float) -> FormData:
+    """An application/x-www-form-urlencoded body; each value's bytes (after %-decoding) must be UTF-8."""
+    items: list[tuple[str, str]] = []
+    for pair in body.split(b"&"):
+        if not pair:
+            continue
+        if len(items) >= max_fields:
+            raise HTTPException(400, f"Too many fields. Maximum number of fields is {max_fields}.")
+        raw_name, _, raw_value = pair.partition(b"=")
+        name = _field_text("a field name", unquote_to_bytes(raw_name.replace(b"+", b" ")))
+        items.append((name, _field_text(name, unquote_to_bytes(raw_value.replace(b"+", b" ")))))
+    return FormData(items)
+
+
+class _StrictFormRequest(Request):
+    """The request as the route sees it: its form parsed strictly (above), each field capped only
+    by the body cap (`cap`), so `_checked_text` and friends answer for an oversized field."""
+
+    def __init__(self, scope: Any, receive: Receive, cap: int) -> None:
+        super().__init__(scope, receive)
+        self._cap = cap
+        self._strict: FormData | None = None
+
+    def form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,  # type: ignore[override]
+             max_part_size: int = 0) -> Any:
+        return self._parse(max_files, max_fields)
+
+    async def _parse(self, max_files: int | float, max_fields: int | float) -> FormData:
+        if self._strict is None:
+            kind = self.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind == "multipart/form-data":
+                try:
+                    self._strict = await _StrictMultiPartParser(
+                        self.headers, self.stream(), max_files=max_files, max_fields=max_fields,
+                        max_part_size=self._cap).parse()
+                except MultiPartException as exc:
+                    raise HTTPException(400, exc.message) from None
+            elif kind == "application/x-www-form-urlencoded":
+                self._strict = _urlencoded(await self.body(), max_fields)
+            else:
+                self._strict = FormData()
+        return self._strict
+
+
 class CappedBodyRoute(APIRoute):
-    """Refuses an oversized body before the multipart parser spools it to disk.
+    """Refuses an oversized body before the multipart parser spools it to disk, and parses the
+    form strictly (`_StrictFormRequest`).
 
     A dependency would run too late: FastAPI reads the whole form before solving dependencies.
     """
@@ -87,8 +160,8 @@ class CappedBodyRoute(APIRoute):
             cap = _settings_of(request).max_upload_bytes
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > cap:
-                raise _too_large(cap)
-            return await parse_and_run(Request(request.scope, _capped_receive(request.receive, cap)))
+                raise too_large(cap)
+            return await parse_and_run(_StrictFormRequest(request.scope, _capped_receive(request.receive, cap), cap))
 
         return handler
 
@@ -158,7 +231,7 @@ async def _read_capped(file: UploadFile, cap: int) -> bytes:
     while chunk := await file.read(_READ_CHUNK):
         seen += len(chunk)
         if seen > cap:
-            raise _too_large(cap)
+            raise too_large(cap)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -207,11 +280,13 @@ def _pixels(img: Image.Image) -> np.ndarray:
 
 
 def _checked_text(text: str, max_chars: int) -> str:
-    if not text.strip():
-        raise HTTPException(422, "the text is empty")
+    """The text normalised (control characters become spaces); 422 if too long or nothing is left."""
     if len(text) > max_chars:
         raise HTTPException(422, f"text too long: {len(text)} characters, at most {max_chars} are accepted")
-    return text
+    try:
+        return normalise_text(text)
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
 
 
 def _uploaded(file: UploadFile | None) -> bool:
@@ -259,11 +334,12 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
 @router.post("/api/explain", response_model=ExplanationOut,
              responses=error_responses(
                  400, 404, 409, 413, 415, 422,
-                 e400="malformed multipart body",
+                 e400="malformed form body",
                  e409="the run has no checkpoint yet",
                  e413="request body over max_upload_bytes",
                  e415="the file is not a PNG, JPEG, GIF, BMP or WEBP image",
-                 e422="invalid run id; neither or both of file/text; empty or too long text; corrupt or too "
+                 e422="invalid run id; a form field that is not UTF-8 (naming it and the byte offset); neither "
+                      "or both of file/text; a text too long or with nothing to explain; corrupt or too "
                       "large image or evidence mask; an image for a text run or a text for an image run; an "
                       "`evidence` mask for a text run or a `rationale` for an image run; a rationale substring "
                       "that is not in the text; a baseline_run that is not a completed CLS run on the same data, "
@@ -298,6 +374,7 @@ async def explain_input(
         raise HTTPException(422, "give exactly one input: an image `file` or a `text`")
     has_evidence = _uploaded(evidence)
     ground = _checked_rationale(rationale, settings.max_text_chars) if rationale is not None else None
+    checked_text = _checked_text(text, settings.max_text_chars) if text is not None else None  # before any load
     loaded = await _loaded(run_dir, run_id, checkpoint)
     modality = loaded.featurizer.modality
     if has_evidence and modality != "vision":
@@ -317,7 +394,7 @@ async def explain_input(
         if evidence is not None and has_evidence:
             truth = await _evidence_mask(evidence, settings)
     else:
-        inp = _checked_text(text or "", settings.max_text_chars)
+        inp = checked_text
     try:
         ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint, baseline=baseline, evidence=truth)
     except ValueError as err:  # explain's own refusal: an image for a text run or the reverse
