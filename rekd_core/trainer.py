@@ -30,10 +30,11 @@ from .checkpoint import (
     remove_partial_writes,
     save_checkpoint,
 )
+from .checks import init_mismatch, teacher_mismatch
 from .config import ExperimentConfig, config_to_dict
 from .data import DatasetBundle, ground_truth_kind, load_for_config
 from .evaluate import evaluate, frac_stats
-from .features import Featurizer, Inputs, Prepared, TextFeaturizer, build_featurizer
+from .features import Featurizer, Inputs, Prepared, build_featurizer
 from .models import RationaleModel, count_parameters
 from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso
@@ -95,12 +96,10 @@ def init_from_run(model: RationaleModel, cfg: ExperimentConfig, run_dir: Path, c
     if not path.exists():
         raise InitMismatch(f"model.init_from: {run_dir} holds no checkpoint")
     tensors, meta = load_checkpoint(path, device="cpu")
-    theirs = meta.get("config", {}).get("model", {}).get("student")
-    if theirs != cfg.model.student.model_dump(mode="json"):
-        raise InitMismatch(f"model.init_from: {run_dir} has another student architecture ({theirs}); it must "
-                           "match model.student")
-    if meta.get("class_names") != class_names:
-        raise InitMismatch(f"model.init_from: {run_dir} was trained on other classes ({meta.get('class_names')})")
+    why = init_mismatch(cfg, meta.get("config", {}).get("model", {}).get("student"), classes=class_names,
+                        init_classes=meta.get("class_names") or [])
+    if why:  # the API made the same check (its classes aside) before the run was queued
+        raise InitMismatch(f"model.init_from: {run_dir.name}: {why}")
     own = model.state_dict()
     copied = {}
     for key, value in tensors.items():
@@ -203,21 +202,10 @@ class Trainer:
     def _load_teacher(self) -> LoadedRun:
         cfg = self.cfg
         run = LoadedRun(Path(cfg.model.teacher_run or ""), which=cfg.model.teacher_checkpoint, device=self.device)
-        tc = run.config
-        if tc.mode != "re":
-            raise TeacherMismatch(f"model.teacher_run must be an RE run (it has mode {tc.mode!r})")
-        if tc.data.dataset != cfg.data.dataset or run.class_names != self.class_names:
-            raise TeacherMismatch(
-                f"teacher was trained on {tc.data.dataset!r}, this run uses {cfg.data.dataset!r}")
-        s, t = cfg.model.student, tc.model.student
-        if isinstance(self.feat, TextFeaturizer):
-            if tc.data.tokenizer != cfg.data.tokenizer or tc.data.max_len != cfg.data.max_len:
-                raise TeacherMismatch("teacher and student must share one tokenizer and max_len: teacher has "
-                                      f"{tc.data.tokenizer!r}/{tc.data.max_len}, student {cfg.data.tokenizer!r}/"
-                                      f"{cfg.data.max_len}")
-        elif (t.img_size, t.patch_size, t.in_chans) != (s.img_size, s.patch_size, s.in_chans):  # type: ignore[union-attr]
-            raise TeacherMismatch("teacher and student must see the same patch grid: teacher has img_size/"
-                                  f"patch_size {t.img_size}/{t.patch_size}, student {s.img_size}/{s.patch_size}")  # type: ignore[union-attr]
+        # the API made the same check when the run was requested (the classes aside: it knows them now)
+        why = teacher_mismatch(cfg, run.config, student_classes=self.class_names, teacher_classes=run.class_names)
+        if why:
+            raise TeacherMismatch(f"model.teacher_run: {why}")
         return run
 
     def _teacher_outputs(self, data: Prepared, split: str) -> TeacherOutputs:

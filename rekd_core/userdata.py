@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from .config import excerpt
+
 if TYPE_CHECKING:  # the heavy imports (numpy, torch via data, Pillow) wait until data is loaded
     import numpy as np
 
@@ -123,16 +125,16 @@ def parse_spec(spec: str) -> DatasetSpec | None:
         return None
     kind, _, rest = spec.partition(":")
     if kind not in KINDS:
-        raise DatasetError(f"{spec!r}: unknown kind {kind + ':'!r}; allowed: {allowed_forms()}")
+        raise DatasetError(f"{excerpt(spec)!r}: unknown kind {excerpt(kind, 20) + ':'!r}; allowed: {allowed_forms()}")
     if kind == "hf":
         ident, _, config = rest.partition(":")
         if not _HF_ID.fullmatch(ident) or (config and not _HF_CONFIG.fullmatch(config)):
-            raise DatasetError(f"{spec!r}: expected hf:<id> or hf:<id>:<config> (e.g. hf:imdb, "
+            raise DatasetError(f"{excerpt(spec)!r}: expected hf:<id> or hf:<id>:<config> (e.g. hf:imdb, "
                                f"hf:glue:sst2, hf:user/name); allowed: {allowed_forms()}")
         return DatasetSpec("hf", ident, config or None)
     if not rest or "\0" in rest or not os.path.isabs(rest):
-        raise DatasetError(f"{spec!r}: {kind}: needs an absolute server-side path ({kind}:/abs/...), "
-                           f"got {rest!r}; allowed: {allowed_forms()}")
+        raise DatasetError(f"{excerpt(spec)!r}: {kind}: needs an absolute server-side path ({kind}:/abs/...), "
+                           f"got {excerpt(rest)!r}; allowed: {allowed_forms()}")
     return DatasetSpec(kind, os.path.normpath(rest))
 
 
@@ -141,7 +143,7 @@ def check_spec(spec: str) -> str:
     from .data import DATASETS
 
     if parse_spec(spec) is None and spec not in DATASETS:
-        raise DatasetError(f"unknown dataset {spec!r}; allowed: {allowed_forms()}")
+        raise DatasetError(f"unknown dataset {excerpt(spec)!r}; allowed: {allowed_forms()}")
     return spec
 
 
@@ -176,7 +178,7 @@ def check_task(spec: str, task: str) -> None:
         modality = parsed.modality
     if modality is not None and modality != task:
         what = "images" if modality == "vision" else "texts"
-        raise DatasetError(f"data.dataset {spec!r} holds {what} ({modality}) but task is {task!r}: "
+        raise DatasetError(f"data.dataset {excerpt(spec)!r} holds {what} ({modality}) but task is {task!r}: "
                            f"use a {'folder:' if task == 'vision' else 'csv:/jsonl:'} dataset for a {task} task")
 
 
@@ -203,7 +205,8 @@ def load_user_raw(spec: DatasetSpec, options: LoadOptions, root: str | None = No
             return _cached_files(spec, _file_options(spec, options), _fingerprint(path, layout))
         return _cached_files(spec, _file_options(spec, options), _fingerprint(path, None))
     except OSError as err:  # permissions, a file vanishing mid-read: the user's to fix, named
-        raise DatasetError(f"{err.filename or path}: cannot be read ({err.strerror or err})") from None
+        raise DatasetError(f"{excerpt(err.filename or path)}: cannot be read ({excerpt(err.strerror or err)})") \
+            from None
 
 
 def _file_options(spec: DatasetSpec, o: LoadOptions) -> LoadOptions:
@@ -216,12 +219,13 @@ def _file_options(spec: DatasetSpec, o: LoadOptions) -> LoadOptions:
 
 
 def _check_exists(path: Path, *, folder: bool) -> None:
+    shown = excerpt(path)
     if not path.exists():
-        raise DatasetError(f"{path}: no such {'folder' if folder else 'file'} on the server")
+        raise DatasetError(f"{shown}: no such {'folder' if folder else 'file'} on the server")
     if folder and not path.is_dir():
-        raise DatasetError(f"{path}: not a folder (folder: needs a directory holding one sub-folder per class)")
+        raise DatasetError(f"{shown}: not a folder (folder: needs a directory holding one sub-folder per class)")
     if not folder and not path.is_file():
-        raise DatasetError(f"{path}: not a regular file")
+        raise DatasetError(f"{shown}: not a regular file")
 
 
 class ClassFiles(NamedTuple):
@@ -595,9 +599,14 @@ def _span(pair: Any, n: int, at: str) -> tuple[int, int]:
 
 
 def _missing_column(path: Path, column: str, option: str, found: Iterable[str], where: str = "") -> DatasetError:
-    cols = ", ".join(repr(c) for c in found) or "none"
-    return DatasetError(f"{path}: {where + ': ' if where else ''}no column {column!r} (data.{option}); "
-                        f"columns found: {cols}")
+    # a short, bounded excerpt of the header: a few names, each cut short (a file that is no table,
+    # its first line read as a header, is never echoed whole)
+    names = list(found)
+    cols = ", ".join(repr(excerpt(c, 30)) for c in names[:8]) or "none"
+    if len(names) > 8:
+        cols += f" and {len(names) - 8} more"
+    return DatasetError(f"{excerpt(path)}: {where + ': ' if where else ''}no column {excerpt(column, 40)!r} "
+                        f"(data.{option}); columns found: {cols}")
 
 
 def _read_csv(path: Path, o: LoadOptions) -> list[_Record]:

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from backend.settings import Settings
+from rekd_core.checks import RunRefused, check_model_size
 from rekd_core.config import ExperimentConfig
 from rekd_core.runstore import RunStore, now_iso
 from rekd_core.trainer import train
@@ -116,6 +117,11 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
             return {"run_id": run_id, "state": "waiting", "waiting_for": detail}
         if status.get("waiting_for"):
             store.write_status(waiting_for=None)
+        try:  # the API's own check at the door; here with the network, for a model it could not count
+            check_model_size(cfg, settings.max_params)
+        except RunRefused as err:
+            _finish_without_training(store, publish, "failed", str(err))  # nothing tried: not an attempt
+            return {"run_id": run_id, "state": "failed", "error": str(err)}
         attempts = int(status.get("attempts", 0)) + 1
         if attempts > settings.max_attempts:
             reason = (f"gave up after {attempts - 1} starts that did not finish (the worker died or was lost "
