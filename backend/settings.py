@@ -31,14 +31,26 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: str | None = Field(None, description="if set, mutating endpoints require it as a Bearer token")
-    data_roots: str | None = Field(None, description="folders (separated by ':') the API may read user data and "
-                                                     "data.root from; unset: any path the server process can read")
+    data_roots: str | None = Field(
+        None, description="more folders (separated by ':') the API may read user data, data.root, tokenizers and "
+                          "weights files from, besides the runs directory's data/ folder and the built-in datasets' "
+                          "own folders (always allowed); `rekd up --data DIR` adds to it")
+    max_params: int = Field(500_000_000, gt=0, description="largest model a run may build (generator and predictor "
+                                                           "together), in parameters; larger runs are refused")
 
-    def allowed_data_roots(self) -> list[Path] | None:
-        """The resolved REKD_DATA_ROOTS, or None when every readable path is allowed."""
-        if not self.data_roots:
-            return None
-        return [Path(p).expanduser().resolve() for p in self.data_roots.split(os.pathsep) if p.strip()]
+    def allowed_data_roots(self) -> list[Path]:
+        """The folders the API reads user data from (symlinks resolved): <runs_dir>/data, the built-in
+        datasets' folders and REKD_DATA_ROOTS. A path elsewhere is refused without being read."""
+        from rekd_core.data import builtin_data_roots
+
+        extra = [Path(p) for p in (self.data_roots or "").split(os.pathsep) if p.strip()]
+        roots = [(self.runs_dir / "data"), *builtin_data_roots(), *extra]
+        return list(dict.fromkeys(p.expanduser().resolve() for p in roots))
+
+    def allowed_run_roots(self) -> list[Path]:
+        """The folders a run directory named by path (model.teacher_run, model.init_from) may lie in:
+        the runs directory and the data roots."""
+        return list(dict.fromkeys([self.runs_dir.expanduser().resolve(), *self.allowed_data_roots()]))
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id

@@ -420,7 +420,7 @@ class SweepStore:
                 "spec": record["spec"], "overrides": record.get("overrides", []), "axes": record["axes"],
                 "teachers": teachers, "runs": runs, "progress": progress, "table": table,
                 "n_runs": len(every), "done": states.count("completed"),
-                "failed": sum(s in ("failed", "cancelled") for s in states)}
+                "failed": states.count("failed"), "cancelled": states.count("cancelled")}
 
 
 # --- presets -------------------------------------------------------------------------------------

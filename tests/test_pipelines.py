@@ -228,8 +228,7 @@ def test_teacher_given_by_run_id_or_directory_is_stored_as_its_absolute_director
     want = str((runs_dir / "teacher-1").resolve())
     assert RunStore(runs_dir / r.json()["id"]).config().model.teacher_run == want
     monkeypatch.chdir(tmp_path)
-    r = c.post("/api/runs", json={"preset": "demo-fmnist-student",
-                                  "overrides": {"mode": "rekd", "model.teacher_run": "runs/teacher-1"}})
+    r = c.post("/api/runs", json={"config": _rekd("runs/teacher-1")})  # a path relative to the server's cwd
     assert r.status_code == 201, r.text
     assert RunStore(runs_dir / r.json()["id"]).config().model.teacher_run == want
     assert len(posted) == 2
@@ -238,15 +237,16 @@ def test_teacher_given_by_run_id_or_directory_is_stored_as_its_absolute_director
 def test_a_teacher_that_is_no_run_or_no_re_run_or_ended_badly_is_refused(tmp_path, runs_dir, posted):
     RunStore.create(runs_dir / "cls-run", parse_config(tiny_vision("cls")))
     RunStore.create(runs_dir / "failed-run", parse_config(tiny_vision("re"))).write_status(state="failed")
-    (tmp_path / "empty").mkdir()
+    (runs_dir / "empty").mkdir()
     c = client(runs_dir)
     msg = _refusal(c.post("/api/runs", json={"config": _rekd("no-such-run")}))
     assert "neither a run id under the runs directory nor an existing directory" in msg
-    assert "'cls' run" in _refusal(c.post("/api/runs", json={"config": _rekd("cls-run")}))
+    assert "must be an RE run" in _refusal(c.post("/api/runs", json={"config": _rekd("cls-run")}))
     assert "ended failed" in _refusal(c.post("/api/runs", json={"config": _rekd("failed-run")}))
-    assert "not a run directory" in _refusal(c.post("/api/runs", json={"config": _rekd(str(tmp_path / "empty"))}))
-    assert "neither" in _refusal(c.post("/api/runs", json={"config": _rekd("../runs/cls-run/../../nope")}))
-    assert posted == [] and sorted(p.name for p in runs_dir.iterdir()) == ["cls-run", "failed-run"]
+    assert "not a run directory" in _refusal(c.post("/api/runs", json={"config": _rekd(str(runs_dir / "empty"))}))
+    assert "outside" in _refusal(c.post("/api/runs", json={"config": _rekd(str(tmp_path))}))  # never read
+    assert "outside" in _refusal(c.post("/api/runs", json={"config": _rekd("../runs/cls-run/../../nope")}))
+    assert posted == [] and sorted(p.name for p in runs_dir.iterdir()) == ["cls-run", "empty", "failed-run"]
 
 
 def test_init_from_is_resolved_to_a_run_directory_with_a_checkpoint(tmp_path, runs_dir, posted):
@@ -282,7 +282,8 @@ def test_teacher_verdict(tmp_path, state, verdict):
 def test_a_pipeline_on_a_broken_data_file_is_refused_before_anything_is_queued(runs_dir, sent, tmp_path):
     bad = tmp_path / "broken.csv"
     bad.write_text("text,label\nfine film,pos\n,neg\n")
-    r = client(runs_dir).post("/api/pipelines", json={"name": "demo-rt", "overrides": [f"data.dataset=csv:{bad}"]})
+    r = client(runs_dir, data_roots=str(tmp_path)).post("/api/pipelines", json={
+        "name": "demo-rt", "overrides": [f"data.dataset=csv:{bad}"]})
     assert r.status_code == 422
     (err,) = r.json()["detail"]
     assert "row 2" in err["msg"] and "column 'text'" in err["msg"]

@@ -217,7 +217,7 @@ def api(tmp_path, monkeypatch):
     sent: list = []
     monkeypatch.setattr(sweeps_route, "_enqueue", lambda sends: sent.extend(sends))
     app = create_app()
-    fixed = Settings(runs_dir=tmp_path / "runs", queue="default-q")
+    fixed = Settings(runs_dir=tmp_path / "runs", queue="default-q", data_roots=str(tmp_path))
     app.dependency_overrides[get_settings] = lambda: fixed
     return TestClient(app), fixed.runs_dir, sent
 
@@ -256,7 +256,7 @@ def test_post_sweep_creates_runs_and_chains_students_to_their_teacher(api):
     assert len(listed) == 14 and (runs_dir / ".sweeps").is_dir()
     (summary,) = c.get("/api/sweeps").json()
     assert summary == {"id": body["id"], "name": "t", "state": "running", "created": detail["created"],
-                       "n_runs": 14, "done": 0, "failed": 0}
+                       "n_runs": 14, "done": 0, "failed": 0, "cancelled": 0}
 
 
 def test_post_sweep_refusals_are_422_naming_the_field(api):

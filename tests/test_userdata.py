@@ -340,7 +340,7 @@ def test_edits_to_the_file_are_seen(tmp_path):
 
 @pytest.fixture()
 def client(tmp_path):
-    fixed = Settings(runs_dir=tmp_path / "runs")
+    fixed = Settings(runs_dir=tmp_path / "runs", data_roots=str(tmp_path))  # the API reads data only there
     app.dependency_overrides[get_settings] = lambda: fixed
     yield TestClient(app)
     app.dependency_overrides.clear()
@@ -398,7 +398,7 @@ def test_api_documents_ground_truth(client):
 
 @pytest.mark.parametrize("body, words", [
     ({"dataset": "csv:rel.csv", "task": "text"}, "absolute server-side path"),
-    ({"dataset": "csv:/no/such.csv", "task": "text"}, "/no/such.csv: no such file on the server"),
+    ({"dataset": "csv:/no/such.csv", "task": "text"}, "/no/such.csv is outside the folders this server reads"),
     ({"dataset": "folder:/x", "task": "text"}, "holds images (vision) but task is 'text'"),
     ({"dataset": "hf:imdb", "task": "text"}, "pip install"),
 ])
@@ -409,7 +409,7 @@ def test_api_inspect_refusals(client, body, words):
 
 
 def test_api_inspect_needs_the_token_when_one_is_set(tmp_path):
-    fixed = Settings(runs_dir=tmp_path, api_token="s3cret")
+    fixed = Settings(runs_dir=tmp_path, api_token="s3cret", data_roots=str(tmp_path))
     app.dependency_overrides[get_settings] = lambda: fixed
     try:
         c = TestClient(app)

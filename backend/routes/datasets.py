@@ -6,27 +6,30 @@ The dataset is a registry name or the user's own data as a *server-side* path or
 whole dataset is read and checked as training would read it, and what is wrong comes back as a
 422 naming the file, row and column.
 
-Security: this route reads files anywhere the server process may read and echoes a few rows
-(texts, file names) back, so it is guarded like the mutating routes: with REKD_API_TOKEN set it
-needs `Authorization: Bearer <token>` (TokenDep). Without a token the service only binds
-loopback unless told `--insecure` (rekd/cli.py). With REKD_DATA_ROOTS set, user data and data.root
-must lie inside those folders (after symlinks are resolved), here and wherever a run is queued
-(check_dataset). Relative paths are refused; files must be
-regular files with an allowed suffix (no devices, FIFOs or /proc entries) and tables are capped
-in size (rekd_core.userdata.MAX_TABLE_BYTES).
+Security: this route reads files and echoes a few rows (texts, file names) back, so it reads only
+under the data roots (Settings.allowed_data_roots: the runs directory's data/ folder, the built-in
+datasets' own folders and REKD_DATA_ROOTS; symlinks resolved), here and wherever a run is queued
+(check_paths): a path elsewhere is refused at its field without being opened, stat'ed for its
+contents or echoed. It is also guarded like the mutating routes: with REKD_API_TOKEN set it
+needs `Authorization: Bearer <token>` (TokenDep). Relative paths are refused; files must be
+regular files (no devices, FIFOs or /proc entries) and tables are capped in size
+(rekd_core.userdata.MAX_TABLE_BYTES); messages quote at most a short excerpt of a header or a
+path (rekd_core.config.excerpt).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rekd_core.config import DataConfig, ExperimentConfig, validation_errors
-from rekd_core.userdata import DatasetError, inspect_dataset, options_for, parse_spec
+from rekd_core.checks import config_paths, outside_roots
+from rekd_core.config import DataConfig, ExperimentConfig, excerpt, validation_errors
+from rekd_core.userdata import DatasetError, check_task, inspect_dataset, options_for, parse_spec
 
 from ..deps import SettingsDep, TokenDep
 from ..settings import Settings
@@ -35,6 +38,8 @@ router = APIRouter(tags=["datasets"])
 
 
 class DatasetInspect(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error naming it, never ignored
+
     dataset: str = Field(description="registry name, folder:/abs/dir, csv:/abs/file.csv, jsonl:/abs/file.jsonl "
                                      "or hf:<id>[:<config>]")
     task: Literal["vision", "text"]
@@ -93,25 +98,35 @@ def list_datasets() -> list[DatasetEntry]:
                          ground_truth=d.ground_truth, how_to_get=d.how_to_get) for d in DATASETS.values()]
 
 
-def check_data_paths(data: DataConfig, settings: Settings, loc: list[str]) -> None:
-    """422 naming the field when REKD_DATA_ROOTS is set and the dataset's file or folder, or
-    data.root, lies outside it (symlinks resolved: a link inside a root cannot point out of it)."""
+def outside_message(path: str | Path, settings: Settings, what: str = "data") -> str:
+    """Short (error bodies are cut at 300 characters): the path, where it may go instead, how to allow more."""
+    extra = [p for p in (settings.data_roots or "").split(os.pathsep) if p.strip()]
+    also = f"; allowed too: {excerpt(', '.join(extra), 100)}" if extra else ""
+    return (f"{excerpt(path)} is outside the folders this server reads {what} from: use "
+            f"{excerpt((settings.runs_dir / ('data' if what == 'data' else '')).resolve(), 60)}, or add a folder to "
+            f"REKD_DATA_ROOTS{also}")
+
+
+def _check(paths: dict[str, str], settings: Settings, loc: list[str]) -> None:
     roots = settings.allowed_data_roots()
-    if roots is None:
-        return
-    spec = parse_spec(data.dataset)
-    paths = {"dataset": spec.target if spec is not None and spec.kind != "hf" else None, "root": data.root}
-    errors = []
-    for field, path in paths.items():
-        if path is None:
-            continue
-        real = Path(path).expanduser().resolve()
-        if not any(real.is_relative_to(r) for r in roots):
-            errors.append({"loc": [*loc, field], "type": "value_error",
-                           "msg": f"{path} is outside the folders this server reads data from "
-                                  f"({', '.join(map(str, roots))}; REKD_DATA_ROOTS)"})
+    errors = [{"loc": [*loc, *field.split(".")], "type": "value_error", "msg": outside_message(path, settings)}
+              for field, path in paths.items() if outside_roots(path, roots)]
     if errors:
         raise HTTPException(422, errors)
+
+
+def check_data_paths(data: DataConfig, settings: Settings, loc: list[str]) -> None:
+    """422 naming the field when the dataset's file or folder, or data.root, lies outside the data
+    roots (symlinks resolved: a link inside a root cannot point out of it). Nothing is read."""
+    spec = parse_spec(data.dataset)
+    paths = {"dataset": spec.target if spec is not None and spec.kind != "hf" else None, "root": data.root}
+    _check({k: v for k, v in paths.items() if v is not None}, settings, loc)
+
+
+def check_paths(cfg: ExperimentConfig, settings: Settings, loc: list[str]) -> None:
+    """check_data_paths for every local path a run config names: its data, data.root, a tokenizer
+    folder, a pretrained encoder's folder or weights file (loc: where the config sits in the body)."""
+    _check(config_paths(cfg), settings, loc)
 
 
 def _refused(msg: str) -> HTTPException:
@@ -129,6 +144,10 @@ async def inspect(body: DatasetInspect, settings: SettingsDep) -> DatasetSummary
     except ValidationError as err:
         raise HTTPException(422, [{"loc": ["body", *e["field"].split(".")], "msg": e["message"],
                                    "type": "value_error"} for e in validation_errors(err)]) from None
+    try:
+        check_task(data.dataset, body.task)  # no file read: before the path checks, which say less
+    except DatasetError as err:
+        raise _refused(str(err)) from None
     check_data_paths(data, settings, ["body"])
     try:
         # reading a folder of images takes a while: off the event loop
@@ -140,14 +159,22 @@ async def inspect(body: DatasetInspect, settings: SettingsDep) -> DatasetSummary
 
 
 def check_dataset(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
-    """Read user data now, as training will, so a malformed file is a 422 before the run is queued
-    (registry datasets are not loaded here: they are known good, and some are large)."""
-    check_data_paths(cfg.data, settings, ["body", "config", "data"])
-    if parse_spec(cfg.data.dataset) is None:
+    """Read user data now, as training will, so a malformed file is a 422 before the run is queued;
+    a built-in dataset is checked to be there (its files or package: data.check_available, the
+    check its loader starts with), not loaded (some are large)."""
+    check_paths(cfg, settings, ["body", "config"])
+    d = cfg.data
+    if parse_spec(d.dataset) is None:
+        from rekd_core.data import DatasetUnavailable, check_available
+
+        try:
+            check_available(d.dataset, d.root)
+        except DatasetUnavailable as err:
+            raise HTTPException(422, [{"loc": ["body", "config", "data", "dataset"], "msg": str(err),
+                                       "type": "value_error"}]) from None
         return cfg
     from rekd_core.data import load_dataset
 
-    d = cfg.data
     try:
         load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed, max_train=d.max_train,
                      max_eval=d.max_eval, root=d.root, options=options_for(cfg))
@@ -158,7 +185,10 @@ def check_dataset(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig
 
 
 def check_datasets(configs: list[ExperimentConfig], settings: Settings) -> None:
-    """check_dataset for a pipeline's or a sweep's runs, reading each distinct dataset once."""
+    """check_dataset for a pipeline's or a sweep's runs, reading each distinct dataset once (the
+    paths of every run checked first)."""
+    for cfg in configs:
+        check_paths(cfg, settings, ["body", "config"])
     seen: set[tuple[Any, ...]] = set()
     for cfg in configs:
         student = cfg.model.student
@@ -169,4 +199,5 @@ def check_datasets(configs: list[ExperimentConfig], settings: Settings) -> None:
             check_dataset(cfg, settings)
 
 
-__all__: list[Any] = ["router", "check_data_paths", "check_dataset", "check_datasets"]
+__all__: list[Any] = ["router", "check_data_paths", "check_paths", "check_dataset", "check_datasets",
+                      "outside_message"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import chain, group
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rekd_core.config import ConfigError, ExperimentConfig
 from rekd_core.presets import PIPELINES, Pipeline, Stage, get_pipeline
@@ -21,7 +21,7 @@ from worker.keys import TRAIN_TASK
 
 from ..deps import SettingsDep, TokenDep
 from .datasets import check_datasets
-from .runs import override_strings
+from .runs import check_size, check_teachers, override_strings
 
 router = APIRouter(tags=["pipelines"])
 
@@ -44,6 +44,8 @@ class PipelineInfo(BaseModel):
 
 
 class PipelineCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused by name, never ignored
+
     name: str = Field(description="a pipeline of `GET /api/pipelines`", examples=["demo-fmnist"])
     overrides: dict[str, Any] | list[str] = Field(
         default_factory=list, description="applied to every stage: `{\"train.seed\": 1}` or `[\"train.seed=1\"]`")
@@ -136,7 +138,12 @@ def create_pipeline(body: PipelineCreate, settings: SettingsDep) -> PipelineCrea
     # (its name is the stage's own: `name` is not overridable)
     teacher_id = new_run_id(pipeline.teacher.build().name)
     configs = _plan(pipeline, overrides, str(settings.run_dir(teacher_id).resolve()))
+    # every check a worker would make, now: paths, data, each student against the teacher stage, size
     check_datasets(configs, settings)  # user data: a malformed file is refused now, not by every run later
+    teacher_cfg = next(cfg for stage, cfg in zip(pipeline.stages, configs) if stage.role == "teacher")
+    check_teachers([(cfg, teacher_cfg) for stage, cfg in zip(pipeline.stages, configs) if stage.needs_teacher],
+                   ["body", "config"])
+    check_size(configs, settings, ["body", "config"])
     ids = [teacher_id if stage.role == "teacher" else new_run_id(cfg.name)
            for stage, cfg in zip(pipeline.stages, configs)]
     # every run on disk before anything is queued: a broker failure loses nothing

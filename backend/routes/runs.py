@@ -14,9 +14,10 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, parse_config
+from rekd_core.checks import RunRefused, check_model_size, init_mismatch, outside_roots, teacher_mismatch
+from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, excerpt, parse_config
 from rekd_core.presets import get_preset
 from rekd_core.quality import run_warnings
 from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
@@ -29,7 +30,7 @@ from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
 from ..quality import RationaleWarning, warnings_out
 from ..runs_fs import run_dir_or_404
 from ..settings import Settings
-from .datasets import check_dataset
+from .datasets import check_dataset, check_paths, outside_message
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
@@ -37,11 +38,21 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 
 class RunCreate(BaseModel):
-    """A full config, or a preset name plus overrides (`{"optim.lr": 3e-4}` or `["optim.lr=3e-4"]`)."""
+    """A full config, or a preset name plus overrides (`{"optim.lr": 3e-4}` or `["optim.lr=3e-4"]`):
+    exactly one of `config` and `preset`. Any other key is refused (422 naming it)."""
 
-    config: dict[str, Any] | None = None
-    preset: str | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["config"]}, {"required": ["preset"]}]})
+
+    config: dict[str, Any] = Field(None, description="a full experiment config (GET /api/config/schema)")  # type: ignore[assignment]
+    preset: str = Field(None, description="a preset name (GET /api/presets)")  # type: ignore[assignment]
     overrides: dict[str, Any] | list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one(self) -> RunCreate:
+        if (self.config is None) == (self.preset is None):
+            raise ValueError("give exactly one of `config` or `preset`")
+        return self
 
 
 class RunCreated(BaseModel):
@@ -123,9 +134,6 @@ def override_strings(overrides: dict[str, Any] | list[str]) -> list[str]:
 
 
 def _config_from(body: RunCreate) -> Any:
-    if (body.config is None) == (body.preset is None):
-        raise HTTPException(422, [{"loc": ["body"], "msg": "give exactly one of `config` or `preset`",
-                                   "type": "value_error"}])
     overrides = override_strings(body.overrides)
     try:
         if body.preset is not None:
@@ -152,27 +160,40 @@ def resolve_teacher(cfg: ExperimentConfig, settings: Settings) -> ExperimentConf
     given = cfg.model.teacher_run
     if cfg.mode != "rekd" or not given:
         return resolve_init(cfg, settings)
-    by_id = settings.runs_dir / given
-    if RUN_ID_RE.fullmatch(given) and (by_id / "config.json").is_file():
-        path = by_id.resolve()
-    elif Path(given).is_dir():
-        path = Path(given).resolve()
-    else:
-        raise _teacher_refused(f"{given!r} is neither a run id under the runs directory nor an existing directory")
-    try:
-        teacher = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise _teacher_refused(f"{given!r} is not a run directory (no readable config.json)") from None
-    if teacher.get("mode") != "re":
-        raise _teacher_refused(f"teacher run {path.name} is a {teacher.get('mode')!r} run; "
-                               "a teacher must be an RE run (mode 're')")
+    path = run_path(given, settings, _teacher_refused)
+    teacher = _run_config(path, given, _teacher_refused)
+    why = teacher_mismatch(cfg, teacher)  # the trainer's own check (it compares the classes too)
+    if why:
+        raise _teacher_refused(f"teacher run {excerpt(path.name)}: {why}")
     state = RunStore(path).status().get("state")
     if state in ("failed", "cancelled"):
-        raise _teacher_refused(f"teacher run {path.name} ended {state}; distil from a completed (or still "
+        raise _teacher_refused(f"teacher run {excerpt(path.name)} ended {state}; distil from a completed (or still "
                                "queued or running) RE run")
     data = config_to_dict(cfg)
     data["model"]["teacher_run"] = str(path)
     return resolve_init(parse_config(data), settings)
+
+
+def run_path(given: str, settings: Settings, refused: Any) -> Path:
+    """A run named by id (under the runs directory) or by path: a path must lie inside the runs
+    directory or a data root (checked before anything under it is read)."""
+    by_id = settings.runs_dir / given
+    if RUN_ID_RE.fullmatch(given) and (by_id / "config.json").is_file():
+        return by_id.resolve()
+    neither = f"{excerpt(given)!r} is neither a run id under the runs directory nor an existing directory"
+    if outside_roots(given, settings.allowed_run_roots()):  # nothing there is looked at
+        raise refused(neither if RUN_ID_RE.fullmatch(given) else outside_message(given, settings, "runs"))
+    if Path(given).is_dir():
+        return Path(given).resolve()
+    raise refused(neither)
+
+
+def _run_config(path: Path, given: str, refused: Any) -> ExperimentConfig:
+    try:
+        return parse_config(json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError):  # unreadable, not JSON, or not a config: never quoted
+        raise refused(f"{excerpt(given)!r} is not a run directory (no readable config.json holding a "
+                      "run config)") from None
 
 
 def resolve_init(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
@@ -186,15 +207,13 @@ def resolve_init(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
         return HTTPException(422, [{"loc": ["body", "config", "model", "init_from"], "msg": msg,
                                     "type": "value_error"}])
 
-    by_id = settings.runs_dir / given
-    if RUN_ID_RE.fullmatch(given) and (by_id / "config.json").is_file():
-        path = by_id.resolve()
-    elif Path(given).is_dir():
-        path = Path(given).resolve()
-    else:
-        raise refused(f"{given!r} is neither a run id under the runs directory nor an existing directory")
+    path = run_path(given, settings, refused)
     if not any((path / "checkpoints" / f"{k}.safetensors").exists() for k in ("best", "last")):
-        raise refused(f"run {path.name} has no checkpoint to start from (train it first)")
+        raise refused(f"run {excerpt(path.name)} has no checkpoint to start from (train it first)")
+    theirs = _run_config(path, given, refused)
+    why = init_mismatch(cfg, theirs.model.student.model_dump(mode="json"))  # the trainer's own check
+    if why:
+        raise refused(f"run {excerpt(path.name)}: {why}")
     data = config_to_dict(cfg)
     data["model"]["init_from"] = str(path)
     return parse_config(data)
@@ -208,6 +227,8 @@ def create_run(body: RunCreate, settings: SettingsDep, response: Response) -> Ru
 
 class RunClone(BaseModel):
     """Changes to the cloned config, as in `POST /api/runs` (`{"optim.lr": 3e-4}` or `["seed=1"]`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     overrides: dict[str, Any] | list[str] = Field(default_factory=list)
 
@@ -224,8 +245,48 @@ def clone_run(run_id: str, settings: SettingsDep, response: Response, body: RunC
                    cloned_from=run_id)
 
 
+def check_size(configs: list[ExperimentConfig], settings: Settings, loc: list[str]) -> None:
+    """422 at model.student for a model over REKD_MAX_PARAMS, or one that cannot be built (the
+    worker's own check, rekd_core.checks.check_model_size; each distinct model counted once)."""
+    seen: set[str] = set()
+    for cfg in configs:
+        key = json.dumps([cfg.task, cfg.mode, config_to_dict(cfg)["model"], cfg.data.tokenizer, cfg.data.max_len,
+                          cfg.data.dataset])
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_model_size(cfg, settings.max_params, fetch=False)
+        except RunRefused as err:
+            raise HTTPException(422, [{"loc": [*loc, *err.field.split(".")], "msg": err.message,
+                                       "type": "value_error"}]) from None
+
+
+def check_teachers(pairs: list[tuple[ExperimentConfig, ExperimentConfig]], loc: list[str]) -> None:
+    """422 at model.teacher_run when a planned student (a pipeline's, a sweep's) does not fit the
+    teacher planned with it (rekd_core.checks.teacher_mismatch, the trainer's own check)."""
+    errors: dict[str, None] = {}
+    for student, teacher in pairs:
+        why = teacher_mismatch(student, teacher)
+        if why:
+            errors[f"{excerpt(student.name)}: {why}"] = None
+    if errors:
+        raise HTTPException(422, [{"loc": [*loc, "model", "teacher_run"], "msg": msg, "type": "value_error"}
+                                  for msg in errors])
+
+
+def admit(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig:
+    """Every check a worker would make before training, made now: the paths it names (nothing
+    outside the data roots is read), its teacher and init run, its data (user data read whole, a
+    built-in dataset's files present), its size. A failure is a 422 at the field."""
+    check_paths(cfg, settings, ["body", "config"])
+    cfg = check_dataset(resolve_teacher(cfg, settings), settings)
+    check_size([cfg], settings, ["body", "config"])
+    return cfg
+
+
 def _launch(body: RunCreate, settings: Settings, response: Response, **status: Any) -> RunCreated:
-    cfg = check_dataset(resolve_teacher(_config_from(body), settings), settings)  # user data: rows checked now
+    cfg = admit(_config_from(body), settings)
     run_id = new_run_id(cfg.name)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore.create(settings.run_dir(run_id), cfg)

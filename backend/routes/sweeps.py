@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rekd_core.config import ConfigError
 from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
@@ -19,16 +19,28 @@ from rekd_core.sweeps import SweepStore, get_sweep, parse_spec, plan, render
 
 from ..deps import SettingsDep, SyncRedisDep, TokenDep
 from .datasets import check_datasets
-from .runs import TERMINAL, cancel_one, override_strings
+from .runs import TERMINAL, cancel_one, check_size, check_teachers, override_strings
 
 router = APIRouter(tags=["sweeps"])
 
 
 class SweepCreate(BaseModel):
-    preset: str | None = Field(None, description="a sweep preset, e.g. sweep-fmnist", examples=["sweep-fmnist"])
-    spec: dict[str, Any] | None = Field(None, description="a SweepSpec (name, base, axes, teacher, queue, ...)")
+    """A sweep preset or a spec (exactly one), plus overrides; any other key is refused (422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["preset"]}, {"required": ["spec"]}]})
+
+    preset: str = Field(None, description="a sweep preset, e.g. sweep-fmnist",  # type: ignore[assignment]
+                        examples=["sweep-fmnist"])
+    spec: dict[str, Any] = Field(None, description="a SweepSpec (name, base, axes, teacher, queue, ...)")  # type: ignore[assignment]
     overrides: dict[str, Any] | list[str] = Field(
         default_factory=list, description="applied to every run, teachers too: `[\"train.max_steps=50\"]`")
+
+    @model_validator(mode="after")
+    def _one(self) -> SweepCreate:
+        if (self.preset is None) == (self.spec is None):
+            raise ValueError("give exactly one of `preset` or `spec`")
+        return self
 
 
 class SweepCreated(BaseModel):
@@ -44,7 +56,8 @@ class SweepSummary(BaseModel):
     created: str
     n_runs: int
     done: int = Field(description="runs completed")
-    failed: int = Field(description="runs failed or cancelled")
+    failed: int = Field(description="runs failed")
+    cancelled: int = Field(0, description="runs cancelled")
 
 
 WARNINGS_DOC = ("codes of the test result's rationale warnings (`constant_rationale`, `mask_code`; details in "
@@ -117,8 +130,9 @@ class SweepDetail(BaseModel):
     progress: float = Field(description="0..1 over every run, teachers included")
     table: list[TableRow] = Field(description="per cell, over the runs finished so far; fractions 0..1")
     n_runs: int
-    done: int
-    failed: int
+    done: int = Field(description="runs completed")
+    failed: int = Field(description="runs failed")
+    cancelled: int = Field(0, description="runs cancelled")
 
 
 class CancelOut(BaseModel):
@@ -145,9 +159,6 @@ def _enqueue(sends: list[tuple[str, str, list[tuple[str, str]]]]) -> None:
              responses={422: {"description": "unknown preset, bad axis path or value: each error names its field"},
                         503: {"description": "the queue is unreachable; the runs were recorded as failed"}})
 def create_sweep(body: SweepCreate, settings: SettingsDep, response: Response) -> SweepCreated:
-    if (body.preset is None) == (body.spec is None):
-        raise HTTPException(422, [{"loc": ["body"], "msg": "give exactly one of `preset` or `spec`",
-                                   "type": "value_error"}])
     where = "preset" if body.preset is not None else "spec"
     overrides = override_strings(body.overrides)
     try:
@@ -165,7 +176,13 @@ def create_sweep(body: SweepCreate, settings: SettingsDep, response: Response) -
         p = plan(spec, overrides, teacher_dir)
     except ConfigError as err:
         raise _refused(where if body.preset is None else "overrides", err.errors) from None
-    check_datasets([t.config for t in p.teachers] + [s.config for s in p.students], settings)
+    # every check a worker would make, now: paths, data, each student against its teacher, size
+    configs = [t.config for t in p.teachers] + [s.config for s in p.students]
+    check_datasets(configs, settings)
+    by_seed = {t.seed: t.config for t in p.teachers}
+    check_teachers([(s.config, by_seed[s.teacher_seed]) for s in p.students if s.teacher_seed in by_seed],
+                   ["body", "config"])
+    check_size(configs, settings, ["body", "config"])
     queue = spec.queue or settings.queue
     t_queue = spec.teacher_queue or queue
     sweep_id = new_run_id(spec.name)
@@ -221,7 +238,7 @@ def list_sweeps(settings: SettingsDep) -> list[SweepSummary]:
             continue
         v = store.view(record)
         out.append(SweepSummary(id=v["id"], name=v["name"], state=v["state"], created=v["created"],
-                                n_runs=v["n_runs"], done=v["done"], failed=v["failed"]))
+                                n_runs=v["n_runs"], done=v["done"], failed=v["failed"], cancelled=v["cancelled"]))
     return sorted(out, key=lambda s: (s.created, s.id), reverse=True)
 
 
