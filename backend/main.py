@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from rekd_core import __version__
 
+from . import contract
 from .errors import install_error_handlers
 from .routes import compare, datasets, examples, explain, meta, pipelines, runs, sweeps
 
@@ -18,6 +19,7 @@ def create_app() -> FastAPI:
     for module in (runs, pipelines, sweeps, examples, compare, explain, meta, datasets):
         app.include_router(module.router)
     _document_all_422s(app)
+    contract.install(app)  # id patterns in the schema; 405 (not 404) for a method a path does not serve
     install_error_handlers(app)  # error bodies quote the request only in bounded excerpts
     return app
 
