@@ -1,4 +1,9 @@
-"""The `rekd` command line: train, evaluate, explain, data inspect, presets."""
+"""The `rekd` command line: train, validate, evaluate, explain, data inspect, presets.
+
+Every expected failure (a config that is refused, a file that is not there, data that cannot be
+read) is one message on stderr that names what is wrong and how to fix it, and exit status 2;
+a traceback means a bug.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, DataConfig, apply_overrides, load_config_file, parse_config
+from .config import ConfigError, DataConfig, ExperimentConfig, apply_overrides, load_config_file, parse_config
 from .presets import PRESETS, get_preset
 from .runstore import new_run_id
 from .userdata import inspect_dataset, parse_spec
@@ -58,21 +63,72 @@ def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
     return bar, on_event
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import train
+def _read_config_file(name: str) -> dict[str, Any]:
+    """The CONFIG file's mapping; ConfigError naming the file (and line) for anything unreadable."""
+    import yaml
 
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(f"{name}: no such config file (give the path of a YAML or JSON file, or use --preset "
+                          "NAME; see `rekd presets`)")
+    if path.is_dir():
+        raise ConfigError(f"{name}: is a folder; give the path of a YAML or JSON config file")
+    try:
+        return load_config_file(path)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{name}: not a text file (byte {err.start} is not UTF-8); a config is YAML or JSON "
+                          "text") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(p) for p in (err.context, err.problem) if p)
+        raise ConfigError(f"{name}: not valid YAML{where}: {what}. Fix the syntax there (a config is a mapping of "
+                          "sections, e.g. `mode: re` then `train:` with `max_steps: 100` indented below it)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{name}: not valid YAML: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{name}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}. Fix the "
+                          "syntax there (or give the config as YAML, in a .yaml file)") from None
+    except OSError as err:
+        raise ConfigError(f"{name}: cannot be read ({err.strerror or err})") from None
+
+
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """CONFIG or --preset, with --set overrides (train and validate)."""
     if args.preset:
         if args.config:
             raise ConfigError("give a CONFIG file or --preset, not both")
-        cfg = get_preset(args.preset).build(args.set)
-    elif args.config:
-        cfg = parse_config(apply_overrides(load_config_file(args.config), args.set))
-    else:
-        raise ConfigError("give a CONFIG file or --preset NAME (see `rekd presets`)")
+        return get_preset(args.preset).build(args.set)
+    if args.config:
+        return parse_config(apply_overrides(_read_config_file(args.config), args.set))
+    raise ConfigError("give a CONFIG file or --preset NAME (see `rekd presets`)")
+
+
+def _check_local_data(dataset: str, field: str | None = "data.dataset") -> None:
+    """A folder:, csv: or jsonl: dataset's path must exist on this machine (the CLI reads it here)."""
+    spec = parse_spec(dataset)
+    if spec is None or spec.kind == "hf":
+        return
+    path = Path(spec.target)
+    folder = spec.kind == "folder"
+    if not path.exists():
+        parent = next((p for p in path.parents if p.is_dir()), None)
+        hint = f" ({parent} exists; check the rest of the path)" if parent is not None and parent != Path("/") else ""
+        where = f"{field}: " if field else ""
+        raise ConfigError(f"{where}{path}: no such {'folder' if folder else 'file'} on this machine{hint}; give the "
+                          f"absolute path of the {'folder of class folders' if folder else 'file'}, as "
+                          f"{spec.kind}:/abs/path")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    cfg = _config_from_args(args)
     if parse_spec(cfg.data.dataset) is not None:
         # user data: a malformed file is a message now, not a failed run directory
         from .data import load_for_config
 
+        _check_local_data(cfg.data.dataset)
         load_for_config(cfg)  # cached: the trainer's load reuses it
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / new_run_id(cfg.name)
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -82,20 +138,108 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain
+def _problems(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
+    """What `rekd validate` checks beyond the fields: (problems, facts for the summary)."""
+    from .data import load_for_config
 
-    target: Any = args.input
-    path = Path(args.input)
+    problems: list[str] = []
+    facts: list[str] = []
+    classes: list[str] | None = None
+    try:
+        _check_local_data(cfg.data.dataset)
+        bundle = load_for_config(cfg)
+        classes = list(bundle.class_names)
+        facts.append(f"{len(bundle.train)} train / {len(bundle.dev)} dev / {len(bundle.test)} test, "
+                     f"{len(classes)} classes")
+    except (ConfigError, ValueError, RuntimeError, OSError) as err:  # DatasetError, DatasetUnavailable...
+        msg = str(err)
+        problems.append(msg if msg.startswith("data.") else f"data.dataset: {msg}")
+    if cfg.mode == "rekd" and cfg.model.teacher_run:
+        try:
+            facts.append(f"teacher {_checked_teacher(cfg, classes)}")
+        except (ConfigError, ValueError, RuntimeError, OSError) as err:
+            problems.append(f"model.teacher_run: {err}")
+    try:
+        from .checks import count_model_parameters
+
+        n = count_model_parameters(cfg, len(classes) if classes else None)
+        facts.append(f"{n:,} parameters")
+    except (ValueError, RuntimeError, OSError) as err:  # RunRefused names its field
+        problems.append(str(err))
+    return problems, facts
+
+
+def _checked_teacher(cfg: ExperimentConfig, classes: list[str] | None) -> str:
+    """The teacher run's name, after checking it can teach this config; ValueError saying why not."""
+    from .checks import teacher_mismatch
+    from .explain import load_run
+
+    path = Path(cfg.model.teacher_run or "")
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such run directory on this machine (give the directory `rekd train` made "
+                         "for the RE teacher)")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path}: not a run directory (no config.json)")
+    try:
+        teacher = load_run(path, cfg.model.teacher_checkpoint)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: the teacher has no checkpoint yet (train it first)") from None
+    problem = teacher_mismatch(cfg, teacher.config, student_classes=classes, teacher_classes=teacher.class_names)
+    if problem:
+        raise ValueError(problem)
+    return f"{path.name} (step {teacher.step})"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a config, its dataset and its teacher run as `rekd train` would, without training."""
+    what = args.config or f"preset {args.preset}"
+    cfg = _config_from_args(args)
+    problems, facts = _problems(cfg)
+    if problems:
+        print(f"rekd: {what}: not valid:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    steps = f"{cfg.train.max_steps} steps" if cfg.train.max_steps else f"{cfg.train.epochs:g} epochs"
+    print(f"{what}: valid: {cfg.name}, {cfg.task} {cfg.mode} on {cfg.data.dataset} ({', '.join(facts)}), "
+          f"student {cfg.model.student.kind}, {steps}")
+    return 0
+
+
+class InputError(ValueError):
+    """An input to explain that is not there or cannot be read (exit status 2, one message)."""
+
+
+def _explain_target(args: argparse.Namespace) -> Any:
+    """INPUT as the text or image to explain: --text takes it as the text; else it must be a file."""
+    import os
+
+    from .explain import decode_utf8
+
     if args.text:
-        target = args.input
-    elif path.is_file() and path.suffix.lower() not in (".txt",):
-        from PIL import Image
+        return decode_utf8(os.fsencode(args.input), what="the text given")
+    path = Path(args.input)
+    if not path.exists():
+        raise InputError(f"{args.input}: no such file; give an image file or a .txt file, or pass --text to "
+                         "explain INPUT itself as the text")
+    if path.is_dir():
+        raise InputError(f"{args.input}: is a folder; give one image file or a .txt file")
+    if path.suffix.lower() == ".txt":
+        return decode_utf8(path.read_bytes(), what=str(path))
+    from PIL import Image, UnidentifiedImageError
 
-        target = Image.open(path)
-    elif path.is_file():
-        target = path.read_text()
-    result = explain(args.run, target, which=args.checkpoint)
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{args.input}: not an image that can be read ({type(err).__name__}); give a PNG, JPEG, "
+                         "GIF, BMP or WEBP image, or a text in a .txt file") from None
+    return image
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain, load_run
+
+    loaded = load_run(args.run, args.checkpoint)  # the run first: "no checkpoint" before any input problem
+    result = explain(loaded, _explain_target(args), which=args.checkpoint)
     print(json.dumps(result.to_dict(compact=not args.full), indent=2))
     return 0
 
@@ -133,7 +277,8 @@ def format_evaluation(r: dict[str, Any]) -> str:
     if pl:
         who = "agreement with your annotations" if pl.get("ground_truth") == "annotations" else "on the evidence"
         line = (f"  plausibility        {who} ({pl['n']} examples): precision {pl['precision']:.3f} "
-                f"(random {'tokens' if 'iou_f1' in pl else 'patches'} at the same size {pl['random']['precision']:.3f}), recall {pl['recall']:.3f}, "
+                f"(random {'tokens' if 'iou_f1' in pl else 'patches'} at the same size "
+                f"{pl['random']['precision']:.3f}), recall {pl['recall']:.3f}, "
                 f"F1 {pl['f1']:.3f} (random {pl['random']['f1']:.3f}), IoU {pl['iou']:.3f}")
         if "iou_f1" in pl:
             line += f", IOU-F1 {pl['iou_f1']:.3f}"
@@ -167,6 +312,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
+    _check_local_data(args.spec, field=None)
     spec = parse_spec(args.spec)
     task = args.task or (spec.modality if spec is not None and spec.modality else None)
     if task is None:
@@ -223,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="the run directory (an existing one is resumed)")
     t.add_argument("--runs-root", default="runs", help="where new run directories go (default: ./runs)")
     t.set_defaults(func=cmd_train)
+
+    va = sub.add_parser("validate", help="check a config (its fields, dataset, teacher run and model) without "
+                        "training: one line if it would train, else every problem",
+                        description="Exit 0 with a one-line summary, or 2 with one message per problem.")
+    va.add_argument("config", nargs="?", help="YAML or JSON config file")
+    va.add_argument("--preset", help="a preset name (see `rekd presets`)")
+    va.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, as for `rekd train` (repeatable)")
+    va.set_defaults(func=cmd_validate)
 
     e = sub.add_parser("explain", help="explain one input with a trained run")
     e.add_argument("run", help="run directory")
@@ -283,8 +438,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"rekd: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as err:  # incl. DatasetUnavailable: says how to get it
+    except (ValueError, RuntimeError) as err:  # incl. DatasetUnavailable: says how to get it
         print(f"rekd: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder that is not there or cannot be read or written
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"rekd: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 
