@@ -559,16 +559,23 @@ def test_explain_an_uploaded_image(page, svc, shots, tmp_path):
 
 
 def test_oversized_upload_is_refused(page, svc, tmp_path):
+    """Over REKD_MAX_UPLOAD_BYTES (10 MB): Gradio (told the limit as max_file_size) refuses the file in
+    the browser, before sending it; the server refuses it too (tests/security/test_caps_entry_points.py)."""
     big = tmp_path / "huge.png"
     buf = io.BytesIO()
     rng = __import__("numpy").random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (2600, 2600, 3), dtype="uint8")).save(buf, format="PNG", compress_level=0)
     big.write_bytes(buf.getvalue())
     assert big.stat().st_size > 10 * 1024 * 1024
+    tab(page, "Explain")
     clear_file(page)
     page.locator("#exp-text textarea").fill("")
-    out = explain_with(page, path=big)
-    assert "rk-error" in out and "too large" in out
+    page.set_input_files("#exp-file input[type=file]", str(big))
+    toast = page.locator("[data-testid='toast-body']", has_text="exceed the maximum allowed size")
+    toast.first.wait_for()
+    assert '"huge.png"' in toast.first.inner_text()
+    assert page.locator('#exp-file [aria-label="huge.png"]').count() == 0  # not taken
+    toast.first.locator("[data-testid='toast-close']").click()
 
 
 CONSTANT = "this run selects almost the same positions for every input"
