@@ -1,8 +1,13 @@
 """What the OpenAPI schema states, the server enforces, and the other way round.
 
-- Every run or sweep id in a path carries the pattern and length the routes check
-  (runs_fs.check_run_id, sweeps._record_or_404): a request outside it is a 422, and the schema
-  says so, so a client (or a fuzzer) knows the valid ids without trying.
+- Every run or sweep id (in a path, a query or a form field) carries the pattern and length the
+  routes check (runs_fs.check_run_id, sweeps._record_or_404): a request outside it is a 422, and
+  the schema says so, so a client (or a fuzzer) knows the valid ids without trying.
+- A request body that cannot be parsed at all (not UTF-8) is FastAPI's 400: documented on every
+  operation that takes a body.
+- A form field is sent or not, never null: the multipart bodies say a field is optional, not
+  nullable; and a form that takes exactly one of two fields says so (oneOf), as the JSON bodies
+  do (RunCreate, SweepCreate).
 - A method a path does not support is 405 with an `Allow` header, on every path the API routes,
   whatever else is mounted beside it (the UI at `/` would otherwise answer 404); a method no
   route of this server supports at all (TRACE, CONNECT, anything not standard) is 405 everywhere.
@@ -21,21 +26,58 @@ from rekd_core.runstore import RUN_ID_RE
 # RUN_ID_RE (\A...\Z) in the ECMA-262 dialect OpenAPI uses; the tests check that they agree
 ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ID_MAX_LENGTH = 128
-ID_PARAMS = ("run_id", "sweep_id")
+ID_PARAMS = ("run_id", "sweep_id", "runs", "baseline", "baseline_run")
+UNPARSED = {"description": "the request body could not be parsed (e.g. JSON that is not UTF-8)",
+            "content": {"application/json": {"schema": {
+                "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}}}}
+# multipart bodies' one-of rules (the JSON bodies state theirs in their models), by path
+FORM_ONE_OF = {"/api/explain": ("file", "text")}
 SERVED = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 assert RUN_ID_RE.pattern == r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", "update ID_PATTERN with RUN_ID_RE"
 
 
-def _state_id_patterns(app: FastAPI) -> None:
+def _id(schema: dict[str, Any]) -> None:
+    """A run / sweep id's pattern on a string, on an array's items, on each branch of an anyOf."""
+    if schema.get("type") == "string":
+        schema.update(pattern=ID_PATTERN, minLength=1, maxLength=ID_MAX_LENGTH)
+    elif schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        _id(schema["items"])
+    for branch in schema.get("anyOf", []):
+        _id(branch)
+
+
+def _form(body: dict[str, Any], one_of: tuple[str, ...] | None) -> None:
+    for name, prop in body.get("properties", {}).items():
+        branches = prop.get("anyOf")
+        if branches and {"type": "null"} in branches:  # absent, never null
+            rest = [b for b in branches if b != {"type": "null"}]
+            del prop["anyOf"]
+            prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        if name in ID_PARAMS:
+            _id(prop)
+    if one_of:
+        body["oneOf"] = [{"required": [f]} for f in one_of]
+
+
+def _state_the_contract(app: FastAPI) -> None:
     inner = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = inner()
-        for ops in schema.get("paths", {}).values():
+        components = schema.get("components", {}).get("schemas", {})
+        for path, ops in schema.get("paths", {}).items():
             for op in ops.values():
-                for p in op.get("parameters", []) if isinstance(op, dict) else []:
-                    if p.get("in") == "path" and p.get("name") in ID_PARAMS:
-                        p["schema"].update(pattern=ID_PATTERN, minLength=1, maxLength=ID_MAX_LENGTH)
+                if not isinstance(op, dict):
+                    continue
+                for p in op.get("parameters", []):
+                    if p.get("in") in ("path", "query") and p.get("name") in ID_PARAMS:
+                        _id(p["schema"])
+                if "requestBody" in op:
+                    op.setdefault("responses", {}).setdefault("400", UNPARSED)
+                form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+                ref = (form or {}).get("schema", {}).get("$ref", "")
+                if ref.rsplit("/", 1)[-1] in components:
+                    _form(components[ref.rsplit("/", 1)[-1]], FORM_ONE_OF.get(path))
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -83,5 +125,5 @@ class MethodNotAllowed:
 
 
 def install(app: FastAPI) -> None:
-    _state_id_patterns(app)
+    _state_the_contract(app)
     app.add_middleware(MethodNotAllowed, api=app)

@@ -37,11 +37,20 @@ from ..settings import Settings
 router = APIRouter(tags=["datasets"])
 
 
+def _dataset_forms(schema: dict[str, Any]) -> None:
+    """The forms data.dataset takes, in the schema: a registry name, or a kind and its target
+    (imported when the schema is made: rekd_core.data brings torch)."""
+    from rekd_core.data import DATASETS
+
+    schema["anyOf"] = [{"enum": list(DATASETS)}, {"pattern": "^(folder|csv|jsonl):/"}, {"pattern": "^hf:[A-Za-z0-9]"}]
+
+
 class DatasetInspect(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error naming it, never ignored
 
     dataset: str = Field(description="registry name, folder:/abs/dir, csv:/abs/file.csv, jsonl:/abs/file.jsonl "
-                                     "or hf:<id>[:<config>]")
+                                     "or hf:<id>[:<config>]; a path must lie in a data root (REKD_DATA_ROOTS)",
+                         json_schema_extra=lambda s: _dataset_forms(s))
     task: Literal["vision", "text"]
     text_column: str = "text"
     label_column: str = "label"

@@ -21,7 +21,7 @@ from worker.keys import TRAIN_TASK
 
 from ..deps import SettingsDep, TokenDep
 from .datasets import check_datasets
-from .runs import check_size, check_teachers, override_strings
+from .runs import check_size, check_teachers, override_strings, overrides_field
 
 router = APIRouter(tags=["pipelines"])
 
@@ -46,9 +46,10 @@ class PipelineInfo(BaseModel):
 class PipelineCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is refused by name, never ignored
 
-    name: str = Field(description="a pipeline of `GET /api/pipelines`", examples=["demo-fmnist"])
-    overrides: dict[str, Any] | list[str] = Field(
-        default_factory=list, description="applied to every stage: `{\"train.seed\": 1}` or `[\"train.seed=1\"]`")
+    name: str = Field(description="a pipeline of `GET /api/pipelines`", examples=["demo-fmnist"],
+                      json_schema_extra={"enum": list(PIPELINES)})
+    overrides: dict[str, Any] | list[str] = overrides_field(
+        "applied to every stage: `{\"train.seed\": 1}` or `[\"train.seed=1\"]`")
 
 
 class PipelineRun(BaseModel):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rekd_core.checks import RunRefused, check_model_size, init_mismatch, outside_roots, teacher_mismatch
 from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, excerpt, parse_config
-from rekd_core.presets import get_preset
+from rekd_core.presets import PRESETS, get_preset
 from rekd_core.quality import run_warnings
 from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
 from rekd_core.userdata import dataset_label
@@ -35,6 +35,14 @@ from .datasets import check_dataset, check_paths, outside_message
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
 TERMINAL = ("completed", "failed", "cancelled")
+OVERRIDE_KEY = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+
+
+def overrides_field(description: str = "`{\"optim.lr\": 3e-4}` or `[\"optim.lr=3e-4\"]`") -> Any:
+    """`overrides` as every request body takes it; the schema states the shape of a key.path."""
+    return Field(default_factory=list, description=description, json_schema_extra={"anyOf": [
+        {"type": "object", "propertyNames": {"pattern": f"^\\s*{OVERRIDE_KEY}\\s*$"}, "additionalProperties": True},
+        {"type": "array", "items": {"type": "string", "pattern": f"^\\s*{OVERRIDE_KEY}\\s*="}}]})
 
 
 class RunCreate(BaseModel):
@@ -45,8 +53,9 @@ class RunCreate(BaseModel):
         "oneOf": [{"required": ["config"]}, {"required": ["preset"]}]})
 
     config: dict[str, Any] = Field(None, description="a full experiment config (GET /api/config/schema)")  # type: ignore[assignment]
-    preset: str = Field(None, description="a preset name (GET /api/presets)")  # type: ignore[assignment]
-    overrides: dict[str, Any] | list[str] = Field(default_factory=list)
+    preset: str = Field(None, description="a preset name (GET /api/presets)",  # type: ignore[assignment]
+                        json_schema_extra={"enum": list(PRESETS)})
+    overrides: dict[str, Any] | list[str] = overrides_field()
 
     @model_validator(mode="after")
     def _one(self) -> RunCreate:
@@ -230,7 +239,7 @@ class RunClone(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    overrides: dict[str, Any] | list[str] = Field(default_factory=list)
+    overrides: dict[str, Any] | list[str] = overrides_field()
 
 
 @router.post("/api/runs/{run_id}/clone", status_code=201, response_model=RunCreated, dependencies=[TokenDep],

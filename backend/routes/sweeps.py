@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rekd_core.config import ConfigError
 from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
-from rekd_core.sweeps import SweepStore, get_sweep, parse_spec, plan, render
+from rekd_core.sweeps import SWEEPS, SweepStore, get_sweep, parse_spec, plan, render
 
 from ..deps import SettingsDep, SyncRedisDep, TokenDep
 from .datasets import check_datasets
-from .runs import TERMINAL, cancel_one, check_size, check_teachers, override_strings
+from .runs import TERMINAL, cancel_one, check_size, check_teachers, override_strings, overrides_field
 
 router = APIRouter(tags=["sweeps"])
 
@@ -31,10 +31,10 @@ class SweepCreate(BaseModel):
         "oneOf": [{"required": ["preset"]}, {"required": ["spec"]}]})
 
     preset: str = Field(None, description="a sweep preset, e.g. sweep-fmnist",  # type: ignore[assignment]
-                        examples=["sweep-fmnist"])
+                        examples=["sweep-fmnist"], json_schema_extra={"enum": list(SWEEPS)})
     spec: dict[str, Any] = Field(None, description="a SweepSpec (name, base, axes, teacher, queue, ...)")  # type: ignore[assignment]
-    overrides: dict[str, Any] | list[str] = Field(
-        default_factory=list, description="applied to every run, teachers too: `[\"train.max_steps=50\"]`")
+    overrides: dict[str, Any] | list[str] = overrides_field(
+        "applied to every run, teachers too: `[\"train.max_steps=50\"]`")
 
     @model_validator(mode="after")
     def _one(self) -> SweepCreate:
