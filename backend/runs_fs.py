@@ -59,6 +59,7 @@ def run_dir_or_404(settings: Settings, run_id: str) -> Path:
     check_run_id(run_id)
     root = settings.runs_dir.resolve()
     path = (settings.runs_dir / run_id).resolve()
-    if path == root or not path.is_relative_to(root) or not path.is_dir():
+    # a run directory holds its config.json: <runs>/data (the default data root) and strays are no runs
+    if path == root or not path.is_relative_to(root) or not (path / "config.json").is_file():
         raise HTTPException(404, f"no run {run_id!r}")
     return path

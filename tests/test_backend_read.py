@@ -168,6 +168,7 @@ def test_examples_before_any_snapshot_is_409(client, runs_dir):
     started = runs_dir / "started"
     (started / "examples").mkdir(parents=True)
     shutil.copy(runs_dir / "teacher-vision" / "examples" / "inputs.json", started / "examples")
+    shutil.copy(runs_dir / "teacher-vision" / "config.json", started)  # every run directory holds its config
     r = client.get("/api/runs/started/examples")
     assert r.status_code == 409 and "no rationale snapshot" in r.json()["detail"]
 

@@ -413,12 +413,14 @@ def test_faithfulness_in_monitor_rationales_and_explain(page, svc, shots, tmp_pa
     pick(page, "exp-baseline", "none")
 
 
-def test_your_own_csv_from_the_form(page, svc, tmp_path):
-    good = tmp_path / "reviews.csv"
+def test_your_own_csv_from_the_form(page, svc):
+    data = svc.runs_dir / "data"  # the API reads user data only under its data roots (this one by default)
+    data.mkdir(exist_ok=True)
+    good = data / "reviews.csv"
     rows = ["text,label"] + [f"a {w} film,pos" for w in ("great", "superb", "moving", "lovely", "witty") * 4] + \
         [f"a {w} film,neg" for w in ("dull", "awful", "boring", "bad", "tedious") * 4]
     good.write_text("\n".join(rows) + "\n")
-    bad = tmp_path / "broken.csv"
+    bad = data / "broken.csv"
     bad.write_text("text,label\nfine film,pos\n,neg\n")
     tab(page, "Experiments")
     pick(page, "f-preset", "demo-rt-student")
