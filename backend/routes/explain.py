@@ -374,7 +374,6 @@ async def explain_input(
         raise HTTPException(422, "give exactly one input: an image `file` or a `text`")
     has_evidence = _uploaded(evidence)
     ground = _checked_rationale(rationale, settings.max_text_chars) if rationale is not None else None
-    checked_text = _checked_text(text, settings.max_text_chars) if text is not None else None  # before any load
     loaded = await _loaded(run_dir, run_id, checkpoint)
     modality = loaded.featurizer.modality
     if has_evidence and modality != "vision":
@@ -394,7 +393,7 @@ async def explain_input(
         if evidence is not None and has_evidence:
             truth = await _evidence_mask(evidence, settings)
     else:
-        inp = checked_text
+        inp = _checked_text(text or "", settings.max_text_chars)
     try:
         ex = await run_in_threadpool(explain, loaded, inp, which=checkpoint, baseline=baseline, evidence=truth)
     except ValueError as err:  # explain's own refusal: an image for a text run or the reverse
