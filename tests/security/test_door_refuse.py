@@ -133,3 +133,19 @@ def test_a_misspelt_key_of_any_request_body_is_refused_by_name(svc):
         ok = c.post("/api/runs", json={"config": tiny_vision("re", max_steps=2)})
         assert ok.status_code == 201, ok.text
         refused(c.post(f"/api/runs/{ok.json()['id']}/clone", json={"overides": ["train.seed=1"]}), "overides")
+
+
+def test_the_worker_makes_the_same_size_check_before_training(svc, tmp_path):
+    """A run that reached the queue some other way (written by hand, queued before the budget was
+    lowered) is failed by the worker with the door's message, without an attempt being counted."""
+    import redis
+
+    from backend.settings import Settings
+    from worker.runner import run_training
+
+    settings = Settings(redis_url=svc.redis_url, runs_dir=tmp_path, max_params=10_000)
+    RunStore.create(tmp_path / "too-big", parse_config(tiny_vision("re", max_steps=2)))  # 22k parameters
+    out = run_training("too-big", settings=settings, r=redis.Redis.from_url(svc.redis_url), worker_id="w")
+    status = RunStore(tmp_path / "too-big").status()
+    assert out["state"] == status["state"] == "failed" and "REKD_MAX_PARAMS" in status["error"], status
+    assert int(status.get("attempts", 0)) == 0 and not (tmp_path / "too-big" / "checkpoints").exists()
