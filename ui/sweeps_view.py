@@ -71,7 +71,8 @@ def sweep_choices(sweeps: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def header(detail: dict[str, Any]) -> str:
     sid = esc(detail["id"])
-    failed = f", {detail['failed']} failed or cancelled" if detail["failed"] else ""
+    ended = [f"{detail[k]} {k}" for k in ("failed", "cancelled") if detail.get(k)]  # the API counts them apart
+    failed = f", {', '.join(ended)}" if ended else ""
     links = " · ".join(f'<a href="/api/sweeps/{sid}/table?format={f}" download>{label}</a>'
                        for f, label in (("md", "Markdown"), ("csv", "CSV"), ("tex", "LaTeX")))
     return (f'<div class="rk-sweep-head"><b>{esc(detail["name"])}</b> · <span class="rk-state">{esc(detail["state"])}'
