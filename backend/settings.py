@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     data_roots: str | None = Field(
         None, description="more folders (separated by ':') the API may read user data, data.root, tokenizers and "
                           "weights files from, besides the runs directory's data/ folder and the built-in datasets' "
-                          "own folders (always allowed); `rekd up --data DIR` adds to it")
+                          "own folders (always allowed)")
     max_params: int = Field(500_000_000, gt=0, description="largest model a run may build (generator and predictor "
                                                            "together), in parameters; larger runs are refused")
 
