@@ -49,6 +49,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"rekd: embedded Redis at {redis_url} (data in {runs_dir / '.redis'})", file=sys.stderr)
     env = {**os.environ, "REKD_REDIS_URL": redis_url, "REKD_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1",
            **services.ui_env(host, port)}
+    if args.data:  # folders the API may read user data from, on top of REKD_DATA_ROOTS and the defaults
+        roots = [str(Path(d).resolve()) for d in args.data]
+        env["REKD_DATA_ROOTS"] = os.pathsep.join(filter(None, [os.environ.get("REKD_DATA_ROOTS"), *roots]))
     try:
         for i in range(args.workers):
             procs.append(services.spawn(services.worker_cmd(settings.queue, f"rekd-worker{i}"), env, f"[worker{i}]"))
@@ -113,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1, help="worker processes (one run each at a time)")
     up.add_argument("--runs-dir", help="runs directory (default: REKD_RUNS_DIR or ./runs)")
     up.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without an API token")
+    up.add_argument("--data", action="append", metavar="FOLDER", help="a folder the API may read your datasets "
+                    "from (repeatable; added to REKD_DATA_ROOTS; the runs directory's data/ and the built-in "
+                    "datasets are always readable)")
     up.set_defaults(func=cmd_up)
     w = sub.add_parser("worker", help="start one worker (for a deployment: REKD_REDIS_URL, REKD_RUNS_DIR)")
     w.add_argument("--queues", help="comma-separated queues to consume (default: REKD_QUEUE or 'rekd')")

@@ -23,7 +23,12 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path, sig):
     env = {k: v for k, v in os.environ.items() if not k.startswith("REKD_")}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     log = tmp_path / "up.log"  # a file, not a pipe: an unread pipe that fills would block every process
-    proc = subprocess.Popen([sys.executable, "-m", "rekd", "up", "--port", str(port), "--runs-dir", str(tmp_path)],
+    mine, other = tmp_path / "mine", tmp_path / "other"  # a folder given with --data, and one not given
+    for folder in (mine, other):
+        folder.mkdir()
+        (folder / "reviews.csv").write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(20)))
+    proc = subprocess.Popen([sys.executable, "-m", "rekd", "up", "--port", str(port), "--runs-dir", str(tmp_path),
+                             "--data", str(mine)],
                             env=env, cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
@@ -42,6 +47,11 @@ def test_rekd_up_runs_everything_and_stops_everything(tmp_path, sig):
                                                                  checkpoint_every=2)})
             assert r.status_code == 201
             assert sse_events(c, r.json()["id"])[-1]["state"] == "completed"
+            # --data: that folder's files may be read by the API, a folder not given may not
+            ok = c.post("/api/datasets/inspect", json={"dataset": f"csv:{mine / 'reviews.csv'}", "task": "text"})
+            assert ok.status_code == 200, ok.text
+            refused = c.post("/api/datasets/inspect", json={"dataset": f"csv:{other / 'reviews.csv'}", "task": "text"})
+            assert refused.status_code == 422, refused.text
         assert (tmp_path / ".redis").is_dir()  # the embedded Redis keeps its data under the runs dir
     finally:
         os.killpg(proc.pid, sig)
