@@ -60,8 +60,12 @@ CNN_VARIANTS: list[tuple[str, list[str]]] = [
 ]
 
 
+ONLY: set[str] | None = None  # --variants: the rows to train and tabulate (by slug), None for all
+
+
 def variants(ds: str) -> list[tuple[str, list[str]]]:
-    return VARIANTS + (CNN_VARIANTS if ds == "fmnist-clutter" else [])
+    rows = VARIANTS + (CNN_VARIANTS if ds == "fmnist-clutter" else [])
+    return [(label, ov) for label, ov in rows if ONLY is None or slug(label) in ONLY]
 
 
 def slug(label: str) -> str:
@@ -105,7 +109,12 @@ def main() -> None:
     ap.add_argument("--tables-only", action="store_true", help="rebuild the tables from the run directories")
     ap.add_argument("--name", help="results file name (default: reproduce-ground-truth on the ground-truth "
                                    "benchmarks, else reproduce)")
+    ap.add_argument("--variants", nargs="+", metavar="ROW", choices=["cls", "re", "rekd", "rekd-alpha0", "rekd-pred",
+                                                                    "rekd-rat", "re-cnn", "rekd-cnn"],
+                    help="train and tabulate only these student rows (default: all)")
     args = ap.parse_args()
+    global ONLY
+    ONLY = set(args.variants) if args.variants else None
     if args.name is None and not args.quick:
         args.name = "reproduce-ground-truth" if set(args.datasets) <= set(GROUND_TRUTH) else "reproduce"
     if args.tables_only:
@@ -258,8 +267,10 @@ def write_tables(args: argparse.Namespace, teachers: dict[str, Any], results: li
              + [r["span"] for r in results])
     wall = max(b for _, b in spans) - min(a for a, _ in spans)
     busy = sum(b - a for a, b in spans)
+    rows = f" --variants {' '.join(args.variants)}" if args.variants else ""
     lines = [f"Command: `python bench/reproduce.py --datasets {' '.join(args.datasets)}"
-             f"{' --quick' if args.quick else ''} --seeds {args.seeds} --workers {args.workers}` — {len(spans)} runs, "
+             f"{' --quick' if args.quick else ''} --seeds {args.seeds}{rows} --workers {args.workers}` — "
+             f"{len(spans)} runs, "
              f"{busy / 60:.0f} min of training in {wall / 60:.0f} min wall time on this 2-core CPU "
              f"({args.workers} runs at a time, one thread each). Test split, best-dev checkpoints; mean ± std over "
              "seeds.", ""]
