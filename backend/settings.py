@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     reconcile_every_s: float = Field(10.0, gt=0, description="how often workers look for runs whose worker vanished")
     visibility_timeout_s: int = Field(3600, gt=0, description="broker redelivery of unacknowledged tasks")
     stream_maxlen: int = Field(100_000, gt=0, description="events kept per run in its live Redis stream")
-    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest accepted request body for /api/explain")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest request body accepted (every "
+                                  "route under `rekd up`, Gradio uploads included; /api/explain everywhere)")
     max_image_pixels: int = Field(4096 * 4096, gt=0, description="larger images are refused (decompression bombs)")
     max_text_chars: int = Field(20_000, gt=0, description="longest text accepted for explanation")
     explain_cache_size: int = Field(4, ge=1, description="trained models kept loaded for /api/explain")
