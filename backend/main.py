@@ -7,13 +7,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from rekd_core import __version__
+from rekd_core.explain import set_model_cache_size
 
 from . import contract
 from .errors import install_error_handlers
 from .routes import compare, datasets, examples, explain, meta, pipelines, runs, sweeps
+from .settings import get_settings
 
 
 def create_app() -> FastAPI:
+    set_model_cache_size(get_settings().explain_cache_size)
     app = FastAPI(title="rekd", version=__version__,
                   description="Launch, watch and inspect rationale-extraction (RE / REKD) runs; explain inputs.")
     for module in (runs, pipelines, sweeps, examples, compare, explain, meta, datasets):

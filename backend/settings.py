@@ -28,7 +28,7 @@ class Settings(BaseSettings):
                                   "route under `rekd up`, Gradio uploads included; /api/explain everywhere)")
     max_image_pixels: int = Field(4096 * 4096, gt=0, description="larger images are refused (decompression bombs)")
     max_text_chars: int = Field(20_000, gt=0, description="longest text accepted for explanation")
-    explain_cache_size: int = Field(4, ge=1, description="trained models kept loaded for /api/explain")
+    explain_cache_size: int = Field(8, ge=1, description="trained models kept loaded for /api/explain")
     host: str = "127.0.0.1"
     port: int = 8000
     api_token: str | None = Field(None, description="if set, mutating endpoints require it as a Bearer token")

@@ -82,10 +82,21 @@ class Explanation:
         return d
 
 
-@functools.lru_cache(maxsize=8)
-def _load(run_dir: str, which: str, mtime_ns: int) -> LoadedRun:
+def _load_run(run_dir: str, which: str, mtime_ns: int) -> LoadedRun:
     # keyed by the checkpoint's mtime, so a newer checkpoint is picked up; bounded, unlike a dict
     return LoadedRun(run_dir, which=which)
+
+
+_load = functools.lru_cache(maxsize=8)(_load_run)
+
+
+def set_model_cache_size(n: int) -> None:
+    """How many trained models `load_run` keeps loaded (the API sets it from REKD_EXPLAIN_CACHE_SIZE);
+    the models loaded so far are dropped."""
+    global _load
+    if n < 1:
+        raise ValueError(f"the model cache holds at least 1 model, got {n}")
+    _load = functools.lru_cache(maxsize=n)(_load_run)
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:

@@ -145,3 +145,24 @@ def test_explain_scores_the_rationale_against_given_evidence(teacher_runs):
         explain(teacher_runs["text"], text, evidence=mask)
     with pytest.raises(ValueError, match="^evidence: highlighted text"):
         explain(teacher_runs["vision"], img, evidence=["witty"])
+
+
+def test_the_api_sizes_the_model_cache_from_its_setting(teacher_runs, monkeypatch):
+    import rekd_core.explain as ex
+    from backend.main import create_app
+    from backend.settings import get_settings
+
+    monkeypatch.setenv("REKD_EXPLAIN_CACHE_SIZE", "1")
+    get_settings.cache_clear()
+    try:
+        create_app()
+        assert ex._load.cache_info().maxsize == 1
+        first = load_run(teacher_runs["vision"])
+        assert load_run(teacher_runs["vision"]) is first  # kept loaded
+        load_run(teacher_runs["text"])  # one model at a time: the first is dropped
+        assert load_run(teacher_runs["vision"]) is not first
+        with pytest.raises(ValueError, match="at least 1"):
+            ex.set_model_cache_size(0)
+    finally:
+        get_settings.cache_clear()
+        ex.set_model_cache_size(get_settings().explain_cache_size)
