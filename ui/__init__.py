@@ -1,1 +1,1 @@
-"""The Gradio UI (next step): talks to the backend over HTTP only, never imports torch."""
+"""The Gradio web UI: talks to the backend over HTTP only, never imports torch."""
