@@ -25,17 +25,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rekd_core.excerpts import excerpt
+
 EXCERPT = 60  # characters of one quoted string (a loc key, a ctx value, one input)
 BUDGET = 200  # characters of input quoted by one error body, all errors together
 MAX_MSG = 300  # characters of one error's message
 MAX_ERRORS = 20  # field errors listed; the rest are counted
 MAX_LINE = 300  # characters per line of a plain message
 MAX_LINES = 50
-
-
-def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """`text`, or its first `limit` characters and '…'."""
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class _Budget:
@@ -69,11 +66,11 @@ def _bounded_error(err: Any, budget: _Budget) -> Any:
         if key == "input":
             out[key] = budget.quote(value)
         elif key == "loc" and isinstance(value, (list, tuple)):
-            out[key] = [excerpt(p) if isinstance(p, str) else p for p in value]
+            out[key] = [excerpt(p, EXCERPT) if isinstance(p, str) else p for p in value]
         elif key == "msg" and isinstance(value, str):
             out[key] = excerpt(value, MAX_MSG)
         elif key == "ctx" and isinstance(value, dict):
-            out[key] = {k: v if v is None or isinstance(v, (bool, int, float)) else excerpt(str(v))
+            out[key] = {k: v if v is None or isinstance(v, (bool, int, float)) else excerpt(str(v), EXCERPT)
                         for k, v in value.items()}
         elif key == "url":
             out[key] = value

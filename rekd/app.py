@@ -20,11 +20,11 @@ import plotly
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.errors import HANDLERS
 from backend.main import create_app
-from backend.routes.explain import too_large
+from backend.routes.explain import capped_receive, too_large
 from backend.settings import get_settings
 from ui.app import HEAD, PLOTLY_JS, THEME, build_ui
 from ui.client import ApiClient
@@ -49,18 +49,8 @@ class BodyCap:
             err = too_large(self.cap)
             await JSONResponse({"detail": err.detail}, status_code=413)(scope, receive, send)
             return
-        seen = 0
-
-        async def capped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.cap:
-                    raise too_large(self.cap)  # an HTTPException: the app's handler answers 413
-            return message
-
-        await self.app(scope, capped, send)
+        # a chunked or understated body: counted as it arrives (an HTTPException: the app answers 413)
+        await self.app(scope, capped_receive(receive, self.cap), send)
 
 
 def create() -> FastAPI:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import excerpt
+from .excerpts import excerpt
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig

@@ -15,17 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .excerpts import EXCERPT, excerpt  # noqa: F401  (re-exported: the API quotes through config)
+
 Task = Literal["vision", "text"]
 Mode = Literal["cls", "re", "rekd"]
-
-EXCERPT = 80  # characters of an input a message quotes at most
-
-
-def excerpt(text: Any, limit: int = EXCERPT) -> str:
-    """`text` as a string, or its first `limit` characters and '…': what a message may quote of an input."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "…"
-
 
 class _Strict(BaseModel):
     # extra="forbid": a misspelt key is an error that names it, never a silently ignored setting.

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from .config import excerpt
+from .excerpts import excerpt
 
 if TYPE_CHECKING:  # the heavy imports (numpy, torch via data, Pillow) wait until data is loaded
     import numpy as np

@@ -69,7 +69,8 @@ def _settings_of(request: Request) -> Settings:
     return overrides.get(get_settings, get_settings)()
 
 
-def _capped_receive(receive: Receive, cap: int) -> Receive:
+def capped_receive(receive: Receive, cap: int) -> Receive:
+    """`receive`, raising the 413 (too_large) once the body passes `cap` bytes, however it is chunked."""
     seen = 0
 
     async def capped() -> Message:
@@ -161,7 +162,7 @@ class CappedBodyRoute(APIRoute):
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > cap:
                 raise too_large(cap)
-            return await parse_and_run(_StrictFormRequest(request.scope, _capped_receive(request.receive, cap), cap))
+            return await parse_and_run(_StrictFormRequest(request.scope, capped_receive(request.receive, cap), cap))
 
         return handler
 
