@@ -20,6 +20,8 @@ from .checkpoint import atomic_write_json
 from .config import ExperimentConfig, config_to_dict, parse_config
 
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: no trailing newline
+# the states a run ends in (status.json `state`): nothing trains it again, and nothing waits on it
+TERMINAL_STATES = ("completed", "failed", "cancelled")
 
 
 def now_iso() -> str:

@@ -31,13 +31,13 @@ from .checkpoint import atomic_write_json
 from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config, validation_errors
 from .presets import get_preset
 from .quality import flat_figures, warnings_of
+from .runstore import TERMINAL_STATES
 from .tables import render_rows
 
 SEED_AXIS = "train.seed"
 PRESET_AXIS = "preset"
 # set by the sweep itself for each run: an axis or a sweep-wide override may not touch them
 RESERVED = ("name", "model.teacher_run")
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class _Strict(BaseModel):
@@ -257,7 +257,7 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     state = st.get("state", "missing" if not run_dir.is_dir() else "unknown")
     test = res.get("test") or {} if state == "completed" else {}
     total, step = st.get("total_steps"), int(st.get("step", 0) or 0)
-    progress = 1.0 if state in TERMINAL else (min(step / total, 1.0) if total else 0.0)
+    progress = 1.0 if state in TERMINAL_STATES else (min(step / total, 1.0) if total else 0.0)
     sel = test.get("selected")
     flat = flat_figures(test)
     return {"state": state, "progress": progress, "worker": st.get("worker"),
@@ -406,7 +406,7 @@ class SweepStore:
                          "teacher": r.get("teacher"), **rec})
         every = teachers + runs
         states = [x["state"] for x in every]
-        if any(s not in TERMINAL for s in states):
+        if any(s not in TERMINAL_STATES for s in states):
             state = "running"
         elif record.get("cancelled"):
             state = "cancelled"

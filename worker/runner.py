@@ -23,7 +23,7 @@ import redis
 from backend.settings import Settings
 from rekd_core.checks import RunRefused, check_model_size
 from rekd_core.config import ExperimentConfig
-from rekd_core.runstore import RunStore, now_iso
+from rekd_core.runstore import TERMINAL_STATES, RunStore, now_iso
 from rekd_core.trainer import train
 
 from . import keys
@@ -31,7 +31,6 @@ from .events import StreamPublisher
 from .lease import Lease
 
 log = logging.getLogger(__name__)
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class StopWhen:
@@ -93,7 +92,7 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
         log.error("run %s has no directory under %s; dropping the message", run_id, settings.runs_dir)
         return {"run_id": run_id, "state": "missing"}
     status = store.status()
-    if status.get("state") in TERMINAL:
+    if status.get("state") in TERMINAL_STATES:
         return {"run_id": run_id, "state": status["state"], "skipped": True}
     lease = Lease(r, run_id, worker_id, settings.lease_ttl_s)
     if not lease.acquire():

@@ -13,7 +13,7 @@ from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from backend.settings import get_settings
-from rekd_core.runstore import RunStore
+from rekd_core.runstore import TERMINAL_STATES, RunStore
 
 from . import keys
 from .app import TRAIN_TASK, app
@@ -55,8 +55,7 @@ def resend_orphan(run_id: str) -> None:
     delivered twice are harmless: a run already leased, or ended, is skipped by the runner."""
     settings = get_settings()
     then = RunStore(settings.run_dir(run_id)).status().get("then") or []
-    pending = [rid for rid in then if RunStore(settings.run_dir(rid)).status().get("state") not in
-               ("completed", "failed", "cancelled")]
+    pending = [rid for rid in then if RunStore(settings.run_dir(rid)).status().get("state") not in TERMINAL_STATES]
     send_run(app, run_id, _queue_of(run_id), [(rid, _queue_of(rid)) for rid in pending])
 
 

@@ -20,7 +20,7 @@ from rekd_core.checks import RunRefused, check_model_size, init_mismatch, outsid
 from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, excerpt, parse_config
 from rekd_core.presets import PRESETS, get_preset
 from rekd_core.quality import run_warnings
-from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
+from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.userdata import dataset_label
 from worker import keys
 from worker.events import StreamPublisher
@@ -34,7 +34,6 @@ from .datasets import check_dataset, check_paths, outside_message
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
-TERMINAL = ("completed", "failed", "cancelled")
 OVERRIDE_KEY = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 
 
@@ -331,7 +330,7 @@ def get_run(run_id: str, settings: SettingsDep) -> RunDetail:
 def cancel_run(run_id: str, settings: SettingsDep, r: SyncRedisDep) -> CancelResult:
     root = run_dir_or_404(settings, run_id)
     state = RunStore(root).status().get("state")
-    if state in TERMINAL:
+    if state in TERMINAL_STATES:
         raise HTTPException(409, f"run {run_id} has already ended ({state})")
     return CancelResult(id=run_id, state=cancel_one(root, settings, r))
 
@@ -361,7 +360,7 @@ def cancel_one(root: Path, settings: Settings, r: Any) -> str:
 def delete_run(run_id: str, settings: SettingsDep, r: SyncRedisDep) -> Response:
     root = run_dir_or_404(settings, run_id)
     state = RunStore(root).status().get("state")
-    if state not in TERMINAL:
+    if state not in TERMINAL_STATES:
         raise HTTPException(409, f"run {run_id} is {state}; cancel it first, then delete it")
     shutil.rmtree(root)
     try:

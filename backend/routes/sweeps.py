@@ -14,12 +14,12 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rekd_core.config import ConfigError
-from rekd_core.runstore import RUN_ID_RE, RunStore, new_run_id, now_iso
+from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.sweeps import SWEEPS, SweepStore, get_sweep, parse_spec, plan, render
 
 from ..deps import SettingsDep, SyncRedisDep, TokenDep
 from .datasets import check_datasets
-from .runs import TERMINAL, cancel_one, check_size, check_teachers, override_strings, overrides_field
+from .runs import cancel_one, check_size, check_teachers, override_strings, overrides_field
 
 router = APIRouter(tags=["sweeps"])
 
@@ -279,6 +279,6 @@ def cancel_sweep(sweep_id: str, settings: SettingsDep, r: SyncRedisDep) -> Cance
     # students first: a student cancelled before its teacher is not failed for the teacher's sake
     for run_id in [x["id"] for x in record["runs"]] + [x["id"] for x in record["teachers"]]:
         root = settings.run_dir(run_id)
-        if root.is_dir() and RunStore(root).status().get("state") not in TERMINAL:
+        if root.is_dir() and RunStore(root).status().get("state") not in TERMINAL_STATES:
             out[run_id] = cancel_one(root, settings, r)
     return CancelOut(id=sweep_id, state=store.view(record)["state"], runs=out)
