@@ -9,6 +9,7 @@ RUN pip install --index-url "$TORCH_INDEX" torch torchvision
 COPY pyproject.toml README.md ./
 COPY rekd_core rekd_core
 COPY rekd rekd
+COPY service service
 COPY worker worker
 COPY backend backend
 COPY ui ui

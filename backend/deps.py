@@ -10,7 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, HTTPException
 
-from .settings import Settings, get_settings
+from service.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

@@ -8,11 +8,11 @@ from fastapi import FastAPI
 
 from rekd_core import __version__
 from rekd_core.explain import set_model_cache_size
+from service.settings import get_settings
 
 from . import contract
 from .errors import install_error_handlers
 from .routes import compare, datasets, examples, explain, meta, pipelines, runs, sweeps
-from .settings import get_settings
 
 
 def create_app() -> FastAPI:

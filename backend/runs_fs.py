@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from backend.settings import Settings, get_settings
 from rekd_core.runstore import RUN_ID_RE
+from service.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

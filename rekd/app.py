@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from backend.errors import HANDLERS
 from backend.main import create_app
 from backend.routes.explain import capped_receive, too_large
-from backend.settings import get_settings
+from service.settings import get_settings
 from ui.app import HEAD, PLOTLY_JS, THEME, build_ui
 from ui.client import ApiClient
 from ui.render import CSS

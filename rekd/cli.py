@@ -25,7 +25,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from backend.settings import Settings
+    from service.settings import Settings
 
     from . import services
 
@@ -79,7 +79,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from backend.settings import Settings
+    from service.settings import Settings
 
     from . import services
 
@@ -92,7 +92,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from backend.settings import Settings
+    from service.settings import Settings
 
     from . import services
 

@@ -73,7 +73,7 @@ def _answers(url: str) -> bool:
 @contextmanager
 def embedded_service(runs_dir: Path, workers: int, queues: list[str]) -> Iterator[str]:
     """redis-server, `workers` Celery workers on `queues`, the API on a free port: its URL."""
-    from backend.settings import Settings
+    from service.settings import Settings
 
     from . import services
 
@@ -139,7 +139,7 @@ def follow(url: str, sweep_id: str, poll: float = 3.0) -> dict[str, Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from backend.settings import Settings
+    from service.settings import Settings
 
     body, spec = _request(args)
     url = (args.api or os.environ.get("REKD_API_URL") or DEFAULT_API).rstrip("/")

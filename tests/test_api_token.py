@@ -3,7 +3,7 @@
 from fastapi.testclient import TestClient
 
 from backend.main import create_app
-from backend.settings import Settings, get_settings
+from service.settings import Settings, get_settings
 
 
 def _client(tmp_path, token):

@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.routes import examples, explain
-from backend.settings import Settings, get_settings
 from conftest import tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.runstore import RunStore
 from rekd_core.trainer import train
+from service.settings import Settings, get_settings
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from backend.routes import compare
-from backend.settings import Settings, get_settings
 from conftest import tiny_text, tiny_vision
 from rekd_core.compare import check_filter, matches, summary
 from rekd_core.config import parse_config
 from rekd_core.trainer import train
+from service.settings import Settings, get_settings
 
 
 @pytest.fixture(scope="module")

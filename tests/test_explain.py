@@ -150,7 +150,7 @@ def test_explain_scores_the_rationale_against_given_evidence(teacher_runs):
 def test_the_api_sizes_the_model_cache_from_its_setting(teacher_runs, monkeypatch):
     import rekd_core.explain as ex
     from backend.main import create_app
-    from backend.settings import get_settings
+    from service.settings import get_settings
 
     monkeypatch.setenv("REKD_EXPLAIN_CACHE_SIZE", "1")
     get_settings.cache_clear()

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.routes import examples, explain
-from backend.settings import Settings, get_settings
 from conftest import tiny_text, tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.examples import example_inputs, faithfulness_report, list_snapshots
@@ -30,6 +29,7 @@ from rekd_core.faithfulness import (
 )
 from rekd_core.runstore import RunStore
 from rekd_core.trainer import train
+from service.settings import Settings, get_settings
 
 FIELDS = {"p_full", "p_rationale", "p_complement", "comprehensiveness", "sufficiency", "full_pred", "complement_pred"}
 EVAL_FIELDS = {"comprehensiveness", "sufficiency", "p_full", "p_rationale", "p_complement", "complement_accuracy",

@@ -22,13 +22,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.routes import compare, examples, explain, runs
-from backend.settings import Settings, get_settings
 from conftest import tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.data import load_for_config
 from rekd_core.rationale_metrics import per_example_plausibility
 from rekd_core.runstore import RunStore
 from rekd_core.trainer import train
+from service.settings import Settings, get_settings
 
 QUALITY = ("plausibility", "input_dependence", "probe", "warnings")
 

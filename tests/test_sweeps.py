@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 
 from backend.main import create_app
 from backend.routes import sweeps as sweeps_route
-from backend.settings import Settings, get_settings
 from rekd_core.config import ConfigError, parse_config
 from rekd_core.presets import get_preset
 from rekd_core.runstore import RunStore
@@ -29,6 +28,7 @@ from rekd_core.sweeps import (
     render,
     run_record,
 )
+from service.settings import Settings, get_settings
 from worker.send import send_run
 
 SPEC = {"name": "t", "base": {"preset": "demo-fmnist-student"},

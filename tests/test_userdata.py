@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.main import app
-from backend.settings import Settings, get_settings
 from conftest import tiny_text, tiny_vision
 from rekd_core import cli
 from rekd_core.config import ConfigError, DataConfig, parse_config
 from rekd_core.data import load_dataset, load_for_config
 from rekd_core.trainer import train
 from rekd_core.userdata import DatasetError, DatasetSpec, LoadOptions, from_hf, inspect_dataset, options_for
+from service.settings import Settings, get_settings
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 GOOD = ["a great, wonderful film", "truly wonderful acting", "great fun and a joy", "a joy to watch, great",

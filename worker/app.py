@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from backend.settings import Settings, get_settings
+from service.settings import Settings, get_settings
 
 from .keys import TRAIN_TASK
 

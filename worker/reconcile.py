@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import redis
 
-from backend.settings import Settings
+from service.settings import Settings
 
 from . import keys
 

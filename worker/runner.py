@@ -20,11 +20,11 @@ from typing import Any
 
 import redis
 
-from backend.settings import Settings
 from rekd_core.checks import RunRefused, check_model_size
 from rekd_core.config import ExperimentConfig
 from rekd_core.runstore import TERMINAL_STATES, RunStore, now_iso
 from rekd_core.trainer import train
+from service.settings import Settings
 
 from . import keys
 from .events import StreamPublisher

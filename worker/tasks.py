@@ -12,8 +12,8 @@ import redis
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from backend.settings import get_settings
 from rekd_core.runstore import TERMINAL_STATES, RunStore
+from service.settings import get_settings
 
 from . import keys
 from .app import TRAIN_TASK, app

@@ -30,9 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rekd_core.checks import config_paths, outside_roots
 from rekd_core.config import DataConfig, ExperimentConfig, excerpt, validation_errors
 from rekd_core.userdata import DatasetError, check_task, inspect_dataset, options_for, parse_spec
+from service.settings import Settings
 
 from ..deps import SettingsDep, TokenDep
-from ..settings import Settings
 
 router = APIRouter(tags=["datasets"])
 

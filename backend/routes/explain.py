@@ -49,9 +49,9 @@ from backend.routes.examples import (
     png_data_url,
 )
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
-from backend.settings import Settings, get_settings
 from rekd_core.explain import Explanation, decode_utf8, explain, load_run, normalise_text
 from rekd_core.runmodel import LoadedRun
+from service.settings import Settings, get_settings
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")

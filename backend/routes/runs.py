@@ -22,6 +22,7 @@ from rekd_core.presets import PRESETS, get_preset
 from rekd_core.quality import run_warnings
 from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.userdata import dataset_label
+from service.settings import Settings
 from worker import keys
 from worker.events import StreamPublisher
 from worker.lease import Lease
@@ -29,7 +30,6 @@ from worker.lease import Lease
 from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
 from ..quality import RationaleWarning, warnings_out
 from ..runs_fs import run_dir_or_404
-from ..settings import Settings
 from .datasets import check_dataset, check_paths, outside_message
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ import pytest
 import redis
 
 from backend.routes.pipelines import send_pipeline
-from backend.settings import Settings
 from conftest import tiny_vision
 from rekd.testing import sse_events, start_service
 from rekd_core.config import parse_config
 from rekd_core.presets import Stage
 from rekd_core.runstore import RunStore
+from service.settings import Settings
 from worker import keys
 from worker.runner import run_training
 

@@ -9,11 +9,11 @@ import time
 import pytest
 import redis
 
-from backend.settings import Settings
 from conftest import tiny_vision
 from rekd.services import start_redis
 from rekd_core.config import parse_config
 from rekd_core.runstore import RunStore
+from service.settings import Settings
 from worker import keys
 from worker.reconcile import reconcile_once
 from worker.runner import run_training

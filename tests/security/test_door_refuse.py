@@ -140,7 +140,7 @@ def test_the_worker_makes_the_same_size_check_before_training(svc, tmp_path):
     lowered) is failed by the worker with the door's message, without an attempt being counted."""
     import redis
 
-    from backend.settings import Settings
+    from service.settings import Settings
     from worker.runner import run_training
 
     settings = Settings(redis_url=svc.redis_url, runs_dir=tmp_path, max_params=10_000)
