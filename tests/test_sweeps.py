@@ -28,8 +28,8 @@ from rekd_core.sweeps import (
     render,
     run_record,
 )
+from service.send import send_run
 from service.settings import Settings, get_settings
-from worker.send import send_run
 
 SPEC = {"name": "t", "base": {"preset": "demo-fmnist-student"},
         "axes": {"train.seed": [0, 1, 2], "mode": ["re", "rekd"], "loss.alpha": [0.5, 0]},

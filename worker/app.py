@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from service.keys import TRAIN_TASK
 from service.settings import Settings, get_settings
-
-from .keys import TRAIN_TASK
 
 __all__ = ["TRAIN_TASK", "app", "make_app"]
 

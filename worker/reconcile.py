@@ -20,9 +20,8 @@ from collections.abc import Callable
 
 import redis
 
+from service import keys
 from service.settings import Settings
-
-from . import keys
 
 log = logging.getLogger(__name__)
 

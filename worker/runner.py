@@ -24,11 +24,10 @@ from rekd_core.checks import RunRefused, check_model_size
 from rekd_core.config import ExperimentConfig
 from rekd_core.runstore import TERMINAL_STATES, RunStore, now_iso
 from rekd_core.trainer import train
+from service import keys
+from service.events import StreamPublisher
+from service.lease import Lease
 from service.settings import Settings
-
-from . import keys
-from .events import StreamPublisher
-from .lease import Lease
 
 log = logging.getLogger(__name__)
 

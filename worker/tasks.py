@@ -13,13 +13,14 @@ from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from rekd_core.runstore import TERMINAL_STATES, RunStore
+from service import keys
+from service.keys import TRAIN_TASK
+from service.send import send_run
 from service.settings import get_settings
 
-from . import keys
-from .app import TRAIN_TASK, app
+from .app import app
 from .reconcile import start_background
 from .runner import run_training
-from .send import send_run
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"

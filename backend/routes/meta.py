@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from rekd_core.config import ExperimentConfig
 from rekd_core.presets import PRESETS
 from rekd_core.sweeps import SWEEPS
-from worker import keys
+from service import keys
 
 from ..deps import SettingsDep, SyncRedisDep
 

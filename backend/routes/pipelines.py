@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rekd_core.config import ConfigError, ExperimentConfig
 from rekd_core.presets import PIPELINES, Pipeline, Stage, get_pipeline
 from rekd_core.runstore import RunStore, new_run_id, now_iso
-from worker.keys import TRAIN_TASK
+from service.keys import TRAIN_TASK
 
 from ..deps import SettingsDep, TokenDep
 from .datasets import check_datasets

@@ -22,10 +22,10 @@ from rekd_core.presets import PRESETS, get_preset
 from rekd_core.quality import run_warnings
 from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.userdata import dataset_label
+from service import keys
+from service.events import StreamPublisher
+from service.lease import Lease
 from service.settings import Settings
-from worker import keys
-from worker.events import StreamPublisher
-from worker.lease import Lease
 
 from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
 from ..quality import RationaleWarning, warnings_out

@@ -13,8 +13,8 @@ from conftest import tiny_vision
 from rekd.services import start_redis
 from rekd_core.config import parse_config
 from rekd_core.runstore import RunStore
+from service import keys
 from service.settings import Settings
-from worker import keys
 from worker.reconcile import reconcile_once
 from worker.runner import run_training
 
@@ -121,7 +121,7 @@ def test_after_redis_loses_its_data_every_queued_run_is_sent_again_once(env):
 
 
 def test_a_lease_whose_key_vanished_is_taken_back_one_taken_by_another_is_lost(env):
-    from worker.lease import Lease
+    from service.lease import Lease
 
     _, r = env
     lease = Lease(r, "r1", "w1", ttl_s=5)
