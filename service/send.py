@@ -1,5 +1,9 @@
-"""Sending runs to the queue by task name, with Celery's canvas for the order (no task import,
-so neither the API process nor a sender needs torch).
+"""The queue, as the API and the worker both use it: the one Celery configuration, and sending
+runs by task name with Celery's canvas for the order (no task import, so a sender needs neither
+worker/ nor torch).
+
+`make_celery` builds both apps: the worker's (worker/app.py, which adds the task module) and
+`client()`, the send-only app of the API process; so they agree on the broker and the serializer.
 
 A run goes to its own queue (`status.json` keeps it, so a resumed run goes back there); a
 teacher goes first as a chain, with the students that distil from it as the chain's next step
@@ -9,11 +13,49 @@ teacher goes first as a chain, with the students that distil from it as the chai
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from celery import chain, group
+from celery import Celery, chain, group
 
 from .keys import TRAIN_TASK
+from .settings import Settings, get_settings
+
+
+def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
+    """A Celery app configured from Settings: JSON only, late acks, prefetch 1, one run at a time.
+    `include`: the task modules a worker imports (a sender has none)."""
+    if not settings.redis_url:
+        raise RuntimeError("REKD_REDIS_URL is not set (`rekd up` sets it for the processes it starts)")
+    app = Celery("rekd", broker=settings.redis_url, include=list(include))
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # never pickle
+        result_serializer="json",
+        task_ignore_result=True,  # results live in the run directory
+        task_acks_late=True,  # a task is acknowledged when it ends, so a dead worker's run is redelivered
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker holds no queued run it cannot start
+        task_default_queue=settings.queue,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            # kombu's sweep for messages past the timeout runs every interval x throttle seconds
+            # (100 s by default); one ZRANGE every few seconds lets a short timeout mean what it says
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 3)),
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+@lru_cache(maxsize=1)
+def client() -> Celery:
+    """This process's send-only Celery app (the API's), made on the first send: it registers no
+    task and sends by name. A failure (no REKD_REDIS_URL) is not cached: the next send tries again."""
+    return make_celery(get_settings())
 
 
 def signature(app: Any, run_id: str, queue: str) -> Any:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import chain, group
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from rekd_core.config import ConfigError, ExperimentConfig
 from rekd_core.presets import PIPELINES, Pipeline, Stage, get_pipeline
 from rekd_core.runstore import RunStore, new_run_id, now_iso
-from service.keys import TRAIN_TASK
+from service.send import client, send_run
 
 from ..deps import SettingsDep, TokenDep
 from .datasets import check_datasets
@@ -97,29 +96,19 @@ def _plan(pipeline: Pipeline, overrides: list[str], teacher_dir: str) -> list[Ex
 
 
 def send_pipeline(app: Any, queue: str, stages: list[tuple[Stage, str]]) -> None:
-    """Queue the runs of one pipeline (stage, run id) on `app`'s broker.
-
-    By task name: the API process never imports the task module (nor torch through it).
+    """Queue the runs of one pipeline (stage, run id) on `app`'s broker, by task name
+    (service/send.py): the API process never imports the task module (nor torch through it).
     """
-    def sig(run_id: str) -> Any:
-        return app.signature(TRAIN_TASK, args=[run_id], immutable=True, queue=queue)
-
     teacher = next(run_id for stage, run_id in stages if stage.role == "teacher")
-    after = [sig(run_id) for stage, run_id in stages if stage.needs_teacher]
-    # the teacher first: it is the longest and the students that distil wait on it
-    if not after:
-        sig(teacher).apply_async()
-    else:
-        chain(sig(teacher), after[0] if len(after) == 1 else group(after)).apply_async()
+    # the teacher first, the students that distil from it chained after it: it is the longest
+    send_run(app, teacher, queue, [(run_id, queue) for stage, run_id in stages if stage.needs_teacher])
     for stage, run_id in stages:
         if stage.role != "teacher" and not stage.needs_teacher:
-            sig(run_id).apply_async()
+            send_run(app, run_id, queue)
 
 
 def _enqueue(queue: str, stages: list[tuple[Stage, str]]) -> None:
-    from worker.app import app  # the Celery app is only needed to send
-
-    send_pipeline(app, queue, stages)
+    send_pipeline(client(), queue, stages)
 
 
 @router.post("/api/pipelines", status_code=201, response_model=PipelineCreated, dependencies=[TokenDep],

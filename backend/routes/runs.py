@@ -24,7 +24,9 @@ from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id,
 from rekd_core.userdata import dataset_label
 from service import keys
 from service.events import StreamPublisher
+from service.keys import TRAIN_TASK
 from service.lease import Lease
+from service.send import client
 from service.settings import Settings
 
 from ..deps import AsyncRedisDep, SettingsDep, SyncRedisDep, TokenDep
@@ -129,9 +131,7 @@ def summarize(root: Path) -> RunSummary:
 
 
 def _enqueue(run_id: str, queue: str) -> None:
-    from worker.app import TRAIN_TASK, app  # the Celery app is only needed to send
-
-    app.send_task(TRAIN_TASK, args=[run_id], queue=queue)
+    client().send_task(TRAIN_TASK, args=[run_id], queue=queue)
 
 
 def override_strings(overrides: dict[str, Any] | list[str]) -> list[str]:

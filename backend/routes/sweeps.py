@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rekd_core.config import ConfigError
 from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.sweeps import SWEEPS, SweepStore, get_sweep, parse_spec, plan, render
-from service.send import send_run
+from service.send import client, send_run
 
 from ..deps import SettingsDep, SyncRedisDep, TokenDep
 from .datasets import check_datasets
@@ -149,8 +149,7 @@ def _refused(where: str, errors: list[dict[str, str]]) -> HTTPException:
 
 
 def _enqueue(sends: list[tuple[str, str, list[tuple[str, str]]]]) -> None:
-    from worker.app import app  # the Celery app is only needed to send
-
+    app = client()
     for run_id, queue, then in sends:
         send_run(app, run_id, queue, then)
 

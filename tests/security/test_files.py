@@ -112,5 +112,5 @@ def test_product_code_never_unpickles():
                     bad.append(f"{path.relative_to(ROOT)}:{call.lineno} {name}")
     assert bad == [], bad
     # and the queue never accepts pickled messages
-    app = (ROOT / "worker" / "app.py").read_text()
+    app = (ROOT / "service" / "send.py").read_text()  # the one Celery configuration (worker and API)
     assert 'accept_content=["json"]' in app
