@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rekd_core.checks import config_paths, outside_roots
 from rekd_core.config import DataConfig, ExperimentConfig, excerpt, validation_errors
+from rekd_core.data import DATASETS, DatasetUnavailable, check_available, load_dataset
 from rekd_core.userdata import DatasetError, check_task, inspect_dataset, options_for, parse_spec
 from service.settings import Settings
 
@@ -38,10 +39,7 @@ router = APIRouter(tags=["datasets"])
 
 
 def _dataset_forms(schema: dict[str, Any]) -> None:
-    """The forms data.dataset takes, in the schema: a registry name, or a kind and its target
-    (imported when the schema is made: rekd_core.data brings torch)."""
-    from rekd_core.data import DATASETS
-
+    """The forms data.dataset takes, in the schema: a registry name, or a kind and its target."""
     schema["anyOf"] = [{"enum": list(DATASETS)}, {"pattern": "^(folder|csv|jsonl):/"}, {"pattern": "^hf:[A-Za-z0-9]"}]
 
 
@@ -101,8 +99,6 @@ class DatasetEntry(BaseModel):
 @router.get("/api/datasets", response_model=list[DatasetEntry])
 def list_datasets() -> list[DatasetEntry]:
     """The built-in datasets (your own data goes by `folder:`, `csv:`, `jsonl:` or `hf:` instead)."""
-    from rekd_core.data import DATASETS
-
     return [DatasetEntry(name=d.name, modality=d.modality, num_classes=d.num_classes, description=d.description,
                          ground_truth=d.ground_truth, how_to_get=d.how_to_get) for d in DATASETS.values()]
 
@@ -174,16 +170,12 @@ def check_dataset(cfg: ExperimentConfig, settings: Settings) -> ExperimentConfig
     check_paths(cfg, settings, ["body", "config"])
     d = cfg.data
     if parse_spec(d.dataset) is None:
-        from rekd_core.data import DatasetUnavailable, check_available
-
         try:
             check_available(d.dataset, d.root)
         except DatasetUnavailable as err:
             raise HTTPException(422, [{"loc": ["body", "config", "data", "dataset"], "msg": str(err),
                                        "type": "value_error"}]) from None
         return cfg
-    from rekd_core.data import load_dataset
-
     try:
         load_dataset(d.dataset, dev_fraction=d.dev_fraction, split_seed=d.split_seed, max_train=d.max_train,
                      max_eval=d.max_eval, root=d.root, options=options_for(cfg))
