@@ -1,4 +1,5 @@
-"""`rekd`: train / explain / presets (the engine) and up / worker / serve (the service)."""
+"""`rekd`, the command line: one parser with the engine's commands (train, validate, explain, evaluate,
+data, presets: rekd_core/cli.py) and the service's (up, worker, serve, sweep)."""
 
 from __future__ import annotations
 
@@ -108,8 +109,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = core_cli.build_parser()
-    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    ap = argparse.ArgumentParser(prog="rekd", description="Rationale extraction and REKD: train, evaluate and "
+                                 "explain models here, or run the service (API, workers, web UI) and sweeps.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = ap.add_subparsers(dest="command", required=True)
+    core_cli.add_commands(sub)
     up = sub.add_parser("up", help="start everything here: Redis (embedded), a worker, the API and the web UI")
     up.add_argument("--host", help="bind address (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="port (default 8000)")
@@ -134,9 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = core_cli.parse(build_parser(), argv)
-    if args.func in (cmd_up, cmd_worker, cmd_serve):
-        return int(args.func(args))
+    args = build_parser().parse_args(argv)
+    core_cli.setup_logging(args.verbose)
     return core_cli.run(args)
 
 

@@ -1,4 +1,6 @@
-"""The `rekd` command line: train, validate, evaluate, explain, data inspect, presets.
+"""The engine's commands of the `rekd` command line: train, validate, evaluate, explain, data inspect,
+presets. The `rekd` parser itself is built in rekd/cli.py (with the service's commands); this module
+adds its commands to it (`add_commands`) and runs them (`run`), and imports no web or queue code.
 
 Every expected failure (a config that is refused, a file that is not there, data that cannot be
 read) is one message on stderr that names what is wrong and how to fix it, and exit status 2;
@@ -356,11 +358,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rekd", description="Rationale extraction and REKD: train, explain, presets.")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = ap.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: Any) -> None:
+    """Add the engine's subcommands to `sub` (what `add_subparsers()` returned); each sets `func`."""
     t = sub.add_parser("train", help="train (or resume) one run")
     t.add_argument("config", nargs="?", help="YAML or JSON config file")
     t.add_argument("--preset", help="a preset name (see `rekd presets`)")
@@ -416,23 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the presets, one line each")
     p.add_argument("--offline", action="store_true", help="only those that run without a network")
     p.set_defaults(func=cmd_presets)
-    return ap
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse the command line and set up logging (shared with the product command, rekd/cli.py)."""
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+def setup_logging(verbose: bool = False) -> None:
+    """Log at INFO with -v, else WARNING, on stderr."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(parse(build_parser(), argv))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed engine command, turning expected errors into a message and exit code 2."""
+    """Run a parsed command (its `func`), turning expected errors into one message and exit status 2."""
     try:
         return int(args.func(args))
     except ConfigError as err:
@@ -447,5 +439,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    """The engine's commands alone, run in-process (tests, notebooks): what `rekd` does for them.
+
+    The `rekd` command is rekd/cli.py's `main`, which has the service's commands too."""
+    ap = argparse.ArgumentParser(prog="rekd")
+    add_commands(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(argv)
+    setup_logging()
+    return run(args)
