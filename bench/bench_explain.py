@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rekd.testing import start_service  # noqa: E402
 from rekd_core.data import load_dataset  # noqa: E402
 from rekd_core.explain import explain, load_run  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402
 from rekd_core.trainer import train  # noqa: E402
+from tests.support.service import start_service  # noqa: E402
 
 SHORT = ["train.max_steps=20", "train.eval_every=20", "train.checkpoint_every=20", "train.log_every=10",
          "data.max_train=2000", "data.max_eval=200"]

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import tiny_vision  # noqa: E402
-from rekd.testing import sse_events, start_service  # noqa: E402
+from tests.support.service import sse_events, start_service  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import tiny_vision  # noqa: E402
-from rekd.testing import start_service  # noqa: E402
+from tests.support.service import start_service  # noqa: E402
 
 POINTS_JS = """() => { const el = document.querySelector('#plot-losses .js-plotly-plot');
     return el && el.data && el.data.length ? el.data[0].x.length : 0; }"""

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 from rekd_core import cli as core_cli
@@ -38,45 +36,23 @@ def cmd_up(args: argparse.Namespace) -> int:
               "jobs); set a token, bind 127.0.0.1, or pass --insecure", file=sys.stderr)
         return 2
     runs_dir = Path(args.runs_dir or settings.runs_dir).resolve()
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    # Python leaves SIGINT ignored when it started ignored (a background job of a script, or
-    # some supervisors): then Ctrl-C or `kill -INT` would not stop us, and we must stop everything
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    procs = []
-    redis_url = settings.redis_url
-    if not redis_url:
-        rproc, redis_url = services.start_redis(runs_dir / ".redis")
-        procs.append(rproc)
-        print(f"rekd: embedded Redis at {redis_url} (data in {runs_dir / '.redis'})", file=sys.stderr)
-    env = {**os.environ, "REKD_REDIS_URL": redis_url, "REKD_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1",
-           **services.ui_env(host, port)}
+    env = {}
     if args.data:  # folders the API may read user data from, on top of REKD_DATA_ROOTS and the defaults
         roots = [str(Path(d).resolve()) for d in args.data]
         env["REKD_DATA_ROOTS"] = os.pathsep.join(filter(None, [os.environ.get("REKD_DATA_ROOTS"), *roots]))
+    svc = services.Service(runs_dir, host=host, port=port, queues=settings.queue, redis_url=settings.redis_url,
+                           env=env)
     try:
-        for i in range(args.workers):
-            procs.append(services.spawn(services.worker_cmd(settings.queue, f"rekd-worker{i}"), env, f"[worker{i}]"))
-        api = services.spawn(services.api_cmd(host, port), env, "[api]")
-        procs.append(api)
-        services.wait_for_port(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=60, proc=api)
-        print(f"\nrekd is up: open http://{host}:{port} in a browser  (API docs at /docs; runs in {runs_dir}; "
-              "Ctrl-C stops)\n",
-              file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        dead = [p.args[2] if len(p.args) > 2 else p.args[0] for p in procs if p.poll() is not None]
-        print(f"rekd: a process exited ({', '.join(map(str, dead))}); stopping the rest", file=sys.stderr)
+        with services.running(svc, workers=args.workers):
+            if "redis" in svc.procs:
+                print(f"rekd: embedded Redis at {svc.redis_url} (data in {svc.redis_dir})", file=sys.stderr)
+            print(f"\nrekd is up: open http://{host}:{port} in a browser  (API docs at /docs; runs in {runs_dir}; "
+                  "Ctrl-C stops)\n", file=sys.stderr, flush=True)
+            dead = svc.wait_any()
+            print(f"rekd: {dead} exited (status {svc.procs[dead].returncode}); stopping the rest", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nrekd: stopping", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: everything is stopped by now
         return 0
-    finally:
-        # a second Ctrl-C (or a signal relayed by a wrapper) must not abort the cleanup half-way:
-        # that would orphan the worker and the server, still holding the port
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        services.stop_all(list(reversed(procs)))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,8 @@ import httpx
 
 from rekd_core.config import ConfigError, load_config_file
 from rekd_core.sweeps import SWEEPS, SweepSpec, get_sweep, parse_spec, plan
+
+from . import services
 
 DEFAULT_API = "http://127.0.0.1:8000"
 
@@ -68,51 +66,6 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/api/health", timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@contextmanager
-def embedded_service(runs_dir: Path, workers: int, queues: list[str]) -> Iterator[str]:
-    """redis-server, `workers` Celery workers on `queues`, the API on a free port: its URL."""
-    from service.settings import Settings
-
-    from . import services
-
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    logs = runs_dir / ".logs"
-    logs.mkdir(exist_ok=True)
-    procs: list[subprocess.Popen] = []
-    # SIGTERM as Ctrl-C: either way what was started here is stopped, not orphaned
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        redis_url = Settings().redis_url
-        if not redis_url:
-            rproc, redis_url = services.start_redis(runs_dir / ".redis")
-            procs.append(rproc)
-        port = services.free_port()
-        env = {**os.environ, "REKD_REDIS_URL": redis_url, "REKD_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
-        for i in range(workers):
-            with open(logs / f"sweep-worker{i}.log", "ab") as log:
-                procs.append(subprocess.Popen(services.worker_cmd(",".join(queues), f"rekd-sweep{i}"), env=env,
-                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        with open(logs / "sweep-api.log", "ab") as log:
-            api = subprocess.Popen(services.api_cmd("127.0.0.1", port, ui=False), env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(api)
-        services.wait_for_port("127.0.0.1", port, timeout=90, proc=api)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while len(httpx.get(f"{url}/api/health", timeout=5).json()["workers"]) < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers did not start; see {logs}")
-            time.sleep(0.5)
-        print(f"rekd: started a service here: {workers} workers on {','.join(queues)}, runs in {runs_dir} "
-              f"(logs in {logs})", file=sys.stderr)
-        yield url
-    finally:
-        # a second Ctrl-C must not abort the cleanup half-way (workers and server left running)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        services.stop_all(list(reversed(procs)), timeout=20)
 
 
 def follow(url: str, sweep_id: str, poll: float = 3.0) -> dict[str, Any]:
@@ -174,5 +127,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir or settings.runs_dir).resolve()
     queues = list(dict.fromkeys(q for q in (settings.queue, spec.queue, spec.teacher_queue) if q))
     print(f"rekd: no API at {url}; starting one here", file=sys.stderr)
-    with embedded_service(runs_dir, args.workers, queues) as local:
-        return run(local)
+    # redis-server (unless REKD_REDIS_URL names one), the workers on the sweep's queues, the API on a free
+    # loopback port; stopped when the sweep ends or is interrupted
+    svc = services.Service(runs_dir, ui=False, queues=",".join(queues), redis_url=settings.redis_url,
+                           log_dir=runs_dir / ".logs", log_prefix="sweep-", worker_name="rekd-sweep")
+    with services.running(svc, args.workers):
+        svc.wait_workers(args.workers, timeout=120)
+        print(f"rekd: started a service here: {args.workers} workers on {svc.queues}, runs in {runs_dir} "
+              f"(logs in {svc.log_dir})", file=sys.stderr)
+        return run(svc.base)

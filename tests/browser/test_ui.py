@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rekd.testing import start_service
+from tests.support.service import start_service
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("REKD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -11,12 +11,12 @@ import redis
 
 from backend.routes.pipelines import send_pipeline
 from conftest import tiny_vision
-from rekd.testing import sse_events, start_service
 from rekd_core.config import parse_config
 from rekd_core.presets import Stage
 from rekd_core.runstore import RunStore
 from service import keys
 from service.settings import Settings
+from tests.support.service import sse_events, start_service
 from worker.runner import run_training
 
 # every stage of demo-fmnist shrunk to seconds: 4 steps, a few hundred images, a 32-wide ViT

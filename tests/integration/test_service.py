@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import tiny_vision
-from rekd.testing import sse_events, start_service
+from tests.support.service import sse_events, start_service
 
 
 @pytest.fixture(scope="module")

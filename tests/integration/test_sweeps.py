@@ -18,7 +18,7 @@ import pytest
 
 from conftest import tiny_vision
 from rekd.services import free_port
-from rekd.testing import ROOT, start_service
+from tests.support.service import ROOT, start_service
 
 QUEUES = "sweep-cpu,sweep-gpu"
 

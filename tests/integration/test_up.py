@@ -12,7 +12,7 @@ import pytest
 
 from conftest import tiny_vision
 from rekd.services import free_port, wait_for_port
-from rekd.testing import sse_events
+from tests.support.service import sse_events
 
 ROOT = Path(__file__).resolve().parents[2]
 

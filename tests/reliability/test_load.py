@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import tiny_vision
-from rekd.testing import start_service
+from tests.support.service import start_service
 
 SUBSCRIBERS = 200
 QUEUED = 100

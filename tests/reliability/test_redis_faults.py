@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from conftest import tiny_vision
-from rekd.testing import launch_run as launch
-from rekd.testing import sse_events, start_service
+from tests.support.service import launch_run as launch
+from tests.support.service import sse_events, start_service
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import time
 import pytest
 
 from conftest import run_history, same_final_weights, tiny_vision
-from rekd.testing import launch_run as launch
-from rekd.testing import sse_events, start_service
 from rekd_core.config import parse_config
 from rekd_core.trainer import train
+from tests.support.service import launch_run as launch
+from tests.support.service import sse_events, start_service
 
 
 @pytest.fixture(scope="module")

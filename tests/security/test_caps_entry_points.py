@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from conftest import tiny_text
-from rekd.testing import start_service
 from rekd_core.config import parse_config
+from tests.support.service import start_service
 
 CAP = 2_000_000  # REKD_MAX_UPLOAD_BYTES here: over Starlette's 1 MB per-field limit, so that limit shows
 

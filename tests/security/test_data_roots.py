@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import tiny_text
-from rekd.testing import start_service
+from tests.support.service import start_service
 
 ROWS = [("a great, wonderful film", "pos"), ("an awful, boring mess", "neg")] * 20
 

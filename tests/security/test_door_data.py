@@ -17,7 +17,7 @@ import json
 import pytest
 
 from conftest import tiny_text, tiny_vision
-from rekd.testing import start_service
+from tests.support.service import start_service
 
 SECRET = "hunter2-column-SECRET"
 ENV_SECRET = "env-value-SECRET-42"

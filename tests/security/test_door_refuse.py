@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import tiny_text, tiny_vision
-from rekd.testing import start_service
 from rekd_core.config import parse_config
 from rekd_core.runstore import RunStore
+from tests.support.service import start_service
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from rekd.testing import start_service
 from rekd_core.runstore import RUN_ID_RE
+from tests.support.service import start_service
 
 
 @pytest.fixture(scope="module")

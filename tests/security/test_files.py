@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from conftest import tiny_vision
-from rekd.testing import start_service
 from rekd_core.config import parse_config
 from rekd_core.runstore import RunStore
+from tests.support.service import start_service
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "rekd-secret-outside-the-runs-dir"

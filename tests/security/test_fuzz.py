@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rekd.testing import start_service
+from tests.support.service import start_service
 
 pytestmark = pytest.mark.slow
 ST = Path(sys.executable).with_name("st")

@@ -1,44 +1,27 @@
-"""A real rekd service on loopback (redis-server, Celery worker processes, uvicorn), for tests and benchmarks."""
+"""A real rekd service on loopback (redis-server, Celery worker processes, uvicorn), for tests and benchmarks:
+rekd's own supervisor (rekd/services.py) with a fresh Redis, logs in files and ways to break it."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .services import api_cmd, free_port, start_redis, ui_env, wait_for_port, worker_cmd
+from rekd.services import Service, start_redis
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class Service:
-    base: str
-    runs_dir: Path
-    redis_url: str
-    env: dict[str, str]
-    log_dir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    n_workers: int = 0
-    redis_dir: Path | None = None
-
-    def start_worker(self) -> subprocess.Popen:
-        name = f"worker{self.n_workers}"
-        self.n_workers += 1
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(worker_cmd(self.env["REKD_QUEUE"], f"test-{name}"), env=self.env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
+class Harness(Service):
+    """A `Service` with what the tests do to it: kill a process, kill and restart Redis."""
 
     def kill(self, name: str) -> None:
+        """SIGKILL one process (and what it started), as in a crash."""
         proc = self.procs.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -50,7 +33,6 @@ class Service:
     def restart_redis(self, keep_data: bool = True) -> None:
         """Start redis-server again on the same port: from its append-only file, or empty
         (`keep_data=False`: what a Redis without persistence, or a replaced one, comes back as)."""
-        assert self.redis_dir is not None
         port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
         data = self.redis_dir
         if not keep_data:
@@ -60,49 +42,24 @@ class Service:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=30)
 
-    def wait_workers(self, n: int = 1, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        with self.client() as c:
-            while time.monotonic() < deadline:
-                h = c.get("/api/health").json()
-                if len(h["workers"]) >= n:
-                    return
-                time.sleep(0.5)
-        raise TimeoutError(f"fewer than {n} workers alive; logs in {self.log_dir}")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
 
 def start_service(tmp: Path, workers: int = 1, ui: bool = False, runs_dir: Path | None = None,
-                  **env_extra: str) -> Service:
-    """Every process of the service, fresh, on `runs_dir` (default: a new folder in `tmp`)."""
+                  **env_extra: str) -> Harness:
+    """Every process of the service, fresh (its own redis-server in `tmp`), on `runs_dir` (default: a new
+    folder in `tmp`); logs in `tmp`/logs; back once the API answers and the workers are alive."""
     runs = runs_dir or tmp / "runs"
     runs.mkdir(exist_ok=True)
     logs = tmp / "logs"
     logs.mkdir()
-    redis_proc, url = start_redis(tmp / "redis")
-    port = free_port()
-    env = {**os.environ, "REKD_REDIS_URL": url, "REKD_RUNS_DIR": str(runs), "REKD_QUEUE": "rekd-test",
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           **ui_env("127.0.0.1", port), **env_extra}
-    svc = Service(base=f"http://127.0.0.1:{port}", runs_dir=runs, redis_url=url, env=env, log_dir=logs,
-                  redis_dir=tmp / "redis")
-    svc.procs["redis"] = redis_proc
-    api_log = open(logs / "api.log", "wb")
-    svc.procs["api"] = subprocess.Popen(api_cmd("127.0.0.1", port, ui=ui), env=env, cwd=ROOT, stdout=api_log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(workers):
-        svc.start_worker()
-    wait_for_port("127.0.0.1", port, timeout=90, proc=svc.procs["api"])
-    svc.wait_workers(workers)
+    env = {"REKD_QUEUE": "rekd-test", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env_extra}
+    svc = Harness(runs, ui=ui, queues=env["REKD_QUEUE"], redis_dir=tmp / "redis", env=env, log_dir=logs,
+                  worker_name="test-worker", cwd=ROOT)
+    try:
+        svc.boot(workers)
+        svc.wait_workers(workers)
+    except BaseException:
+        svc.stop()
+        raise
     return svc
 
 
