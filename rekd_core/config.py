@@ -186,6 +186,10 @@ class ModelConfig(_Strict):
         "argmax", description="how a mask is read from the generator: argmax (paper: keep where the keep-logit "
         "wins; training samples it with Gumbel noise) or topk (keep exactly round(loss.p_target x positions) per "
         "input, the highest-scoring ones; training ranks the Gumbel-perturbed scores; never an empty rationale)")
+    span: int = Field(
+        1, ge=1, le=32, description="text: the selection unit in tokens; 1 (paper) selects single tokens, N > 1 "
+        "consecutive runs of N tokens as one (the generator's score of a run is its tokens' mean, Gumbel noise "
+        "is drawn per run), so a rationale reads as phrases")
     dropped_token: Literal["zero", "mask", "pad"] = Field(
         "zero", description="text: what a token left out of the rationale becomes: zero (paper: its word embedding "
         "zeroed), mask or pad (the tokenizer's [MASK] / [PAD] embedding, which a pretrained encoder knows)")
@@ -252,6 +256,9 @@ class OptimConfig(_Strict):
     generator_lr: float | None = Field(
         None, gt=0, description="lr of the generator (its backbone and selector head); None: as the predictor's "
         "(lr and head_lr)")
+    selector_lr: float | None = Field(
+        None, gt=0, description="lr of the generator's selector head alone (a pretrained generator backbone "
+        "moved slowly at generator_lr, its fresh head fast); None: the generator's lr")
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float | None = Field(None, gt=0)
 
@@ -312,6 +319,9 @@ class ExperimentConfig(_Strict):
                                  f"model.{role}.kind to {want[0]!r}"
                                  + (" (pretrained: minilm-l6 for the offline MiniLM)" if want[0] == "bert" else "")
                                  + ", or start from a preset of that task (`rekd presets`)")
+        if self.model.span > 1 and self.task != "text":
+            raise ValueError(f"model.span: {self.model.span}, but spans of tokens apply to task 'text' only (task "
+                             f"{self.task!r} selects patches): set model.span to 1")
         if self.mode == "rekd":
             if not self.model.teacher_run:
                 raise ValueError("mode 'rekd' needs model.teacher_run (the run directory of a trained RE teacher)")

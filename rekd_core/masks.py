@@ -61,3 +61,25 @@ def topk_mask(scores: torch.Tensor, selectable: torch.Tensor, fraction: float) -
 def keep_score(logits: torch.Tensor) -> torch.Tensor:
     """z_keep - z_drop: what top-k ranks (the argmax rule keeps where it is positive)."""
     return logits[..., 1] - logits[..., 0]
+
+
+def span_mean(z: torch.Tensor, span: int) -> torch.Tensor:
+    """(B, L, 2) logits with every run of `span` consecutive positions set to the run's mean, so
+    whatever ranks or thresholds positions keeps or drops a run whole (the last run may be short)."""
+    if span == 1:
+        return z
+    b, length, c = z.shape
+    runs = -(-length // span)
+    padded = torch.nn.functional.pad(z, (0, 0, 0, runs * span - length))
+    counts = torch.full((runs,), float(span), device=z.device, dtype=z.dtype)
+    counts[-1] = length - (runs - 1) * span  # the padded tail is not averaged in
+    means = padded.view(b, runs, span, c).sum(2) / counts[None, :, None]
+    return means.repeat_interleave(span, dim=1)[:, :length]
+
+
+def span_noise(shape: torch.Size | tuple[int, ...], span: int, *, generator: torch.Generator | None,
+               device: torch.device) -> torch.Tensor:
+    """Gumbel noise shared by each run of `span` positions (shape (B, L, 2)), so a sampled mask keeps runs whole."""
+    b, length, c = shape
+    g = gumbel_noise((b, -(-length // span), c), generator=generator, device=device)
+    return g.repeat_interleave(span, dim=1)[:, :length]

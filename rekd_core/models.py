@@ -8,7 +8,7 @@ from torch import nn
 from .backbones import build_backbone
 from .config import Backbone
 from .features import Inputs
-from .masks import hard_mask, keep_score, topk_mask
+from .masks import hard_mask, keep_score, span_mean, topk_mask
 
 
 class RationaleModel(nn.Module):
@@ -17,8 +17,10 @@ class RationaleModel(nn.Module):
     def __init__(self, spec: Backbone, *, num_classes: int, with_generator: bool,
                  share_backbone: bool = False, vocab_size: int | None = None,
                  max_len: int | None = None, fill_token_id: int | None = None,
-                 topk_fraction: float | None = None) -> None:
+                 topk_fraction: float | None = None, span: int = 1) -> None:
         super().__init__()
+        # text: positions are selected in runs of `span` tokens (1: single tokens, the paper)
+        self.span = span
         # None: the paper's argmax rule; a fraction: exactly that share of each input's positions
         self.topk_fraction = topk_fraction
         self.predictor = build_backbone(spec, vocab_size=vocab_size, max_len=max_len, fill_token_id=fill_token_id)
@@ -53,7 +55,7 @@ class RationaleModel(nn.Module):
     def generate(self, inputs: Inputs) -> torch.Tensor:
         """Z: (B, L, 2) logits of (drop, keep) per position, in float32."""
         h, _ = self.generator_backbone.encode(inputs.x, inputs.attention, None)
-        return self.selector(h).float()
+        return span_mean(self.selector(h).float(), self.span)
 
     def select(self, z: torch.Tensor, selectable: torch.Tensor) -> torch.Tensor:
         """The deterministic (evaluation / explanation) mask from generator logits Z, by this model's rule."""

@@ -23,6 +23,7 @@ def build_model(cfg: ExperimentConfig, spec: Backbone, *, num_classes: int,
         max_len=featurizer.max_len if text else None,
         fill_token_id=featurizer.fill_token_id(cfg.model.dropped_token) if text else None,  # type: ignore[union-attr]
         topk_fraction=cfg.loss.p_target if cfg.model.selection == "topk" else None,
+        span=cfg.model.span,
     )
 
 

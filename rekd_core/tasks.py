@@ -14,7 +14,7 @@ import torch
 from . import losses
 from .config import ExperimentConfig
 from .features import Inputs
-from .masks import gumbel_noise, keep_score, relaxed_sample, straight_through, topk_mask
+from .masks import gumbel_noise, keep_score, relaxed_sample, span_noise, straight_through, topk_mask
 from .models import RationaleModel
 
 
@@ -67,6 +67,13 @@ class PartialInputTask(ClsTask):
         return StepOut(loss=ce, terms={"ce": ce, "total": ce}, logits=q)
 
 
+def _noise(z: torch.Tensor, span: int, gen: torch.Generator | None) -> torch.Tensor:
+    """Gumbel noise for logits `z`, one draw per run of `span` positions."""
+    if span == 1:
+        return gumbel_noise(z.shape, generator=gen, device=z.device)
+    return span_noise(z.shape, span, generator=gen, device=z.device)
+
+
 class ReTask:
     """L_RE with a straight-through Gumbel-softmax mask.
 
@@ -80,7 +87,7 @@ class ReTask:
     def sample(self, model: RationaleModel, inputs: Inputs, tau: float,
                gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = model.generate(inputs)
-        g = gumbel_noise(z.shape, generator=gen, device=z.device)
+        g = _noise(z, model.span, gen)
         s = relaxed_sample(z, tau, g)
         if model.topk_fraction is None:
             return z, s, straight_through(s)
@@ -167,7 +174,7 @@ class RekdTask(ReTask):
         if lc.distill in ("both", "rationale"):
             if lc.kd_rationale_input == "noisy":
                 # reference: both sides are Gumbel samples (the teacher draws its own noise)
-                g_t = gumbel_noise(z_t.shape, generator=gen, device=z_t.device)
+                g_t = _noise(z_t, self.teacher.teacher.span, gen)
                 s_t, s_stu = relaxed_sample(z_t, tau, g_t), s_s
             else:
                 s_t, s_stu = relaxed_sample(z_t, tau, None), relaxed_sample(z_s, tau, None)

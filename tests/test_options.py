@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_text, tiny_vision
 from rekd_core.checkpoint import load_checkpoint
 from rekd_core.config import parse_config
-from rekd_core.features import TextFeaturizer, VisionFeaturizer
+from rekd_core.features import Inputs, TextFeaturizer, VisionFeaturizer
 from rekd_core.runmodel import build_model
 from rekd_core.runstore import RunStore
 from rekd_core.tasks import ClsTask, ReTask
@@ -66,6 +66,20 @@ def test_generator_lr_puts_the_generator_in_its_own_group(tmp_path):
     assert sum(len(g["params"]) for g in groups) == len(list(t.model.parameters()))
     off = parse_config(tiny_vision("re"))  # unset: the two groups as before
     assert len(build_optimizer(t.model, off, torch.device("cpu")).param_groups) == 2
+
+
+def test_selector_lr_gives_the_selector_head_a_group_of_its_own(tmp_path):
+    cfg = tiny_vision("re")
+    cfg["optim"] = {"lr": 1e-3, "head_lr": 2e-3, "generator_lr": 1e-5, "selector_lr": 3e-3}
+    t = _trainer(cfg, tmp_path)
+    groups = t.opt.param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 2e-3, 1e-5, 3e-3]
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in t.model.generator.parameters()}
+    assert {id(p) for p in groups[3]["params"]} == {id(p) for p in t.model.selector.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(t.model.parameters()))
+    alone = tiny_vision("re")
+    alone["optim"] = {"lr": 1e-3, "selector_lr": 3e-3}  # the generator's backbone stays at lr
+    assert [g["lr"] for g in _trainer(alone, tmp_path / "alone").opt.param_groups] == [1e-3, 1e-3, 1e-3, 3e-3]
 
 
 def test_schedule_warmups(tmp_path):
@@ -217,3 +231,48 @@ def test_mean_pooling_and_keep_layers():
     assert torch.allclose(pooled, h[:, :4].mean(1), atol=1e-6)  # the real tokens only
     with pytest.raises(ValueError, match="has only 6 layers"):
         BertBackbone(TextBackbone(pretrained="minilm-l6", keep_layers=7), vocab_size=30522, max_len=16)
+
+
+def test_span_means_and_noise_are_shared_by_each_run_of_tokens():
+    from rekd_core.masks import span_mean, span_noise
+
+    z = torch.randn(2, 7, 2, requires_grad=True)
+    m = span_mean(z, 3)
+    assert torch.allclose(m[:, :3], z[:, :3].mean(1, keepdim=True).expand(-1, 3, -1))
+    assert torch.allclose(m[:, 6], z[:, 6])  # the short last run is its own mean, not diluted by padding
+    m[0, 0, 1].backward()  # each token of a run gets an equal share of the run's gradient
+    assert torch.allclose(z.grad[0, :3, 1], torch.full((3,), 1 / 3)) and z.grad[0, 3:].abs().sum() == 0
+    assert span_mean(z, 1) is z
+    g = span_noise((2, 7, 2), 3, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    assert torch.equal(g[:, 0], g[:, 2]) and not torch.equal(g[:, 2], g[:, 3])
+
+
+@pytest.mark.parametrize("selection", ["argmax", "topk"])
+def test_a_text_model_with_span_keeps_and_samples_runs_whole(selection):
+    cfg = tiny_text("re")
+    cfg["model"] = {"student": cfg["model"]["student"], "span": 4, "selection": selection}
+    cfg["loss"] = {"p_target": 0.5}
+    parsed = parse_config(cfg)
+    feat = TextFeaturizer(parsed.data, count_special=False)
+    torch.manual_seed(0)
+    model = build_model(parsed, parsed.model.student, num_classes=2, featurizer=feat, with_generator=True)
+    torch.nn.init.normal_(model.selector.weight, std=1.0)
+    ids = torch.randint(5, feat.vocab_size, (3, 16))
+    inputs = Inputs(x=ids, attention=torch.ones_like(ids), selectable=torch.ones(3, 16), keep=None)
+    z = model.generate(inputs)
+    runs = z.view(3, 4, 4, 2)
+    assert torch.allclose(runs, runs[:, :, :1].expand_as(runs))  # one score per run of 4 tokens
+    masks = [model.select(z, inputs.selectable)]
+    task = ReTask(parsed)
+    masks += [task.sample(model, inputs, 1.0, torch.Generator().manual_seed(s))[2].detach() for s in range(3)]
+    for m in masks:
+        assert torch.equal(m.view(3, 4, 4), m.view(3, 4, 4)[:, :, :1].expand(3, 4, 4))  # whole runs only
+    if selection == "topk":
+        assert all(torch.equal(m.sum(1), torch.full((3,), 8.0)) for m in masks)
+
+
+def test_span_is_refused_for_images():
+    cfg = tiny_vision("re")
+    cfg["model"] = {**cfg.get("model", {}), "span": 4}
+    with pytest.raises(Exception, match="model.span"):
+        parse_config(cfg)
