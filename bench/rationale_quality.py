@@ -1,5 +1,5 @@
 """Is the rationale real? The demo pipelines scored against ground truth, input dependence and
-the mask-only probe, on their test splits (the figures README's "Is the rationale real?" quotes).
+the mask-only probe, on their test splits (the figures docs/quality.md's "Is the rationale real?" quotes).
 
     python bench/rationale_quality.py                 # every demo below, seed 0 (~10 min on a 2-core CPU)
     python bench/rationale_quality.py --tables-only   # rebuild the table from the run directories

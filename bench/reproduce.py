@@ -40,7 +40,7 @@ DATASETS = {"fmnist-clutter": "Cluttered Fashion-MNIST (ground truth: the item)"
 GROUND_TRUTH = ("fmnist-clutter", "rt-needle")
 # The teacher preset per dataset. Plain Rotten Tomatoes uses a from-scratch BERT teacher: the
 # pretrained MiniLM-L6 RE teacher (`rt-teacher`) stayed degenerate in its CPU budget (400 steps,
-# ~28 min: its eval-time rationale was empty and it predicted the majority class), see README.
+# ~28 min: its eval-time rationale was empty and it predicted the majority class), see docs/reproduction.md.
 TEACHER_PRESET = {"fmnist-clutter": "fmnist-clutter-teacher", "rt-needle": "rt-needle-teacher",
                   "fmnist": "fmnist-teacher", "rt": "rt-teacher-scratch"}
 # the cross-architecture student: a CNN over the ViT teacher's 8 x 8 grid of 8 px patches

@@ -4,7 +4,7 @@ Tests run in file order on one service: an empty start, a refused form, a run la
 form and watched live, the ground-truth demo pipeline (cluttered Fashion-MNIST), its rationales
 teacher beside student with the evidence outlined, comparisons, explanations, and the warning on a
 centred Fashion-MNIST teacher.
-Screenshots go to $REKD_SCREENSHOTS (REKD_SCREENSHOTS=docs refreshes the README's), else a temp folder.
+Screenshots go to $REKD_SCREENSHOTS (REKD_SCREENSHOTS=docs refreshes docs/*.png), else a temp folder.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_the_cluttered_demo_teacher_finds_the_item(tmp_path):
 
 def test_the_text_demo_teacher_keeps_a_fifth_of_every_text_and_is_scored_on_the_review(tmp_path):
     # the preset's mechanics (MiniLM's first 2 layers, a full-input warm-up, then top-k), shortened:
-    # whether it learns in its full budget is measured in README, not asserted here
+    # whether it learns in its full budget is measured in docs/configs.md, not asserted here
     run = tmp_path / "teacher"
     short = ["train.max_steps=24", "schedule.full_input_steps=12", "train.eval_every=12", "train.checkpoint_every=12",
              "data.max_train=800", "data.max_eval=64"]

@@ -3,7 +3,7 @@
 No 5xx; every status, content type, header and body as documented; negative data refused,
 positive data accepted; unsupported methods 405; stateful links (a created run is found, a
 deleted one is gone). The one exception is in schemathesis.toml beside this file, listed and
-justified in README: five operations may refuse schema-valid data with a 422 when a rule the
+justified in docs/reliability.md: five operations may refuse schema-valid data with a 422 when a rule the
 schema cannot state is broken (an override naming no field, a data path outside the roots, ...).
 
 The server runs with a real Redis and no worker, so generated runs are recorded and queued but
