@@ -161,8 +161,10 @@ class BertBackbone(nn.Module):
                 # a dropped position reads as [MASK] / [PAD], a token the pretrained encoder knows
                 emb = emb + (1 - k) * words.weight[self.fill_token_id]
         h = self.bert(inputs_embeds=emb, attention_mask=attention).last_hidden_state
-        if self.pooling == "mean" and attention is not None:
+        if self.pooling in ("mean", "mean_kept") and attention is not None:
             w = attention.unsqueeze(-1).to(h.dtype)
+            if self.pooling == "mean_kept" and keep is not None:
+                w = w * keep.unsqueeze(-1).to(h.dtype)
             return h, (h * w).sum(1) / w.sum(1).clamp_min(1)
         return h, h[:, 0]  # [CLS] state as the pooled summary
 

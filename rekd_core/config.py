@@ -83,9 +83,11 @@ class TextBackbone(_Strict):
     pretrained: str | None = Field(
         None, description="hub id or local path for from_pretrained; 'minilm-l6' = the offline MiniLM-L6"
     )
-    pooling: Literal["cls", "mean"] = Field(
-        "cls", description="the predictor's summary of the text: the [CLS] state, or the mean of the real tokens' "
-        "states (what sentence-embedding models such as MiniLM-L6 were trained to produce)")
+    pooling: Literal["cls", "mean", "mean_kept"] = Field(
+        "cls", description="the predictor's summary of the text: the [CLS] state, the mean of the real tokens' "
+        "states (what sentence-embedding models such as MiniLM-L6 were trained to produce), or mean_kept: the "
+        "mean over the tokens the predictor reads (a rationale's; every real token on the full input), so the "
+        "dropped tokens' states do not swamp the summary")
     keep_layers: int | None = Field(
         None, gt=0, le=64, description="pretrained only: keep the first N transformer layers (a smaller, faster "
         "encoder that keeps the pretrained embeddings); None keeps all")

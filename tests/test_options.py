@@ -276,3 +276,23 @@ def test_span_is_refused_for_images():
     cfg["model"] = {**cfg.get("model", {}), "span": 4}
     with pytest.raises(Exception, match="model.span"):
         parse_config(cfg)
+
+
+def test_mean_kept_pooling_averages_only_the_tokens_the_predictor_reads():
+    cfg = tiny_text("re")
+    cfg["model"] = {"student": {**cfg["model"]["student"], "pooling": "mean_kept"}}
+    parsed = parse_config(cfg)
+    feat = TextFeaturizer(parsed.data, count_special=False)
+    torch.manual_seed(0)
+    model = build_model(parsed, parsed.model.student, num_classes=2, featurizer=feat, with_generator=False).eval()
+    ids = torch.randint(5, feat.vocab_size, (2, 10))
+    att = torch.ones_like(ids)
+    att[1, 8:] = 0
+    keep = torch.zeros(2, 10)
+    keep[:, [1, 4, 5]] = 1
+    h, pooled = model.predictor.encode(ids, att, keep)
+    assert torch.allclose(pooled, h[:, [1, 4, 5]].mean(1), atol=1e-6)
+    h_all, pooled_all = model.predictor.encode(ids, att, None)  # the full input: every real token
+    assert torch.allclose(pooled_all[1], h_all[1, :8].mean(0), atol=1e-6)
+    model.predictor.pooling = "mean"  # the plain mean counts the dropped tokens' states too
+    assert not torch.allclose(model.predictor.encode(ids, att, keep)[1], pooled, atol=1e-4)
