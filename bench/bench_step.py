@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from rekd_core import losses  # noqa: E402
 from rekd_core.config import ExperimentConfig, TextBackbone, VisionBackbone, parse_config  # noqa: E402
-from rekd_core.features import Inputs  # noqa: E402
+from rekd_core.data.features import Inputs  # noqa: E402
 from rekd_core.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
 from rekd_core.models import RationaleModel, count_parameters  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402

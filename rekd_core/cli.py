@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, DataConfig, ExperimentConfig, apply_overrides, load_config_file, parse_config
+from .data.load import inspect_dataset
+from .data.spec import parse_spec
 from .presets import PRESETS, get_preset
 from .runstore import new_run_id
-from .userdata import inspect_dataset, parse_spec
 
 
 def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
@@ -128,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     if parse_spec(cfg.data.dataset) is not None:
         # user data: a malformed file is a message now, not a failed run directory
-        from .data import load_for_config
+        from .data.load import load_for_config
 
         _check_local_data(cfg.data.dataset)
         load_for_config(cfg)  # cached: the trainer's load reuses it
@@ -142,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _problems(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     """What `rekd validate` checks beyond the fields: (problems, facts for the summary)."""
-    from .data import load_for_config
+    from .data.load import load_for_config
 
     problems: list[str] = []
     facts: list[str] = []
@@ -318,7 +319,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     spec = parse_spec(args.spec)
     task = args.task or (spec.modality if spec is not None and spec.modality else None)
     if task is None:
-        from .data import DATASETS
+        from .data.registry import DATASETS
 
         task = DATASETS[args.spec].modality if args.spec in DATASETS else "text"
     data = DataConfig(dataset=args.spec, text_column=args.text_column, label_column=args.label_column,

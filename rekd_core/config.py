@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data.spec import check_spec, check_task
 from .excerpts import EXCERPT, excerpt  # noqa: F401  (re-exported: the API quotes through config)
 
 Task = Literal["vision", "text"]
@@ -112,7 +113,7 @@ Backbone = VisionBackbone | CnnBackbone | TextBackbone
 
 
 class BenchmarkConfig(_Strict):
-    """How the ground-truth benchmarks are generated (rekd_core/benchmarks.py); deterministic from `seed`.
+    """How the ground-truth benchmarks are generated (rekd_core/data/benchmarks.py); deterministic from `seed`.
 
     Used by `fashion_mnist_clutter` and `mnist_5k_clutter` (canvas, clutter, fragment) and by
     `rotten_tomatoes_needle` (filler_words); ignored by every other dataset.
@@ -131,7 +132,7 @@ class BenchmarkConfig(_Strict):
 class DataConfig(_Strict):
     dataset: str = Field(
         "fashion_mnist", description="a registry name, or your own data: folder:/abs/dir (one sub-folder per class), "
-        "csv:/abs/file.csv, jsonl:/abs/file.jsonl or hf:<id>[:<config>] (see rekd_core/userdata.py)"
+        "csv:/abs/file.csv, jsonl:/abs/file.jsonl or hf:<id>[:<config>] (see rekd_core/data/userdata.py)"
     )
     dev_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
@@ -164,8 +165,6 @@ class DataConfig(_Strict):
     @classmethod
     def _dataset(cls, value: str) -> str:
         # syntax only: the files are read (and checked row by row) before a run is queued
-        from .userdata import check_spec
-
         return check_spec(value)
 
 
@@ -335,8 +334,6 @@ class ExperimentConfig(_Strict):
                     f"in_chans {t.img_size}/{t.patch_size}/{t.in_chans}, model.student {s.img_size}/"
                     f"{s.patch_size}/{s.in_chans}"
                 )
-        from .userdata import check_task
-
         check_task(self.data.dataset, self.task)
         if self.schedule.tau_final > self.schedule.tau0:
             raise ValueError("schedule.tau_final must not exceed schedule.tau0 (tau anneals downwards)")

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from .data.features import Featurizer, Prepared, TextFeaturizer
 from .faithfulness import Faithfulness, erasure, summarize
-from .features import Featurizer, Prepared, TextFeaturizer
 from .masks import selection_probs
 from .models import RationaleModel
 from .rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
@@ -212,7 +212,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", which: str = "best
     The run is rebuilt from its checkpoint (`which`) and its dataset from its stored config, so
     the figures are those the run's own evaluations report, computed afresh.
     """
-    from .data import ground_truth_kind, load_for_config
+    from .data.load import load_for_config
+    from .data.registry import ground_truth_kind
     from .runmodel import LoadedRun
 
     if split not in ("dev", "test"):

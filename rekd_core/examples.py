@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from .data import DatasetBundle, ground_truth_kind
+from .data.features import Featurizer, Inputs, TextFeaturizer
+from .data.raw import DatasetBundle
+from .data.registry import ground_truth_kind
 from .faithfulness import IG_STEPS, posthoc, rationale_faithfulness, summarize
-from .features import Featurizer, Inputs, TextFeaturizer
 from .runmodel import LoadedRun
 from .runstore import RunStore
 

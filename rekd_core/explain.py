@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
-from .features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from .masks import selection_probs
 from .quality import run_warnings
 from .rationale_metrics import per_example_plausibility

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from .config import ExperimentConfig, PatchGrid, TextBackbone
-from .features import Inputs
+from .data.features import Inputs
 from .models import RationaleModel
 
 # (inputs, keep-mask over positions) -> class logits (B, C); RationaleModel.predict and

@@ -7,7 +7,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import Backbone
-from .features import Inputs
+from .data.features import Inputs
 from .masks import hard_mask, keep_score, span_mean, topk_mask
 
 

@@ -9,7 +9,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import Backbone, ExperimentConfig, parse_config
-from .features import Featurizer, TextFeaturizer, build_featurizer
+from .data.features import Featurizer, TextFeaturizer, build_featurizer
 from .models import RationaleModel
 
 

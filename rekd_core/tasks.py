@@ -13,7 +13,7 @@ import torch
 
 from . import losses
 from .config import ExperimentConfig
-from .features import Inputs
+from .data.features import Inputs
 from .masks import gumbel_noise, keep_score, relaxed_sample, span_noise, straight_through, topk_mask
 from .models import RationaleModel
 

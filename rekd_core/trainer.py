@@ -32,9 +32,11 @@ from .checkpoint import (
 )
 from .checks import init_mismatch, teacher_mismatch
 from .config import ExperimentConfig, config_to_dict
-from .data import DatasetBundle, ground_truth_kind, load_for_config
+from .data.features import Featurizer, Inputs, Prepared, build_featurizer
+from .data.load import load_for_config
+from .data.raw import DatasetBundle
+from .data.registry import ground_truth_kind
 from .evaluate import evaluate, frac_stats
-from .features import Featurizer, Inputs, Prepared, build_featurizer
 from .models import RationaleModel, count_parameters
 from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rekd_core.data.sources import builtin_data_roots
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REKD_", extra="ignore")
@@ -42,10 +44,6 @@ class Settings(BaseSettings):
     def allowed_data_roots(self) -> list[Path]:
         """The folders the API reads user data from (symlinks resolved): <runs_dir>/data, the built-in
         datasets' folders and REKD_DATA_ROOTS. A path elsewhere is refused without being read."""
-        # here, not at the top: rekd_core.data brings torch, which reading settings (the CLI, the API's
-        # startup) does not need
-        from rekd_core.data import builtin_data_roots
-
         extra = [Path(p) for p in (self.data_roots or "").split(os.pathsep) if p.strip()]
         roots = [(self.runs_dir / "data"), *builtin_data_roots(), *extra]
         return list(dict.fromkeys(p.expanduser().resolve() for p in roots))

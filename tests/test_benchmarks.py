@@ -11,10 +11,11 @@ import torch
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from rekd_core.benchmarks import ITEM, ClutterImages, ClutterParams
 from rekd_core.config import BenchmarkConfig, VisionBackbone
-from rekd_core.data import DATASETS, load_dataset
-from rekd_core.features import VisionFeaturizer
+from rekd_core.data.benchmarks import ITEM, ClutterImages, ClutterParams
+from rekd_core.data.features import VisionFeaturizer
+from rekd_core.data.load import load_dataset
+from rekd_core.data.registry import DATASETS
 
 
 def _find_item(canvas: np.ndarray, item: np.ndarray) -> tuple[int, int] | None:

@@ -1,4 +1,4 @@
-"""Tests for rekd_core.data (offline, CPU, fast)."""
+"""Tests for rekd_core.data: registry, loaders and splits (offline, CPU, fast)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from rekd_core import data
-from rekd_core.data import (
-    DATASETS,
-    DatasetBundle,
-    DatasetUnavailable,
-    Split,
-    load_dataset,
-)
+from rekd_core.data import builtin, registry, splits
+from rekd_core.data.load import load_dataset
+from rekd_core.data.raw import DatasetBundle, Split
+from rekd_core.data.registry import DATASETS, DatasetUnavailable
 
 ALL_NAMES = {"cifar10", "cifar100_coarse", "cifar100_fine", "imdb", "fashion_mnist",
              "mnist_5k", "digits", "rotten_tomatoes", "tweets",
@@ -77,29 +73,29 @@ def test_bad_arguments(kwargs):
 
 def test_stratified_subset_exact_and_deterministic():
     y = np.repeat(np.arange(3), [50, 30, 20])
-    idx = data.stratified_subset(y, 10, np.random.default_rng(0))
+    idx = splits.stratified_subset(y, 10, np.random.default_rng(0))
     assert np.bincount(y[idx]).tolist() == [5, 3, 2]
     assert len(set(idx.tolist())) == 10
-    idx2 = data.stratified_subset(y, 10, np.random.default_rng(0))
+    idx2 = splits.stratified_subset(y, 10, np.random.default_rng(0))
     assert np.array_equal(idx, idx2)
-    assert len(data.stratified_subset(y, 0, np.random.default_rng(0))) == 0
-    assert np.array_equal(data.stratified_subset(y, 100, np.random.default_rng(0)), np.arange(100))
+    assert len(splits.stratified_subset(y, 0, np.random.default_rng(0))) == 0
+    assert np.array_equal(splits.stratified_subset(y, 100, np.random.default_rng(0)), np.arange(100))
 
 
 def test_allocate_sums_and_caps():
     counts = np.array([7, 1, 1, 1])
     for n in range(0, 11):
-        alloc = data._allocate(counts, n)
+        alloc = splits._allocate(counts, n)
         assert alloc.sum() == n and np.all(alloc <= counts) and np.all(alloc >= 0)
 
 
 def test_cifar100_coarse_table():
-    table = data.CIFAR100_FINE_TO_COARSE
-    assert len(table) == 100 and len(data.CIFAR100_FINE_CLASSES) == 100
+    table = registry.CIFAR100_FINE_TO_COARSE
+    assert len(table) == 100 and len(registry.CIFAR100_FINE_CLASSES) == 100
     assert Counter(table) == {c: 5 for c in range(20)}
-    assert len(data.CIFAR100_COARSE_CLASSES) == 20
-    fine = data.CIFAR100_FINE_CLASSES
-    coarse = data.CIFAR100_COARSE_CLASSES
+    assert len(registry.CIFAR100_COARSE_CLASSES) == 20
+    fine = registry.CIFAR100_FINE_CLASSES
+    coarse = registry.CIFAR100_COARSE_CLASSES
     for f, c in [("apple", "fruit_and_vegetables"), ("whale", "aquatic_mammals"),
                  ("tractor", "vehicles_2"), ("bus", "vehicles_1"), ("worm", "non-insect_invertebrates")]:
         assert coarse[table[fine.index(f)]] == c
@@ -131,7 +127,7 @@ def test_fashion_stratified(fashion0):
 
 
 def test_fashion_train_dev_partition_official_train(fashion0):
-    raw = data._load_raw("fashion_mnist", None)
+    raw = builtin.load_raw("fashion_mnist", None)
     official = Counter((hashlib.sha1(img.tobytes()).hexdigest(), int(lbl))
                        for img, lbl in zip(raw.train_x, raw.train_y))
     assert _image_keys(fashion0.train) + _image_keys(fashion0.dev) == official
@@ -241,11 +237,11 @@ def test_imdb_missing_package(monkeypatch):
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100_fine", "cifar100_coarse"])
 def test_cifar_missing_without_download(name, tmp_path, monkeypatch):
-    monkeypatch.delenv(data.ALLOW_DOWNLOAD_ENV, raising=False)
+    monkeypatch.delenv(registry.ALLOW_DOWNLOAD_ENV, raising=False)
     with pytest.raises(DatasetUnavailable) as exc:
         load_dataset(name, root=str(tmp_path))
     msg = str(exc.value)
-    assert data.ALLOW_DOWNLOAD_ENV in msg and f"'{name}'" in msg
+    assert registry.ALLOW_DOWNLOAD_ENV in msg and f"'{name}'" in msg
 
 
 def test_cifar_download_failure_is_unavailable(tmp_path, monkeypatch):
@@ -254,7 +250,7 @@ def test_cifar_download_failure_is_unavailable(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setenv(data.ALLOW_DOWNLOAD_ENV, "1")
+    monkeypatch.setenv(registry.ALLOW_DOWNLOAD_ENV, "1")
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)
     with pytest.raises(DatasetUnavailable, match="download"):
         load_dataset("cifar10", root=str(tmp_path))
@@ -270,8 +266,8 @@ def _write_fake_cifar100(root, n_train_per_class=2, n_test_per_class=1):
         with open(folder / fname, "wb") as f:
             pickle.dump({"data": pix, "fine_labels": labels}, f)
     with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": list(data.CIFAR100_FINE_CLASSES),
-                     "coarse_label_names": list(data.CIFAR100_COARSE_CLASSES)}, f)
+        pickle.dump({"fine_label_names": list(registry.CIFAR100_FINE_CLASSES),
+                     "coarse_label_names": list(registry.CIFAR100_COARSE_CLASSES)}, f)
     return folder
 
 
@@ -287,7 +283,7 @@ def test_cifar100_from_local_files(tmp_path, monkeypatch):
     assert tuple(fine.train.x.shape[1:]) == (3, 32, 32)
     assert (len(fine.train) + len(fine.dev), len(fine.test)) == (200, 100)
     # Same images in both views; labels differ only by the fine->coarse table.
-    table = torch.tensor(data.CIFAR100_FINE_TO_COARSE)
+    table = torch.tensor(registry.CIFAR100_FINE_TO_COARSE)
     assert torch.equal(fine.test.x, coarse.test.x)
     assert torch.equal(table[fine.test.y], coarse.test.y)
     assert np.bincount(coarse.test.y.numpy()).tolist() == [5] * 20

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rekd_core.data import load_dataset
+from rekd_core.data.features import Inputs
+from rekd_core.data.load import load_dataset
 from rekd_core.explain import explain, load_run
-from rekd_core.features import Inputs
 
 
 def test_explain_image(teacher_runs):

