@@ -12,7 +12,7 @@ two paths train the same student from the same initial weights on the same batch
   (TeacherOutputs, built once and timed separately), Gumbel noise drawn on the device, fused
   AdamW on CUDA, metrics kept as device tensors and read once at the end; bf16 autocast on
   CUDA only (see --cpu-bf16).
-- naive: the reference code's way, written out here with the same modules and rekd_core.losses:
+- naive: the reference code's way, written out here with the same modules and rekd_core.model.losses:
   fp32, eager, the teacher's generator AND predictor recomputed every step under torch.no_grad,
   Gumbel noise drawn on the CPU and copied to the device, unfused AdamW, and loss / accuracy /
   selected fraction / IoU read with .item() every step.
@@ -50,11 +50,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rekd_core import losses  # noqa: E402
 from rekd_core.config import ExperimentConfig, TextBackbone, VisionBackbone, parse_config  # noqa: E402
 from rekd_core.data.features import Inputs  # noqa: E402
-from rekd_core.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
-from rekd_core.models import RationaleModel, count_parameters  # noqa: E402
+from rekd_core.model import losses  # noqa: E402
+from rekd_core.model.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
+from rekd_core.model.models import RationaleModel, count_parameters  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402
 from rekd_core.schedule import tau_at  # noqa: E402
 from rekd_core.tasks import ClsTask, RekdTask, ReTask, TeacherOutputs, mask_iou  # noqa: E402

@@ -149,8 +149,8 @@ def count_model_parameters(cfg: ExperimentConfig, num_classes: int | None = None
         if _hub_only(cfg.data.tokenizer, ("tokenizer_config.json", "tokenizer.json", "vocab.txt")) or any(
                 isinstance(p, str) and _hub_only(p, ("config.json",)) for p in pretrained):
             return None
-    from .models import count_parameters
-    from .runmodel import build_model
+    from .model.models import count_parameters
+    from .model.runmodel import build_model
 
     try:
         featurizer = build_featurizer(cfg)

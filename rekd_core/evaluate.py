@@ -14,8 +14,8 @@ import torch
 
 from .data.features import Featurizer, Prepared, TextFeaturizer
 from .faithfulness import Faithfulness, erasure, summarize
-from .masks import selection_probs
-from .models import RationaleModel
+from .model.masks import selection_probs
+from .model.models import RationaleModel
 from .rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
 from .tasks import TeacherOutputs, mask_iou
 from .verdicts import rationale_warnings
@@ -214,7 +214,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", which: str = "best
     """
     from .data.load import load_for_config
     from .data.registry import ground_truth_kind
-    from .runmodel import LoadedRun
+    from .model.runmodel import LoadedRun
 
     if split not in ("dev", "test"):
         raise ValueError(f"split must be 'dev' or 'test', got {split!r}")

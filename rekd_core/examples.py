@@ -28,7 +28,7 @@ from .data.features import Featurizer, Inputs, TextFeaturizer
 from .data.raw import DatasetBundle
 from .data.registry import ground_truth_kind
 from .faithfulness import IG_STEPS, posthoc, rationale_faithfulness, summarize
-from .runmodel import LoadedRun
+from .model.runmodel import LoadedRun
 from .runstore import RunStore
 
 

@@ -31,10 +31,10 @@ import torch
 
 from .data.features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
-from .masks import selection_probs
+from .model.masks import selection_probs
+from .model.runmodel import LoadedRun
 from .quality import run_warnings
 from .rationale_metrics import per_example_plausibility
-from .runmodel import LoadedRun
 
 EXCERPT = 60  # characters of a refused substring quoted back
 

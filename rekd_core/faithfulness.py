@@ -40,7 +40,7 @@ import torch
 
 from .config import ExperimentConfig, PatchGrid, TextBackbone
 from .data.features import Inputs
-from .models import RationaleModel
+from .model.models import RationaleModel
 
 # (inputs, keep-mask over positions) -> class logits (B, C); RationaleModel.predict and
 # TeacherOutputs.predict_with both have this shape

@@ -37,8 +37,8 @@ from .data.load import load_for_config
 from .data.raw import DatasetBundle
 from .data.registry import ground_truth_kind
 from .evaluate import evaluate, frac_stats
-from .models import RationaleModel, count_parameters
-from .runmodel import LoadedRun, build_model, load_model_weights, model_weights
+from .model.models import RationaleModel, count_parameters
+from .model.runmodel import LoadedRun, build_model, load_model_weights, model_weights
 from .runstore import RunStore, now_iso
 from .schedule import tau_at
 from .tasks import ClsTask, PartialInputTask, RekdTask, ReTask, StepOut, TeacherOutputs

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from rekd_core import losses
-from rekd_core.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through
+from rekd_core.model import losses
+from rekd_core.model.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through
 from rekd_core.schedule import tau_at
 
 

@@ -11,7 +11,7 @@ from conftest import tiny_text, tiny_vision
 from rekd_core.checkpoint import load_checkpoint
 from rekd_core.config import parse_config
 from rekd_core.data.features import Inputs, TextFeaturizer, VisionFeaturizer
-from rekd_core.runmodel import build_model
+from rekd_core.model.runmodel import build_model
 from rekd_core.runstore import RunStore
 from rekd_core.tasks import ClsTask, ReTask
 from rekd_core.trainer import InitMismatch, Trainer, build_optimizer, train
@@ -177,7 +177,7 @@ def test_a_cnn_student_scores_the_same_grid_and_distils_from_a_vit_teacher(tmp_p
 
 
 def test_topk_mask_keeps_exactly_its_share_of_each_inputs_positions():
-    from rekd_core.masks import topk_mask
+    from rekd_core.model.masks import topk_mask
 
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.7, 0.2, 0.3], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
     selectable = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]).float()
@@ -219,8 +219,8 @@ def test_partial_input_warmup_keeps_its_share_of_positions():
 
 
 def test_mean_pooling_and_keep_layers():
-    from rekd_core.backbones import BertBackbone
     from rekd_core.config import TextBackbone
+    from rekd_core.model.backbones import BertBackbone
 
     spec = TextBackbone(pretrained="minilm-l6", keep_layers=2, pooling="mean")
     b = BertBackbone(spec, vocab_size=30522, max_len=16).eval()
@@ -234,7 +234,7 @@ def test_mean_pooling_and_keep_layers():
 
 
 def test_span_means_and_noise_are_shared_by_each_run_of_tokens():
-    from rekd_core.masks import span_mean, span_noise
+    from rekd_core.model.masks import span_mean, span_noise
 
     z = torch.randn(2, 7, 2, requires_grad=True)
     m = span_mean(z, 3)

@@ -28,7 +28,7 @@ def test_student_presets_distil_from_their_teacher_preset(name, tmp_path):
 
 
 def test_paper_vision_presets_build_their_architecture_without_weights():
-    from rekd_core.backbones import VitBackbone
+    from rekd_core.model.backbones import VitBackbone
 
     for name in ("cifar10-teacher", "cifar10-vit-small", "cifar10-vit-tiny"):
         spec = PRESETS[name].build(["model.student.pretrained=false"]).model.student

@@ -10,7 +10,7 @@ from rekd_core.config import VisionBackbone
 from rekd_core.data.features import Prepared, VisionFeaturizer
 from rekd_core.data.raw import Evidence
 from rekd_core.evaluate import evaluate
-from rekd_core.masks import hard_mask
+from rekd_core.model.masks import hard_mask
 from rekd_core.rationale_metrics import (
     fixed_mask,
     input_dependence,

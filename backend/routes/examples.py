@@ -38,8 +38,8 @@ from rekd_core.config import ExperimentConfig
 from rekd_core.examples import NoFaithfulness, faithfulness_report, list_snapshots, read_snapshot
 from rekd_core.explain import load_run
 from rekd_core.faithfulness import baseline_problem
+from rekd_core.model.runmodel import LoadedRun
 from rekd_core.quality import QUALITY_KEYS, flat_figures, last_event, quality_block, run_quality
-from rekd_core.runmodel import LoadedRun
 from rekd_core.runstore import RunStore
 from service.settings import Settings
 

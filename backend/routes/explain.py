@@ -50,7 +50,7 @@ from backend.routes.examples import (
 )
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
 from rekd_core.explain import Explanation, decode_utf8, explain, load_run, normalise_text
-from rekd_core.runmodel import LoadedRun
+from rekd_core.model.runmodel import LoadedRun
 from service.settings import Settings, get_settings
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")

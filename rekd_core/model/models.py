@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import Backbone
+from ..data.features import Inputs
 from .backbones import build_backbone
-from .config import Backbone
-from .data.features import Inputs
 from .masks import hard_mask, keep_score, span_mean, topk_mask
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import CnnBackbone, TextBackbone, VisionBackbone
-from .data.features import resolve_text_source
+from ..config import CnnBackbone, TextBackbone, VisionBackbone
+from ..data.features import resolve_text_source
 
 log = logging.getLogger(__name__)
 
