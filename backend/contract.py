@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from starlette.routing import Match, Mount, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rekd_core.runstore import RUN_ID_RE
+from rekd_core.store.runstore import RUN_ID_RE
 
 # RUN_ID_RE (\A...\Z) in the ECMA-262 dialect OpenAPI uses; the tests check that they agree
 ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"

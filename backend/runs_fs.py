@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from rekd_core.runstore import RUN_ID_RE
+from rekd_core.store.runstore import RUN_ID_RE
 from service.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -36,7 +36,7 @@ DEMOS: dict[str, tuple[str, list[str], str]] = {
 def train_demo(name: str, runs: Path) -> dict[str, str]:
     """Train the demo's pipeline (a finished run is kept, not retrained); role -> run dir."""
     from rekd_core.presets import get_pipeline
-    from rekd_core.runstore import RunStore
+    from rekd_core.store.runstore import RunStore
     from rekd_core.trainer import train
 
     pipeline, overrides, _ = DEMOS[name]

@@ -20,7 +20,7 @@ from .config import ConfigError, DataConfig, ExperimentConfig, apply_overrides, 
 from .data.load import inspect_dataset
 from .data.spec import parse_spec
 from .presets import PRESETS, get_preset
-from .runstore import new_run_id
+from .store.runstore import new_run_id
 
 
 def _progress(total_hint: int | None = None) -> tuple[Any, Any]:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .examples import list_snapshots, read_snapshot
 from .quality import GROUND_TRUTH_KINDS, flat_figures, last_event, warnings_of
-from .runstore import RunStore
+from .store.examples import list_snapshots, read_snapshot
+from .store.runstore import RunStore
 from .tables import render_rows
 
 MIN_RUNS, MAX_RUNS = 2, 4

@@ -27,11 +27,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .checkpoint import atomic_write_json
 from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config, validation_errors
 from .presets import get_preset
 from .quality import flat_figures, warnings_of
-from .runstore import TERMINAL_STATES
+from .store.atomic import atomic_write_json
+from .store.runstore import TERMINAL_STATES
 from .tables import render_rows
 
 SEED_AXIS = "train.seed"

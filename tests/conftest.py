@@ -61,7 +61,7 @@ def run_history(run: Path) -> list[dict]:
 
 def same_final_weights(a: Path, b: Path) -> None:
     """The two runs' last checkpoints hold bit-identical tensors (weights and optimizer state)."""
-    from rekd_core.checkpoint import load_checkpoint
+    from rekd_core.store.checkpoint import load_checkpoint
 
     ta, _ = load_checkpoint(a / "checkpoints" / "last.safetensors")
     tb, _ = load_checkpoint(b / "checkpoints" / "last.safetensors")

@@ -18,7 +18,7 @@ from PIL import Image
 from backend.routes import examples, explain
 from conftest import tiny_vision
 from rekd_core.config import parse_config
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from rekd_core.trainer import train
 from service.settings import Settings, get_settings
 

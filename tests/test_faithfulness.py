@@ -14,8 +14,8 @@ from PIL import Image
 
 from backend.routes import examples, explain
 from conftest import tiny_text, tiny_vision
+from rekd_core.analysis.faithfulness_report import example_inputs, faithfulness_report
 from rekd_core.config import parse_config
-from rekd_core.examples import example_inputs, faithfulness_report, list_snapshots
 from rekd_core.explain import explain as explain_fn
 from rekd_core.explain import load_run
 from rekd_core.faithfulness import (
@@ -27,7 +27,8 @@ from rekd_core.faithfulness import (
     rationale_faithfulness,
     topk_mask,
 )
-from rekd_core.runstore import RunStore
+from rekd_core.store.examples import list_snapshots
+from rekd_core.store.runstore import RunStore
 from rekd_core.trainer import train
 from service.settings import Settings, get_settings
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import tiny_text, tiny_vision
-from rekd_core.checkpoint import load_checkpoint
 from rekd_core.config import parse_config
 from rekd_core.data.features import Inputs, TextFeaturizer, VisionFeaturizer
 from rekd_core.model.runmodel import build_model
-from rekd_core.runstore import RunStore
+from rekd_core.store.checkpoint import load_checkpoint
+from rekd_core.store.runstore import RunStore
 from rekd_core.tasks import ClsTask, ReTask
 from rekd_core.trainer import InitMismatch, Trainer, build_optimizer, train
 

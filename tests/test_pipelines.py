@@ -14,7 +14,7 @@ from backend.routes import pipelines, runs
 from conftest import tiny_vision
 from rekd_core.config import ConfigError, ExperimentConfig, parse_config
 from rekd_core.presets import PIPELINES, ROLES, Stage, get_pipeline
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from service.settings import Settings, get_settings
 from worker.runner import teacher_verdict
 

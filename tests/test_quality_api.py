@@ -26,7 +26,7 @@ from conftest import tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.data.load import load_for_config
 from rekd_core.rationale_metrics import per_example_plausibility
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from rekd_core.trainer import train
 from service.settings import Settings, get_settings
 

@@ -16,7 +16,7 @@ from backend.main import create_app
 from backend.routes import sweeps as sweeps_route
 from rekd_core.config import ConfigError, parse_config
 from rekd_core.presets import get_preset
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from rekd_core.sweeps import (
     SWEEPS,
     SweepStore,

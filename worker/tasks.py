@@ -12,7 +12,7 @@ import redis
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from rekd_core.runstore import TERMINAL_STATES, RunStore
+from rekd_core.store.runstore import TERMINAL_STATES, RunStore
 from service import keys
 from service.keys import TRAIN_TASK
 from service.send import send_run

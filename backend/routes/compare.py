@@ -27,9 +27,9 @@ from rekd_core.compare import (
     summary,
     table_rows,
 )
-from rekd_core.examples import list_snapshots, read_snapshot
 from rekd_core.quality import clean
-from rekd_core.runstore import RunStore
+from rekd_core.store.examples import list_snapshots, read_snapshot
+from rekd_core.store.runstore import RunStore
 
 from .examples import PatchPosition, Side, TokenPosition, example_faithfulness, example_images, finite
 

@@ -34,13 +34,14 @@ from backend.quality import (
     run_quality_out,
 )
 from backend.runs_fs import SettingsDep, check_run_id, error_responses, run_dir_or_404
+from rekd_core.analysis.faithfulness_report import NoFaithfulness, faithfulness_report
 from rekd_core.config import ExperimentConfig
-from rekd_core.examples import NoFaithfulness, faithfulness_report, list_snapshots, read_snapshot
 from rekd_core.explain import load_run
 from rekd_core.faithfulness import baseline_problem
 from rekd_core.model.runmodel import LoadedRun
 from rekd_core.quality import QUALITY_KEYS, flat_figures, last_event, quality_block, run_quality
-from rekd_core.runstore import RunStore
+from rekd_core.store.examples import list_snapshots, read_snapshot
+from rekd_core.store.runstore import RunStore
 from service.settings import Settings
 
 router = APIRouter(tags=["runs"])

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rekd_core.config import ConfigError, ExperimentConfig
 from rekd_core.presets import PIPELINES, Pipeline, Stage, get_pipeline
-from rekd_core.runstore import RunStore, new_run_id, now_iso
+from rekd_core.store.runstore import RunStore, new_run_id, now_iso
 from service.send import client, send_run
 
 from ..deps import SettingsDep, TokenDep

@@ -21,7 +21,7 @@ from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, con
 from rekd_core.data.spec import dataset_label
 from rekd_core.presets import PRESETS, get_preset
 from rekd_core.quality import run_warnings
-from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
+from rekd_core.store.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from service import keys
 from service.events import StreamPublisher
 from service.keys import TRAIN_TASK

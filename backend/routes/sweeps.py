@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rekd_core.config import ConfigError
-from rekd_core.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
+from rekd_core.store.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.sweeps import SWEEPS, SweepStore, get_sweep, parse_spec, plan, render
 from service.send import client, send_run
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checkpoint
 from ..config import Backbone, ExperimentConfig, parse_config
 from ..data.features import Featurizer, TextFeaturizer, build_featurizer
+from ..store.checkpoint import load_checkpoint
 from .models import RationaleModel
 
 

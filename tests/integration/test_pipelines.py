@@ -13,7 +13,7 @@ from backend.routes.pipelines import send_pipeline
 from conftest import tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.presets import Stage
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from service import keys
 from service.settings import Settings
 from tests.support.service import sse_events, start_service

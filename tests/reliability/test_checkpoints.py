@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_history, same_final_weights, tiny_vision
-from rekd_core.checkpoint import load_checkpoint
 from rekd_core.config import parse_config
+from rekd_core.store.checkpoint import load_checkpoint
 from rekd_core.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent('''
     import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from rekd_core import checkpoint
+    from rekd_core.store import checkpoint
     from rekd_core.config import parse_config
     from rekd_core.trainer import train
 
@@ -45,7 +45,7 @@ CHILD = textwrap.dedent('''
                 with open(filename, "r+b") as f:   # the data on disk when the kill lands
                     f.truncate(os.path.getsize(filename) // 2)
                 os.kill(os.getpid(), signal.SIGKILL)
-            checkpoint.os.replace = dying_replace
+            os.replace = dying_replace             # the renames inside the save (store/atomic.py)
 
     def dying_replace(src, dst):
         real_replace(src, dst)                     # last -> previous has happened

@@ -12,7 +12,7 @@ import redis
 from conftest import tiny_vision
 from rekd.services import start_redis
 from rekd_core.config import parse_config
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from service import keys
 from service.settings import Settings
 from worker.reconcile import reconcile_once

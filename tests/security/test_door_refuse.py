@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_text, tiny_vision
 from rekd_core.config import parse_config
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from tests.support.service import start_service
 
 

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from rekd_core.runstore import RUN_ID_RE
+from rekd_core.store.runstore import RUN_ID_RE
 from tests.support.service import start_service
 
 

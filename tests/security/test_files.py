@@ -17,7 +17,7 @@ import pytest
 
 from conftest import tiny_vision
 from rekd_core.config import parse_config
-from rekd_core.runstore import RunStore
+from rekd_core.store.runstore import RunStore
 from tests.support.service import start_service
 
 ROOT = Path(__file__).resolve().parents[2]

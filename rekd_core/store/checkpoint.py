@@ -2,7 +2,7 @@
 
 No pickle anywhere: weights and optimizer moments are tensors, everything else (step, tau,
 RNG states, the run config) is JSON in the file's metadata, so a checkpoint describes itself
-and is written atomically as one file (temp file, fsync, rename, fsync of the directory).
+and is written atomically as one file (atomic.py: temp file, fsync, rename, fsync of the directory).
 
 The header also carries a SHA-256 of every tensor's bytes: safetensors checks the file's
 structure but not its contents, so a bit flipped on disk would otherwise load silently.
@@ -13,14 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from .atomic import atomic_path
 
 META_KEY = "rekd"
 DIGEST_KEY = "rekd.sha256"
@@ -36,67 +36,14 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    # the rename itself is durable only once the directory entry is on disk
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
-
-
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
                     previous: Path | None = None) -> None:
-    """Write atomically; with `previous`, the file being replaced is kept there (a fallback if
-    the new one is ever found damaged). A crash at any point leaves a loadable file at `path`
-    or at `previous`, and at worst a stray `.part` file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    """Write atomically (atomic.py); with `previous`, the file being replaced is kept there (a
+    fallback if the new one is ever found damaged). A crash at any point leaves a loadable file at
+    `path` or at `previous`, and at worst a stray `.part` file."""
+    with atomic_path(path, previous=previous) as tmp:
         flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(flat, tmp, metadata={META_KEY: json.dumps(meta), DIGEST_KEY: tensors_digest(flat)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if previous is not None and path.exists():
-            os.replace(path, previous)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def remove_partial_writes(folder: Path) -> list[Path]:
-    """Delete the temp files of saves that a crash interrupted; only their writer may call this."""
-    stray = list(folder.glob(".*.part")) if folder.is_dir() else []
-    for p in stray:
-        p.unlink(missing_ok=True)
-    return stray
+        save_file(flat, str(tmp), metadata={META_KEY: json.dumps(meta), DIGEST_KEY: tensors_digest(flat)})
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

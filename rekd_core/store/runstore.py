@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_json
-from .config import ExperimentConfig, config_to_dict, parse_config
+from ..config import ExperimentConfig, config_to_dict, parse_config
+from .atomic import atomic_write_bytes, atomic_write_json
 
 RUN_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: no trailing newline
 # the states a run ends in (status.json `state`): nothing trains it again, and nothing waits on it
@@ -123,7 +123,5 @@ class RunStore:
         evs = self.events()
         kept = [e for e in evs if e.get("step", 0) <= step and e.get("type") not in ("finished", "test", "error")]
         if len(kept) != len(evs):
-            tmp = self.events_path.with_suffix(".jsonl.part")
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
-            os.replace(tmp, self.events_path)
+            atomic_write_bytes(self.events_path, "".join(json.dumps(e) + "\n" for e in kept).encode())
         self._next_event_id = (kept[-1]["id"] + 1) if kept else 1
