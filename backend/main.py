@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from rekd_core import __version__
-from rekd_core.explain import set_model_cache_size
+from rekd_core.analysis.explain import set_model_cache_size
 from service.settings import get_settings
 
 from . import contract

@@ -2,7 +2,7 @@
 probe, warnings), shared by the run, examples, explain and compare routes.
 
 The figures are computed at every evaluation by rekd_core/evaluate.py (rationale_metrics.py,
-verdicts.py) and read back by rekd_core/quality.py; every field is null where a run has no such
+verdicts.py) and read back by rekd_core/analysis/quality.py; every field is null where a run has no such
 figure (CLS runs, data without ground truth, runs trained before the figures existed).
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from rekd_core.quality import clean
+from rekd_core.analysis.quality import clean
 
 GroundTruthKind = Literal["benchmark", "annotations"]
 GROUND_TRUTH_DOC = ("where the data has ground-truth evidence: `benchmark` (built so that only that part carries "
@@ -81,7 +81,7 @@ class Probe(BaseModel):
 
 
 class RationaleWarning(BaseModel):
-    """A plain warning about the rationale (rekd_core/verdicts.py)."""
+    """A plain warning about the rationale (rekd_core/analysis/verdicts.py)."""
 
     code: str = Field(description="`constant_rationale` (almost the same positions for every input) or "
                                   "`mask_code` (the mask alone predicts the label)")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from rekd_core.analysis.explain import explain, load_run  # noqa: E402
 from rekd_core.data.load import load_dataset  # noqa: E402
-from rekd_core.explain import explain, load_run  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402
 from rekd_core.trainer import train  # noqa: E402
 from tests.support.service import start_service  # noqa: E402

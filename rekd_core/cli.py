@@ -174,8 +174,8 @@ def _problems(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
 
 def _checked_teacher(cfg: ExperimentConfig, classes: list[str] | None) -> str:
     """The teacher run's name, after checking it can teach this config; ValueError saying why not."""
+    from .analysis.explain import load_run
     from .checks import teacher_mismatch
-    from .explain import load_run
 
     path = Path(cfg.model.teacher_run or "")
     if not path.is_dir():
@@ -215,7 +215,7 @@ def _explain_target(args: argparse.Namespace) -> Any:
     """INPUT as the text or image to explain: --text takes it as the text; else it must be a file."""
     import os
 
-    from .explain import decode_utf8
+    from .analysis.explain import decode_utf8
 
     if args.text:
         return decode_utf8(os.fsencode(args.input), what="the text given")
@@ -239,7 +239,7 @@ def _explain_target(args: argparse.Namespace) -> Any:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain, load_run
+    from .analysis.explain import explain, load_run
 
     loaded = load_run(args.run, args.checkpoint)  # the run first: "no checkpoint" before any input problem
     result = explain(loaded, _explain_target(args), which=args.checkpoint)

@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
+from .analysis.faithfulness import Faithfulness, erasure, summarize
+from .analysis.rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
+from .analysis.verdicts import rationale_warnings
 from .data.features import Featurizer, Prepared, TextFeaturizer
-from .faithfulness import Faithfulness, erasure, summarize
 from .model.masks import selection_probs
 from .model.models import RationaleModel
-from .rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
 from .tasks import TeacherOutputs, mask_iou
-from .verdicts import rationale_warnings
 
 
 def macro_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:

@@ -27,12 +27,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .analysis.quality import flat_figures, warnings_of
+from .analysis.tables import render_rows
 from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config, validation_errors
 from .presets import get_preset
-from .quality import flat_figures, warnings_of
 from .store.atomic import atomic_write_json
 from .store.runstore import TERMINAL_STATES
-from .tables import render_rows
 
 SEED_AXIS = "train.seed"
 PRESET_AXIS = "preset"
@@ -273,7 +273,7 @@ def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-# the test split's rationale figures (quality.py) a sweep table shows per cell, when its runs have them
+# the test split's rationale figures (analysis/quality.py) a sweep table shows per cell, when its runs have them
 QUALITY_FIGURES = ("plausibility_f1", "distinct_share", "probe_accuracy")
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from rekd_core.analysis.explain import explain, load_run
 from rekd_core.data.features import Inputs
 from rekd_core.data.load import load_dataset
-from rekd_core.explain import explain, load_run
 
 
 def test_explain_image(teacher_runs):
@@ -101,7 +101,7 @@ def test_distilled_run_explains_teacher_too(tmp_path, teacher_runs):
 
 # --- the input's ground truth ------------------------------------------------------------------
 def test_rationale_spans_mark_every_exact_occurrence_and_name_a_missing_one():
-    from rekd_core.explain import rationale_spans
+    from rekd_core.analysis.explain import rationale_spans
 
     text = "Witty and warm; witty, warm, and wise."
     assert rationale_spans(text, "witty\n\n  warm ") == [(10, 14), (16, 21), (23, 27)]
@@ -115,7 +115,7 @@ def test_rationale_spans_mark_every_exact_occurrence_and_name_a_missing_one():
 
 
 def test_evidence_pixels_binarise_and_resize_to_the_image():
-    from rekd_core.explain import evidence_pixels
+    from rekd_core.analysis.explain import evidence_pixels
 
     mask = np.zeros((4, 4, 3), np.uint8)
     mask[:2, :2, 1] = 3  # any non-zero channel is evidence
@@ -126,7 +126,7 @@ def test_evidence_pixels_binarise_and_resize_to_the_image():
 
 
 def test_explain_scores_the_rationale_against_given_evidence(teacher_runs):
-    from rekd_core.rationale_metrics import per_example_plausibility
+    from rekd_core.analysis.rationale_metrics import per_example_plausibility
 
     img = load_dataset("fashion_mnist", max_eval=4).test.x[0, 0].numpy()
     mask = np.zeros((28, 28), np.uint8)
@@ -148,7 +148,7 @@ def test_explain_scores_the_rationale_against_given_evidence(teacher_runs):
 
 
 def test_the_api_sizes_the_model_cache_from_its_setting(teacher_runs, monkeypatch):
-    import rekd_core.explain as ex
+    import rekd_core.analysis.explain as ex
     from backend.main import create_app
     from service.settings import get_settings
 

@@ -14,11 +14,9 @@ from PIL import Image
 
 from backend.routes import examples, explain
 from conftest import tiny_text, tiny_vision
-from rekd_core.analysis.faithfulness_report import example_inputs, faithfulness_report
-from rekd_core.config import parse_config
-from rekd_core.explain import explain as explain_fn
-from rekd_core.explain import load_run
-from rekd_core.faithfulness import (
+from rekd_core.analysis.explain import explain as explain_fn
+from rekd_core.analysis.explain import load_run
+from rekd_core.analysis.faithfulness import (
     complement_mask,
     erasure,
     full_mask,
@@ -27,6 +25,8 @@ from rekd_core.faithfulness import (
     rationale_faithfulness,
     topk_mask,
 )
+from rekd_core.analysis.faithfulness_report import example_inputs, faithfulness_report
+from rekd_core.config import parse_config
 from rekd_core.store.examples import list_snapshots
 from rekd_core.store.runstore import RunStore
 from rekd_core.trainer import train

@@ -23,9 +23,9 @@ from PIL import Image
 
 from backend.routes import compare, examples, explain, runs
 from conftest import tiny_vision
+from rekd_core.analysis.rationale_metrics import per_example_plausibility
 from rekd_core.config import parse_config
 from rekd_core.data.load import load_for_config
-from rekd_core.rationale_metrics import per_example_plausibility
 from rekd_core.store.runstore import RunStore
 from rekd_core.trainer import train
 from service.settings import Settings, get_settings

@@ -6,12 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rekd_core.config import VisionBackbone
-from rekd_core.data.features import Prepared, VisionFeaturizer
-from rekd_core.data.raw import Evidence
-from rekd_core.evaluate import evaluate
-from rekd_core.model.masks import hard_mask
-from rekd_core.rationale_metrics import (
+from rekd_core.analysis.rationale_metrics import (
     fixed_mask,
     input_dependence,
     iou_f1,
@@ -20,7 +15,12 @@ from rekd_core.rationale_metrics import (
     per_example_plausibility,
     plausibility,
 )
-from rekd_core.verdicts import CODE, CONSTANT, rationale_warnings
+from rekd_core.analysis.verdicts import CODE, CONSTANT, rationale_warnings
+from rekd_core.config import VisionBackbone
+from rekd_core.data.features import Prepared, VisionFeaturizer
+from rekd_core.data.raw import Evidence
+from rekd_core.evaluate import evaluate
+from rekd_core.model.masks import hard_mask
 
 T = torch.tensor
 

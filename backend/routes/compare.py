@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from backend.quality import GROUND_TRUTH_DOC, ExamplePlausibility, GroundTruthKind, RationaleWarning
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
-from rekd_core.compare import (
+from rekd_core.analysis.compare import (
     CompareError,
     RunView,
     check_comparable,
@@ -27,7 +27,7 @@ from rekd_core.compare import (
     summary,
     table_rows,
 )
-from rekd_core.quality import clean
+from rekd_core.analysis.quality import clean
 from rekd_core.store.examples import list_snapshots, read_snapshot
 from rekd_core.store.runstore import RunStore
 

@@ -34,12 +34,12 @@ from backend.quality import (
     run_quality_out,
 )
 from backend.runs_fs import SettingsDep, check_run_id, error_responses, run_dir_or_404
+from rekd_core.analysis.explain import load_run
+from rekd_core.analysis.faithfulness import baseline_problem
 from rekd_core.analysis.faithfulness_report import NoFaithfulness, faithfulness_report
+from rekd_core.analysis.quality import QUALITY_KEYS, flat_figures, last_event, quality_block, run_quality
 from rekd_core.config import ExperimentConfig
-from rekd_core.explain import load_run
-from rekd_core.faithfulness import baseline_problem
 from rekd_core.model.runmodel import LoadedRun
-from rekd_core.quality import QUALITY_KEYS, flat_figures, last_event, quality_block, run_quality
 from rekd_core.store.examples import list_snapshots, read_snapshot
 from rekd_core.store.runstore import RunStore
 from service.settings import Settings
@@ -370,7 +370,7 @@ _SKIP = {"id", "time", "type", "split"}
 
 def _flatten(event: dict[str, Any]) -> dict[str, Any]:
     """Numbers only; nested groups become prefixed fields (loss.ce -> loss_ce, selected.mean -> selected_mean);
-    an evaluation's rationale figures become the named fields of rekd_core.quality.FLAT_FIGURES
+    an evaluation's rationale figures become the named fields of rekd_core.analysis.quality.FLAT_FIGURES
     (plausibility_f1, distinct_share, probe_accuracy, ...), present (null when absent) on every eval point."""
     out: dict[str, Any] = {}
     if event.get("type") in ("eval", "test"):

@@ -10,7 +10,7 @@ Untrusted input is checked before it reaches the model:
   its own below the body cap, so an oversized field reaches its own check (a 422 naming it), not
   the multipart parser's 400;
 - texts must be at most `max_text_chars` characters and are normalised as `rekd explain` does
-  (rekd_core.explain.normalise_text: control characters other than tab, newline and carriage
+  (rekd_core.analysis.explain.normalise_text: control characters other than tab, newline and carriage
   return become spaces); a text with nothing left to explain is 422 (the body was within its size
   limit, the *content* is what is refused);
 - optional ground truth: an `evidence` mask image passes the same checks as the image (formats,
@@ -49,7 +49,7 @@ from backend.routes.examples import (
     png_data_url,
 )
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
-from rekd_core.explain import Explanation, decode_utf8, explain, load_run, normalise_text
+from rekd_core.analysis.explain import Explanation, decode_utf8, explain, load_run, normalise_text
 from rekd_core.model.runmodel import LoadedRun
 from service.settings import Settings, get_settings
 

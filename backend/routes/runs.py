@@ -16,11 +16,11 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rekd_core.analysis.quality import run_warnings
 from rekd_core.checks import RunRefused, check_model_size, init_mismatch, outside_roots, teacher_mismatch
 from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, excerpt, parse_config
 from rekd_core.data.spec import dataset_label
 from rekd_core.presets import PRESETS, get_preset
-from rekd_core.quality import run_warnings
 from rekd_core.store.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from service import keys
 from service.events import StreamPublisher

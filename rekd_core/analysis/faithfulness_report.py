@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from ..data.features import Featurizer, Inputs, TextFeaturizer
-from ..faithfulness import IG_STEPS, posthoc, rationale_faithfulness, summarize
 from ..model.runmodel import LoadedRun
 from ..store.checkpoint import load_checkpoint
 from ..store.examples import read_snapshot
 from ..store.runstore import RunStore
+from .faithfulness import IG_STEPS, posthoc, rationale_faithfulness, summarize
 
 
 class NoFaithfulness(LookupError):

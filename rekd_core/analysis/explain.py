@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
+from ..data.features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
+from ..model.masks import selection_probs
+from ..model.runmodel import LoadedRun
 from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
-from .model.masks import selection_probs
-from .model.runmodel import LoadedRun
 from .quality import run_warnings
 from .rationale_metrics import per_example_plausibility
 

@@ -38,9 +38,9 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, PatchGrid, TextBackbone
-from .data.features import Inputs
-from .model.models import RationaleModel
+from ..config import ExperimentConfig, PatchGrid, TextBackbone
+from ..data.features import Inputs
+from ..model.models import RationaleModel
 
 # (inputs, keep-mask over positions) -> class logits (B, C); RationaleModel.predict and
 # TeacherOutputs.predict_with both have this shape

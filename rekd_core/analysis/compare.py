@@ -1,6 +1,6 @@
 """Per-example comparison of two to four runs on one dataset: where they disagree, who is right.
 
-Each run saves the same fixed dev subset at every evaluation (examples.py) when its data
+Each run saves the same fixed dev subset at every evaluation (store/examples.py) when its data
 settings agree, so runs of one pipeline (CLS, RE, REKD) line up example by example. Runs are
 compared on the dev rows they have in common, at each run's latest snapshot (or a given step).
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..store.examples import list_snapshots, read_snapshot
+from ..store.runstore import RunStore
 from .quality import GROUND_TRUTH_KINDS, flat_figures, last_event, warnings_of
-from .store.examples import list_snapshots, read_snapshot
-from .store.runstore import RunStore
 from .tables import render_rows
 
 MIN_RUNS, MAX_RUNS = 2, 4
