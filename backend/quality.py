@@ -1,7 +1,7 @@
 """Response models for whether a rationale is real (plausibility, input dependence, the mask-only
 probe, warnings), shared by the run, examples, explain and compare routes.
 
-The figures are computed at every evaluation by rekd_core/evaluate.py (rationale_metrics.py,
+The figures are computed at every evaluation by rekd_core/train/evaluate.py (rationale_metrics.py,
 verdicts.py) and read back by rekd_core/analysis/quality.py; every field is null where a run has no such
 figure (CLS runs, data without ground truth, runs trained before the figures existed).
 """

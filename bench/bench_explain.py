@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from rekd_core.analysis.explain import explain, load_run  # noqa: E402
 from rekd_core.data.load import load_dataset  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402
-from rekd_core.trainer import train  # noqa: E402
+from rekd_core.train.trainer import train  # noqa: E402
 from tests.support.service import start_service  # noqa: E402
 
 SHORT = ["train.max_steps=20", "train.eval_every=20", "train.checkpoint_every=20", "train.log_every=10",

@@ -7,8 +7,8 @@ rt-teacher-scratch -> rt-student at 64 tokens) and at the paper's sizes (ViT-Bas
 224 px, BERT-base-like 12x768 -> BERT-Mini-like 4x256 at 256 tokens, batch 32, random init),
 two paths train the same student from the same initial weights on the same batch stream:
 
-- default: the engine's own step (rekd_core.trainer.train_step with the tasks of
-  rekd_core.tasks): the frozen teacher's outputs read from the per-split cache
+- default: the engine's own step (rekd_core.train.trainer.train_step with the tasks of
+  rekd_core.train.tasks): the frozen teacher's outputs read from the per-split cache
   (TeacherOutputs, built once and timed separately), Gumbel noise drawn on the device, fused
   AdamW on CUDA, metrics kept as device tensors and read once at the end; bf16 autocast on
   CUDA only (see --cpu-bf16).
@@ -56,9 +56,9 @@ from rekd_core.model import losses  # noqa: E402
 from rekd_core.model.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
 from rekd_core.model.models import RationaleModel, count_parameters  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402
-from rekd_core.schedule import tau_at  # noqa: E402
-from rekd_core.tasks import ClsTask, RekdTask, ReTask, TeacherOutputs, mask_iou  # noqa: E402
-from rekd_core.trainer import build_optimizer, train_step  # noqa: E402
+from rekd_core.train.schedule import tau_at  # noqa: E402
+from rekd_core.train.tasks import ClsTask, RekdTask, ReTask, TeacherOutputs, mask_iou  # noqa: E402
+from rekd_core.train.trainer import build_optimizer, train_step  # noqa: E402
 
 VOCAB = 30522  # the BERT uncased vocabulary (MiniLM-L6 and bert-base-uncased share it)
 CLS_ID, SEP_ID = 101, 102
@@ -161,7 +161,7 @@ def sync(device: torch.device) -> None:
 # --- the two paths ----------------------------------------------------------------------------------
 
 class DefaultPath:
-    """The engine's step: rekd_core.trainer.train_step on rekd_core.tasks, teacher outputs cached."""
+    """The engine's step: rekd_core.train.trainer.train_step on rekd_core.train.tasks, teacher outputs cached."""
 
     def __init__(self, cfg: ExperimentConfig, model: RationaleModel, teacher: RationaleModel | None,
                  stream: Stream, device: torch.device, *, autocast: bool, seed: int) -> None:

@@ -7,7 +7,7 @@ the mask-only probe, on their test splits (the figures docs/quality.md's "Is the
 Each demo is a teacher, then the small student as CLS, RE and REKD (distilled from that teacher),
 exactly as the UI's demo buttons run it; `rt-needle` is the Rotten Tomatoes demo on the
 review-among-synopses benchmark (data.dataset and max_len overridden). Every run is scored with
-`rekd_core.evaluate.evaluate_run` (what `rekd evaluate RUN --json` prints). Results:
+`rekd_core.train.evaluate.evaluate_run` (what `rekd evaluate RUN --json` prints). Results:
 bench/results/rationale_quality.{json,md}.
 """
 
@@ -37,7 +37,7 @@ def train_demo(name: str, runs: Path) -> dict[str, str]:
     """Train the demo's pipeline (a finished run is kept, not retrained); role -> run dir."""
     from rekd_core.presets import get_pipeline
     from rekd_core.store.runstore import RunStore
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     pipeline, overrides, _ = DEMOS[name]
     dirs: dict[str, str] = {}
@@ -55,7 +55,7 @@ def train_demo(name: str, runs: Path) -> dict[str, str]:
 
 
 def score(dirs: dict[str, str]) -> dict[str, Any]:
-    from rekd_core.evaluate import evaluate_run
+    from rekd_core.train.evaluate import evaluate_run
 
     return {role: evaluate_run(d, split="test") for role, d in dirs.items()}
 

@@ -86,7 +86,7 @@ def run_job(preset: str, overrides: list[str], run_dir: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     from rekd_core.presets import get_preset
     from rekd_core.store.runstore import RunStore
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     store = RunStore(run_dir)
     done = store.results()

@@ -124,7 +124,7 @@ def _check_local_data(dataset: str, field: str | None = "data.dataset") -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import train
+    from .train.trainer import train
 
     cfg = _config_from_args(args)
     if parse_spec(cfg.data.dataset) is not None:
@@ -307,7 +307,7 @@ def format_evaluation(r: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .train.evaluate import evaluate_run
 
     result = evaluate_run(args.run, split=args.split, which=args.checkpoint)
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))

@@ -41,7 +41,7 @@ def tiny_text(mode: str = "re", **train):
 def teacher_runs(tmp_path_factory):
     """A trained (tiny) RE teacher per modality, shared by the tests that distil from one."""
     from rekd_core.config import parse_config
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     root = tmp_path_factory.mktemp("teachers")
     out = {}

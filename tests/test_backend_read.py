@@ -19,7 +19,7 @@ from backend.routes import examples, explain
 from conftest import tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.store.runstore import RunStore
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from service.settings import Settings, get_settings
 
 

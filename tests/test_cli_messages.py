@@ -25,7 +25,7 @@ def rekd(*args, cwd=None):
 def vision_run(tmp_path_factory):
     """A tiny trained RE run on images (in-process: a few seconds)."""
     from rekd_core.config import parse_config
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     run = tmp_path_factory.mktemp("cli") / "vision-re"
     train(parse_config(tiny_vision("re", max_steps=2, eval_every=2, checkpoint_every=2, eval_examples=2)), run)

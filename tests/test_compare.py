@@ -15,7 +15,7 @@ from backend.routes import compare
 from conftest import tiny_text, tiny_vision
 from rekd_core.analysis.compare import check_filter, matches, summary
 from rekd_core.config import parse_config
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from service.settings import Settings, get_settings
 
 

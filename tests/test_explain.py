@@ -88,7 +88,7 @@ def test_modality_mismatch_is_refused(teacher_runs):
 def test_distilled_run_explains_teacher_too(tmp_path, teacher_runs):
     from conftest import tiny_vision
     from rekd_core.config import parse_config
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     cfg = tiny_vision("rekd", max_steps=2, eval_every=2, checkpoint_every=2)
     cfg["model"]["teacher_run"] = str(teacher_runs["vision"])

@@ -29,7 +29,7 @@ from rekd_core.analysis.faithfulness_report import example_inputs, faithfulness_
 from rekd_core.config import parse_config
 from rekd_core.store.examples import list_snapshots
 from rekd_core.store.runstore import RunStore
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from service.settings import Settings, get_settings
 
 FIELDS = {"p_full", "p_rationale", "p_complement", "comprehensiveness", "sufficiency", "full_pred", "complement_pred"}

@@ -7,7 +7,7 @@ import torch
 
 from rekd_core.model import losses
 from rekd_core.model.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through
-from rekd_core.schedule import tau_at
+from rekd_core.train.schedule import tau_at
 
 
 def test_straight_through_forward_is_exactly_binary_and_backward_reaches_generator():

@@ -13,8 +13,8 @@ from rekd_core.data.features import Inputs, TextFeaturizer, VisionFeaturizer
 from rekd_core.model.runmodel import build_model
 from rekd_core.store.checkpoint import load_checkpoint
 from rekd_core.store.runstore import RunStore
-from rekd_core.tasks import ClsTask, ReTask
-from rekd_core.trainer import InitMismatch, Trainer, build_optimizer, train
+from rekd_core.train.tasks import ClsTask, ReTask
+from rekd_core.train.trainer import InitMismatch, Trainer, build_optimizer, train
 
 
 def _trainer(cfg: dict, tmp_path) -> Trainer:
@@ -200,7 +200,7 @@ def test_topk_selection_in_training_and_evaluation(tmp_path):
 
 
 def test_partial_input_warmup_keeps_its_share_of_positions():
-    from rekd_core.tasks import PartialInputTask
+    from rekd_core.train.tasks import PartialInputTask
 
     seen = {}
 

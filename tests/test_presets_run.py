@@ -5,7 +5,7 @@ import math
 import pytest
 
 from rekd_core.presets import PRESETS
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 
 
 @pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.offline and not n.endswith("student")])

@@ -27,7 +27,7 @@ from rekd_core.analysis.rationale_metrics import per_example_plausibility
 from rekd_core.config import parse_config
 from rekd_core.data.load import load_for_config
 from rekd_core.store.runstore import RunStore
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from service.settings import Settings, get_settings
 
 QUALITY = ("plausibility", "input_dependence", "probe", "warnings")

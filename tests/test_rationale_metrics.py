@@ -19,8 +19,8 @@ from rekd_core.analysis.verdicts import CODE, CONSTANT, rationale_warnings
 from rekd_core.config import VisionBackbone
 from rekd_core.data.features import Prepared, VisionFeaturizer
 from rekd_core.data.raw import Evidence
-from rekd_core.evaluate import evaluate
 from rekd_core.model.masks import hard_mask
+from rekd_core.train.evaluate import evaluate
 
 T = torch.tensor
 

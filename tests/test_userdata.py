@@ -17,7 +17,7 @@ from rekd_core.config import ConfigError, DataConfig, parse_config
 from rekd_core.data.load import inspect_dataset, load_dataset, load_for_config
 from rekd_core.data.spec import DatasetError, DatasetSpec
 from rekd_core.data.userdata import LoadOptions, from_hf, options_for
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from service.settings import Settings, get_settings
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

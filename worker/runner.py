@@ -23,7 +23,7 @@ import redis
 from rekd_core.checks import RunRefused, check_model_size
 from rekd_core.config import ExperimentConfig
 from rekd_core.store.runstore import TERMINAL_STATES, RunStore, now_iso
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from service import keys
 from service.events import StreamPublisher
 from service.lease import Lease

@@ -289,7 +289,7 @@ def example_evidence(inputs: dict[str, Any], i: int, keep: int | None = None) ->
 
 
 def _iou(a: list[int], b: list[int], valid: list[bool]) -> float:
-    # as rekd_core.tasks.mask_iou: over counted positions, 1 when both masks are empty
+    # as rekd_core.train.tasks.mask_iou: over counted positions, 1 when both masks are empty
     inter = sum(1 for x, y, v in zip(a, b, valid) if v and x and y)
     union = sum(1 for x, y, v in zip(a, b, valid) if v and (x or y))
     return inter / union if union else 1.0

@@ -1,4 +1,4 @@
-"""Is the rationale real? The figures each evaluation records (evaluate.py, rationale_metrics.py),
+"""Is the rationale real? The figures each evaluation records (train/evaluate.py, rationale_metrics.py),
 read back from a run directory for the API, the exports, comparisons and sweep tables.
 
 No torch and no model here: only events.jsonl, results.json, status.json and examples/inputs.json.

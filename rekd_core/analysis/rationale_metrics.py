@@ -12,7 +12,7 @@ All functions take eval-time (argmax) masks as (N, L) 0/1 tensors over a split, 
 - `input_dependence`: the share of distinct masks, the mean pairwise Jaccard distance, and the
   *best fixed mask* (the one mask the run selects most often) with its share and plausibility;
   the accuracy of the predictor fed that fixed mask for every input needs the model and is
-  measured by evaluate.py.
+  measured by train/evaluate.py.
 - `mask_probe`: k-fold accuracy of a multinomial logistic regression that sees only the binary
   mask, never the input, against the majority-class rate. Far above
   chance, the positions alone encode the label: the generator may be signalling the class

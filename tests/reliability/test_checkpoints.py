@@ -20,7 +20,7 @@ import pytest
 from conftest import run_history, same_final_weights, tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.store.checkpoint import load_checkpoint
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = tiny_vision("re", max_steps=12, log_every=2, eval_every=4, checkpoint_every=4)
@@ -32,7 +32,7 @@ CHILD = textwrap.dedent('''
     torch.set_num_threads(1)
     from rekd_core.store import checkpoint
     from rekd_core.config import parse_config
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     where, cfg, run_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     real_save, real_replace = checkpoint.save_file, os.replace

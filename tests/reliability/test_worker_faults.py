@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_history, same_final_weights, tiny_vision
 from rekd_core.config import parse_config
-from rekd_core.trainer import train
+from rekd_core.train.trainer import train
 from tests.support.service import launch_run as launch
 from tests.support.service import sse_events, start_service
 

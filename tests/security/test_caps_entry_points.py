@@ -28,7 +28,7 @@ CAP = 2_000_000  # REKD_MAX_UPLOAD_BYTES here: over Starlette's 1 MB per-field l
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    from rekd_core.trainer import train
+    from rekd_core.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("caps")
     runs = tmp / "runs"

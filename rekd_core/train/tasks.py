@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import ExperimentConfig
-from .data.features import Inputs
-from .model import losses
-from .model.masks import gumbel_noise, keep_score, relaxed_sample, span_noise, straight_through, topk_mask
-from .model.models import RationaleModel
+from ..config import ExperimentConfig
+from ..data.features import Inputs
+from ..model import losses
+from ..model.masks import gumbel_noise, keep_score, relaxed_sample, span_noise, straight_through, topk_mask
+from ..model.models import RationaleModel
 
 
 @dataclass

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from .analysis.faithfulness import Faithfulness, erasure, summarize
-from .analysis.rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
-from .analysis.verdicts import rationale_warnings
-from .data.features import Featurizer, Prepared, TextFeaturizer
-from .model.masks import selection_probs
-from .model.models import RationaleModel
+from ..analysis.faithfulness import Faithfulness, erasure, summarize
+from ..analysis.rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
+from ..analysis.verdicts import rationale_warnings
+from ..data.features import Featurizer, Prepared, TextFeaturizer
+from ..model.masks import selection_probs
+from ..model.models import RationaleModel
 from .tasks import TeacherOutputs, mask_iou
 
 
@@ -212,9 +212,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", which: str = "best
     The run is rebuilt from its checkpoint (`which`) and its dataset from its stored config, so
     the figures are those the run's own evaluations report, computed afresh.
     """
-    from .data.load import load_for_config
-    from .data.registry import ground_truth_kind
-    from .model.runmodel import LoadedRun
+    from ..data.load import load_for_config
+    from ..data.registry import ground_truth_kind
+    from ..model.runmodel import LoadedRun
 
     if split not in ("dev", "test"):
         raise ValueError(f"split must be 'dev' or 'test', got {split!r}")

@@ -21,18 +21,16 @@ from typing import Any
 
 import torch
 
-from .checks import init_mismatch, teacher_mismatch
-from .config import ExperimentConfig, config_to_dict
-from .data.features import Featurizer, Inputs, Prepared, build_featurizer
-from .data.load import load_for_config
-from .data.raw import DatasetBundle
-from .data.registry import ground_truth_kind
-from .evaluate import evaluate, frac_stats
-from .model.models import RationaleModel, count_parameters
-from .model.runmodel import LoadedRun, build_model, load_model_weights, model_weights
-from .schedule import tau_at
-from .store.atomic import remove_partial_writes
-from .store.checkpoint import (
+from ..checks import init_mismatch, teacher_mismatch
+from ..config import ExperimentConfig, config_to_dict
+from ..data.features import Featurizer, Inputs, Prepared, build_featurizer
+from ..data.load import load_for_config
+from ..data.raw import DatasetBundle
+from ..data.registry import ground_truth_kind
+from ..model.models import RationaleModel, count_parameters
+from ..model.runmodel import LoadedRun, build_model, load_model_weights, model_weights
+from ..store.atomic import remove_partial_writes
+from ..store.checkpoint import (
     decode_bytes,
     encode_bytes,
     load_checkpoint,
@@ -40,7 +38,9 @@ from .store.checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
-from .store.runstore import RunStore, now_iso
+from ..store.runstore import RunStore, now_iso
+from .evaluate import evaluate, frac_stats
+from .schedule import tau_at
 from .tasks import ClsTask, PartialInputTask, RekdTask, ReTask, StepOut, TeacherOutputs
 
 log = logging.getLogger(__name__)
@@ -400,7 +400,7 @@ class Trainer:
         """Rationales of the fixed dev subset at this step, teacher beside student, for the UI."""
         if not len(self.snapshot_idx):
             return
-        from .store.examples import write_snapshot
+        from ..store.examples import write_snapshot
 
         _, out = self.evaluate(self.dev_data, teacher=self._teacher("dev"), rows=self.snapshot_idx,
                                teacher_faithfulness=True, rationale=False)
@@ -415,7 +415,7 @@ class Trainer:
         step = self._resume()
         resumed = step > 0
         if not resumed:
-            from .store.examples import write_inputs
+            from ..store.examples import write_inputs
 
             write_inputs(self.store, self.bundle, self.feat, self.snapshot_idx, self.class_names,
                          evidence=self.dev_data.evidence)
