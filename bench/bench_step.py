@@ -56,9 +56,11 @@ from rekd_core.model import losses  # noqa: E402
 from rekd_core.model.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
 from rekd_core.model.models import RationaleModel, count_parameters  # noqa: E402
 from rekd_core.presets import get_preset  # noqa: E402
+from rekd_core.train.optim import build_optimizer  # noqa: E402
 from rekd_core.train.schedule import tau_at  # noqa: E402
-from rekd_core.train.tasks import ClsTask, RekdTask, ReTask, TeacherOutputs, mask_iou  # noqa: E402
-from rekd_core.train.trainer import build_optimizer, train_step  # noqa: E402
+from rekd_core.train.tasks import ClsTask, RekdTask, ReTask, mask_iou  # noqa: E402
+from rekd_core.train.teacher import TeacherOutputs  # noqa: E402
+from rekd_core.train.trainer import train_step  # noqa: E402
 
 VOCAB = 30522  # the BERT uncased vocabulary (MiniLM-L6 and bert-base-uncased share it)
 CLS_ID, SEP_ID = 101, 102

@@ -4,16 +4,16 @@ The API calls them when a run, a pipeline, a sweep or a clone is requested (a fa
 the field, before anything is written or queued); the worker and the trainer call the same
 functions before training, so a run refused there could not have been accepted at the door.
 
-- `teacher_mismatch`: a distilled run's teacher must be an RE run of the same task, dataset (and
-  classes, where known), and see the same positions: the same patch grid, or one tokenizer and
-  max_len.
+- a distilled run's teacher: `rekd_core.config.teacher_mismatch` (an RE run of the same task,
+  dataset (and classes, where known) that sees the same positions: the same patch grid, or one
+  tokenizer and max_len); model.init_from's run: `rekd_core.train.init_from.init_mismatch`.
 - `check_model_size`: the model a run would build (generator and predictor, teacher excluded: it is
   a trained run already) has at most `max_params` parameters (REKD_MAX_PARAMS). Counted by building
   the model on PyTorch's meta device: shapes only, no memory, the very code that builds it for
   training, so every check the constructors make (heads dividing the width, a pretrained encoder's
   layers, vocabulary and positions) runs too.
-- dataset availability is `rekd_core.data.sources.check_available` (a built-in dataset's files or package
-  are there), user data is read whole by `rekd_core.data.load.load_dataset`.
+- dataset availability is `rekd_core.data.sources.check_available` (a built-in dataset's files or
+  package are there), user data is read whole by `rekd_core.data.load.load_dataset`.
 - `outside_roots`: a path a request names (data, data.root, a tokenizer or weights folder, a run
   directory) lies inside the folders the service may read (the API only; the CLI is unconfined).
 """
@@ -23,12 +23,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from .config import ExperimentConfig
+from .data.features import MINILM_ALIASES, build_featurizer, resolve_text_source
+from .data.registry import DATASETS
+from .data.spec import parse_spec
 from .excerpts import excerpt
-
-if TYPE_CHECKING:
-    from .config import ExperimentConfig
+from .model.models import count_parameters
+from .model.runmodel import build_model
 
 DEFAULT_MAX_PARAMS = 500_000_000  # ViT-Base (86 M) and BERT-base (110 M) as RE: generator + predictor, twice that
 
@@ -42,69 +47,10 @@ class RunRefused(ValueError):
         self.message = message
 
 
-# ----------------------------------------------------------------------------------- teacher
-
-
-def teacher_mismatch(student: ExperimentConfig, teacher: ExperimentConfig, *,
-                     student_classes: Sequence[str] | None = None,
-                     teacher_classes: Sequence[str] | None = None) -> str | None:
-    """Why `teacher` (an RE run's config) cannot teach `student`, or None when it can.
-
-    The class lists are compared when both are known (the trainer knows them; the API knows the
-    teacher's only once it has a checkpoint)."""
-    from .config import PatchGrid
-    from .data.spec import parse_spec
-
-    if teacher.mode != "re":
-        return f"the teacher must be an RE run (it has mode {teacher.mode!r})"
-    if teacher.task != student.task:
-        return (f"the teacher is a {teacher.task} run and this is a {student.task} run: teacher and student must "
-                "read the same modality")
-    t, s = teacher.data, student.data
-    if t.dataset != s.dataset:
-        return (f"the teacher was trained on dataset {excerpt(t.dataset)!r}, this run uses {excerpt(s.dataset)!r}: "
-                "distil on the teacher's dataset")
-    if parse_spec(s.dataset) is not None and t.label_column != s.label_column:
-        return (f"the teacher read its labels from column {excerpt(t.label_column)!r} (data.label_column), this "
-                f"run from {excerpt(s.label_column)!r}")
-    if student_classes is not None and teacher_classes is not None and list(student_classes) != list(teacher_classes):
-        return (f"the teacher's classes ({excerpt(', '.join(map(str, teacher_classes)))}) are not this run's "
-                f"({excerpt(', '.join(map(str, student_classes)))})")
-    if student.task == "text":
-        if (t.tokenizer, t.max_len) != (s.tokenizer, s.max_len):
-            return ("teacher and student must share one tokenizer and max_len: teacher has "
-                    f"{excerpt(t.tokenizer)!r}/{t.max_len}, student {excerpt(s.tokenizer)!r}/{s.max_len}")
-        return None
-    ts, ss = teacher.model.student, student.model.student
-    if isinstance(ts, PatchGrid) and isinstance(ss, PatchGrid):
-        if (ts.img_size, ts.patch_size, ts.in_chans) != (ss.img_size, ss.patch_size, ss.in_chans):
-            return ("teacher and student must see the same patch grid: teacher has img_size/patch_size/in_chans "
-                    f"{ts.img_size}/{ts.patch_size}/{ts.in_chans}, student {ss.img_size}/{ss.patch_size}/"
-                    f"{ss.in_chans}")
-    return None
-
-
-def init_mismatch(cfg: ExperimentConfig, init_student: dict[str, Any] | None, *,
-                  classes: Sequence[str] | None = None, init_classes: Sequence[str] | None = None) -> str | None:
-    """Why a run whose student was `init_student` (its config's model.student, as JSON) cannot start
-    this one (model.init_from), or None when it can; classes compared when both are known."""
-    import json
-
-    mine = cfg.model.student.model_dump(mode="json")
-    if init_student != mine:
-        return (f"it has another student architecture ({excerpt(json.dumps(init_student, sort_keys=True), 160)}); "
-                "it must match model.student")
-    if classes is not None and init_classes is not None and list(classes) != list(init_classes):
-        return f"it was trained on other classes ({excerpt(', '.join(map(str, init_classes)))})"
-    return None
-
-
 # ----------------------------------------------------------------------------------- model size
 
 
 def _num_classes(cfg: ExperimentConfig) -> int:
-    from .data.registry import DATASETS
-
     info = DATASETS.get(cfg.data.dataset)
     return info.num_classes if info is not None else 2  # user data: a few classes; the heads are tiny
 
@@ -114,15 +60,13 @@ def _hub_only(name: str | None, files: tuple[str, ...]) -> bool:
     (reading it would go to the network)."""
     if not name:
         return False
-    from .data.features import resolve_text_source
-
     try:
         source = resolve_text_source(name)
     except RuntimeError:
         return False  # the offline alias without its package: building says so
     if os.path.isdir(source):
         return False
-    try:
+    try:  # optional here (it comes with transformers): without it nothing is cached
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return True
@@ -140,18 +84,11 @@ def count_model_parameters(cfg: ExperimentConfig, num_classes: int | None = None
     encoder cannot be loaded, or a constructor refuses the shape. With `fetch` False (the API),
     nothing is fetched from the network: a tokenizer or encoder named by a hub id that is not in the
     local cache cannot be counted yet (None), and the worker counts it before training."""
-    import torch
-
-    from .data.features import build_featurizer
-
     if not fetch and cfg.task == "text":
         pretrained = [getattr(b, "pretrained", None) for b in (cfg.model.student,)]
         if _hub_only(cfg.data.tokenizer, ("tokenizer_config.json", "tokenizer.json", "vocab.txt")) or any(
                 isinstance(p, str) and _hub_only(p, ("config.json",)) for p in pretrained):
             return None
-    from .model.models import count_parameters
-    from .model.runmodel import build_model
-
     try:
         featurizer = build_featurizer(cfg)
     except Exception as err:  # a tokenizer that is not there: the worker would stop here too
@@ -195,8 +132,6 @@ def local_path(value: str | None) -> Path | None:
     directory too); an absolute, `~` or `.` path is always a path."""
     if not value:
         return None
-    from .data.features import MINILM_ALIASES
-
     if value in MINILM_ALIASES:
         return None
     if value.startswith(("/", "~", ".")) or os.path.isabs(value) or os.path.exists(value):
@@ -215,8 +150,6 @@ def outside_roots(path: str | Path, roots: Sequence[Path]) -> bool:
 
 def config_paths(cfg: ExperimentConfig) -> dict[str, str]:
     """Every local path a config makes a worker read, by field (run directories excepted)."""
-    from .data.spec import parse_spec
-
     out: dict[str, str] = {}
     d = cfg.data
     try:

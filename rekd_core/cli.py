@@ -12,20 +12,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, DataConfig, ExperimentConfig, apply_overrides, load_config_file, parse_config
-from .data.load import inspect_dataset
+import yaml
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from .config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    apply_overrides,
+    load_config_file,
+    parse_config,
+    teacher_mismatch,
+)
+from .data.registry import DATASETS
 from .data.spec import parse_spec
 from .presets import PRESETS, get_preset
 from .store.runstore import new_run_id
 
+# The commands that train, load data or rebuild a model import that code (and torch, seconds to
+# import) when they run, not here: the parser, `rekd --help` and `rekd presets` stay instant.
+
 
 def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
-    from tqdm import tqdm
-
     bar = tqdm(total=total_hint, unit="step", dynamic_ncols=True)
     state: dict[str, Any] = {}
 
@@ -68,8 +82,6 @@ def _progress(total_hint: int | None = None) -> tuple[Any, Any]:
 
 def _read_config_file(name: str) -> dict[str, Any]:
     """The CONFIG file's mapping; ConfigError naming the file (and line) for anything unreadable."""
-    import yaml
-
     path = Path(name)
     if not path.exists():
         raise ConfigError(f"{name}: no such config file (give the path of a YAML or JSON file, or use --preset "
@@ -175,7 +187,6 @@ def _problems(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
 def _checked_teacher(cfg: ExperimentConfig, classes: list[str] | None) -> str:
     """The teacher run's name, after checking it can teach this config; ValueError saying why not."""
     from .analysis.explain import load_run
-    from .checks import teacher_mismatch
 
     path = Path(cfg.model.teacher_run or "")
     if not path.is_dir():
@@ -213,8 +224,6 @@ class InputError(ValueError):
 
 def _explain_target(args: argparse.Namespace) -> Any:
     """INPUT as the text or image to explain: --text takes it as the text; else it must be a file."""
-    import os
-
     from .analysis.explain import decode_utf8
 
     if args.text:
@@ -227,8 +236,6 @@ def _explain_target(args: argparse.Namespace) -> Any:
         raise InputError(f"{args.input}: is a folder; give one image file or a .txt file")
     if path.suffix.lower() == ".txt":
         return decode_utf8(path.read_bytes(), what=str(path))
-    from PIL import Image, UnidentifiedImageError
-
     try:
         image = Image.open(path)
         image.load()
@@ -315,12 +322,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from .data.load import inspect_dataset
+
     _check_local_data(args.spec, field=None)
     spec = parse_spec(args.spec)
     task = args.task or (spec.modality if spec is not None and spec.modality else None)
     if task is None:
-        from .data.registry import DATASETS
-
         task = DATASETS[args.spec].modality if args.spec in DATASETS else "text"
     data = DataConfig(dataset=args.spec, text_column=args.text_column, label_column=args.label_column,
                       split_column=None if args.split_column == "" else args.split_column,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data.spec import check_spec, check_task
+from .data.spec import check_spec, check_task, parse_spec
 from .excerpts import EXCERPT, excerpt  # noqa: F401  (re-exported: the API quotes through config)
 
 Task = Literal["vision", "text"]
@@ -326,18 +327,73 @@ class ExperimentConfig(_Strict):
         if self.mode == "rekd":
             if not self.model.teacher_run:
                 raise ValueError("mode 'rekd' needs model.teacher_run (the run directory of a trained RE teacher)")
-        t, s = self.model.teacher, self.model.student
-        if t is not None and isinstance(s, PatchGrid) and isinstance(t, PatchGrid):
-            if (t.img_size, t.patch_size, t.in_chans) != (s.img_size, s.patch_size, s.in_chans):
-                raise ValueError(
-                    "teacher and student must see the same positions: model.teacher has img_size/patch_size/"
-                    f"in_chans {t.img_size}/{t.patch_size}/{t.in_chans}, model.student {s.img_size}/"
-                    f"{s.patch_size}/{s.in_chans}"
-                )
+        grid = _grid_mismatch(self.model.teacher, self.model.student)
+        if grid:
+            raise ValueError("teacher and student must see the same positions: model.teacher has img_size/patch_size/"
+                             f"in_chans {grid[0]}, model.student {grid[1]}")
         check_task(self.data.dataset, self.task)
         if self.schedule.tau_final > self.schedule.tau0:
             raise ValueError("schedule.tau_final must not exceed schedule.tau0 (tau anneals downwards)")
         return self
+
+
+# --- which runs can teach which: the one rule, applied here to model.teacher and, between two
+# configs, by the API (a run, pipeline or sweep requested), `rekd validate`, sweeps and the trainer
+
+def _grid_mismatch(teacher: Backbone | None, student: Backbone | None) -> tuple[str, str] | None:
+    """(the teacher's, the student's) img_size/patch_size/in_chans when both read patch grids and these
+    differ, else None: an image teacher and its student must select the same positions (texts: the
+    same data.tokenizer and max_len, which teacher_mismatch compares)."""
+    if isinstance(teacher, PatchGrid) and isinstance(student, PatchGrid):
+        t = f"{teacher.img_size}/{teacher.patch_size}/{teacher.in_chans}"
+        s = f"{student.img_size}/{student.patch_size}/{student.in_chans}"
+        if t != s:
+            return t, s
+    return None
+
+
+def not_a_teacher(teacher: ExperimentConfig) -> str | None:
+    """Why a run with config `teacher` can teach no run at all (None: it can): a teacher is an RE run."""
+    if teacher.mode != "re":
+        return f"the teacher must be an RE run (it has mode {teacher.mode!r})"
+    return None
+
+
+def teacher_mismatch(student: ExperimentConfig, teacher: ExperimentConfig, *,
+                     student_classes: Sequence[str] | None = None,
+                     teacher_classes: Sequence[str] | None = None) -> str | None:
+    """Why `teacher` (an RE run's config) cannot teach `student`, or None when it can: an RE run of
+    the same task, dataset (labels from the same column; the same classes where both are known),
+    that sees the same positions (the same patch grid, or one tokenizer and max_len).
+
+    The class lists are compared when both are known (the trainer knows them; the API knows the
+    teacher's only once it has a checkpoint)."""
+    why = not_a_teacher(teacher)
+    if why:
+        return why
+    if teacher.task != student.task:
+        return (f"the teacher is a {teacher.task} run and this is a {student.task} run: teacher and student must "
+                "read the same modality")
+    t, s = teacher.data, student.data
+    if t.dataset != s.dataset:
+        return (f"the teacher was trained on dataset {excerpt(t.dataset)!r}, this run uses {excerpt(s.dataset)!r}: "
+                "distil on the teacher's dataset")
+    if parse_spec(s.dataset) is not None and t.label_column != s.label_column:
+        return (f"the teacher read its labels from column {excerpt(t.label_column)!r} (data.label_column), this "
+                f"run from {excerpt(s.label_column)!r}")
+    if student_classes is not None and teacher_classes is not None and list(student_classes) != list(teacher_classes):
+        return (f"the teacher's classes ({excerpt(', '.join(map(str, teacher_classes)))}) are not this run's "
+                f"({excerpt(', '.join(map(str, student_classes)))})")
+    if student.task == "text":
+        if (t.tokenizer, t.max_len) != (s.tokenizer, s.max_len):
+            return ("teacher and student must share one tokenizer and max_len: teacher has "
+                    f"{excerpt(t.tokenizer)!r}/{t.max_len}, student {excerpt(s.tokenizer)!r}/{s.max_len}")
+        return None
+    grid = _grid_mismatch(teacher.model.student, student.model.student)
+    if grid:
+        return ("teacher and student must see the same patch grid: teacher has img_size/patch_size/in_chans "
+                f"{grid[0]}, student {grid[1]}")
+    return None
 
 
 class ConfigError(ValueError):

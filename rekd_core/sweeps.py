@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .analysis.quality import flat_figures, warnings_of
 from .analysis.tables import render_rows
-from .config import ConfigError, ExperimentConfig, apply_overrides, parse_config, validation_errors
+from .config import ConfigError, ExperimentConfig, apply_overrides, not_a_teacher, parse_config, validation_errors
 from .presets import get_preset
 from .store.atomic import atomic_write_json
 from .store.runstore import TERMINAL_STATES
@@ -232,8 +232,9 @@ def plan(spec: SweepSpec, overrides: list[str] | None = None,
                     f = e["field"]
                     errors[(f"teacher.{f}" if f != "(config)" else "teacher", e["message"])] = None
                 continue
-            if cfg.mode != "re":
-                errors[("teacher.mode", f"a teacher must be an RE run (mode 're'), got {cfg.mode!r}")] = None
+            why = not_a_teacher(cfg)
+            if why:
+                errors[("teacher.mode", why)] = None
                 continue
             teachers.append(PlannedRun("teacher", seed, cfg))
     if errors:

@@ -13,8 +13,10 @@ from rekd_core.data.features import Inputs, TextFeaturizer, VisionFeaturizer
 from rekd_core.model.runmodel import build_model
 from rekd_core.store.checkpoint import load_checkpoint
 from rekd_core.store.runstore import RunStore
+from rekd_core.train.init_from import InitMismatch
+from rekd_core.train.optim import build_optimizer
 from rekd_core.train.tasks import ClsTask, ReTask
-from rekd_core.train.trainer import InitMismatch, Trainer, build_optimizer, train
+from rekd_core.train.trainer import Trainer, train
 
 
 def _trainer(cfg: dict, tmp_path) -> Trainer:

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from conftest import tiny_text, tiny_vision
 from rekd_core.config import parse_config
 from rekd_core.store.runstore import RunStore
-from rekd_core.train.trainer import TeacherMismatch, train
+from rekd_core.train.teacher import TeacherMismatch
+from rekd_core.train.trainer import train
 
 MAKERS = {"vision": tiny_vision, "text": tiny_text}
 

@@ -17,11 +17,20 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rekd_core.analysis.quality import run_warnings
-from rekd_core.checks import RunRefused, check_model_size, init_mismatch, outside_roots, teacher_mismatch
-from rekd_core.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, excerpt, parse_config
+from rekd_core.checks import RunRefused, check_model_size, outside_roots
+from rekd_core.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_to_dict,
+    excerpt,
+    parse_config,
+    teacher_mismatch,
+)
 from rekd_core.data.spec import dataset_label
 from rekd_core.presets import PRESETS, get_preset
 from rekd_core.store.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
+from rekd_core.train.init_from import init_mismatch
 from service import keys
 from service.events import StreamPublisher
 from service.keys import TRAIN_TASK

@@ -16,9 +16,13 @@ from ..analysis.faithfulness import Faithfulness, erasure, summarize
 from ..analysis.rationale_metrics import input_dependence, mask_probe, per_example_plausibility, plausibility
 from ..analysis.verdicts import rationale_warnings
 from ..data.features import Featurizer, Prepared, TextFeaturizer
+from ..data.load import load_for_config
+from ..data.registry import ground_truth_kind
 from ..model.masks import selection_probs
 from ..model.models import RationaleModel
-from .tasks import TeacherOutputs, mask_iou
+from ..model.runmodel import LoadedRun
+from .tasks import mask_iou
+from .teacher import TeacherOutputs
 
 
 def macro_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> float:
@@ -58,7 +62,7 @@ def _batch_size(feat: Featurizer) -> int:
 def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_classes: int,
              autocast: bool = False, teacher: TeacherOutputs | None = None, rows: torch.Tensor | None = None,
              faithfulness: bool = True, teacher_faithfulness: bool = False, rationale: bool = True,
-             probe_seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+             probe_seed: int = 0, ground_truth: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Evaluate `model` on `data` (or its `rows`): (metrics, per-example columns).
 
     With `faithfulness` an RE model's rationales are also scored with ERASER's comprehensiveness
@@ -69,6 +73,7 @@ def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_cla
     more predictor pass, with the best fixed mask), "probe", "plausibility" where the split
     carries ground truth, and "warnings" (verdicts.py). Per-example plausibility (`pl_*`, and
     `t_pl_*` for the teacher) and the ground truth (`evidence`) are columns whenever it exists.
+    `ground_truth` (data.registry.ground_truth_kind of the dataset) is recorded with plausibility.
     """
     device = data.y.device
     was_training = model.training
@@ -148,6 +153,8 @@ def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_cla
         metrics.update(rationale_metrics(model, feat, data, rows, cat, y, num_classes=num_classes, autocast=autocast,
                                          target=target, known=known, probe_seed=probe_seed))
         metrics["warnings"] = rationale_warnings(metrics)
+    if "plausibility" in metrics and ground_truth is not None:
+        metrics["plausibility"]["ground_truth"] = ground_truth
     if was_training:
         model.train()
     return metrics, cat
@@ -212,10 +219,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", which: str = "best
     The run is rebuilt from its checkpoint (`which`) and its dataset from its stored config, so
     the figures are those the run's own evaluations report, computed afresh.
     """
-    from ..data.load import load_for_config
-    from ..data.registry import ground_truth_kind
-    from ..model.runmodel import LoadedRun
-
     if split not in ("dev", "test"):
         raise ValueError(f"split must be 'dev' or 'test', got {split!r}")
     run = LoadedRun(run_dir, which=which, device=device)
@@ -224,8 +227,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", which: str = "best
     part = getattr(bundle, split)
     data = run.featurizer.prepare(part.x, part.y, run.device, evidence=part.evidence)
     metrics, _ = evaluate(run.model, run.featurizer, data, num_classes=len(run.class_names),
-                          faithfulness=run.mode != "cls", probe_seed=cfg.train.seed)
-    if "plausibility" in metrics:
-        metrics["plausibility"]["ground_truth"] = ground_truth_kind(bundle.name)
+                          faithfulness=run.mode != "cls", probe_seed=cfg.train.seed,
+                          ground_truth=ground_truth_kind(bundle.name))
     return {"run": Path(run_dir).name, "run_dir": str(Path(run_dir).resolve()), "mode": run.mode,
             "dataset": bundle.name, "split": split, "checkpoint": which, "step": run.step, **metrics}

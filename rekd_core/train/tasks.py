@@ -6,7 +6,6 @@ tensors (no host synchronisation here: the trainer reads them only at log steps)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +15,7 @@ from ..data.features import Inputs
 from ..model import losses
 from ..model.masks import gumbel_noise, keep_score, relaxed_sample, span_noise, straight_through, topk_mask
 from ..model.models import RationaleModel
+from .teacher import TeacherOutputs
 
 
 @dataclass
@@ -110,49 +110,6 @@ class ReTask:
         q, terms = self.re_terms(model, inputs, y, m)
         terms["total"] = terms["re"]
         return StepOut(loss=terms["re"], terms=terms, logits=q, mask=m.detach())
-
-
-class TeacherOutputs:
-    """The frozen teacher's generator logits Z^T and own-mask prediction Q^T for one split.
-
-    The teacher is in eval mode and inputs are never augmented, so both are fixed functions of
-    the example: they are computed once, in fixed chunks in index order (so the values do not
-    depend on how batches happen to be drawn, which keeps resumed runs exact), and then read by
-    index. When the teacher predictor must read the *student's* mask (reference variant), Q^T
-    changes every step and `predict_with` runs the teacher predictor live instead.
-    """
-
-    def __init__(self, teacher: RationaleModel, z: torch.Tensor, q: torch.Tensor, *,
-                 device: torch.device, autocast: bool) -> None:
-        self.teacher = teacher
-        self.z = z.to(device)  # (N, P, 2), right-padded with zeros past each chunk's length
-        self.q = q.to(device)  # (N, C)
-        self.device = device
-        self.autocast = autocast
-
-    @classmethod
-    def compute(cls, teacher: RationaleModel, batches: Iterable[Inputs], *, num_positions: int,
-                device: torch.device, autocast: bool) -> TeacherOutputs:
-        zs, qs = [], []
-        # inference_mode (no autograd bookkeeping at all); the results are concatenated outside
-        # it, so the cache holds ordinary tensors that a student step may use in its graph.
-        with torch.inference_mode():
-            for inputs in batches:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    z = teacher.generate(inputs)
-                    q = teacher.predict(inputs, teacher.select(z, inputs.selectable))
-                zs.append(torch.nn.functional.pad(z.float(), (0, 0, 0, num_positions - z.shape[1])))
-                qs.append(q.float())
-        return cls(teacher, torch.cat(zs), torch.cat(qs), device=device, autocast=autocast)
-
-    def own(self, idx: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Z^T, Q^T with the teacher's own deterministic mask) for dataset rows `idx`."""
-        return self.z[idx, :length], self.q[idx]
-
-    def predict_with(self, inputs: Inputs, mask: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            q = self.teacher.predict(inputs, mask)
-        return q.float().clone()  # cloned outside inference_mode: an ordinary tensor for the KD loss
 
 
 class RekdTask(ReTask):

@@ -9,11 +9,7 @@ claim on the run).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,104 +17,36 @@ from typing import Any
 
 import torch
 
-from ..checks import init_mismatch, teacher_mismatch
 from ..config import ExperimentConfig, config_to_dict
 from ..data.features import Featurizer, Inputs, Prepared, build_featurizer
 from ..data.load import load_for_config
 from ..data.raw import DatasetBundle
 from ..data.registry import ground_truth_kind
 from ..model.models import RationaleModel, count_parameters
-from ..model.runmodel import LoadedRun, build_model, load_model_weights, model_weights
-from ..store.atomic import remove_partial_writes
-from ..store.checkpoint import (
-    decode_bytes,
-    encode_bytes,
-    load_checkpoint,
-    load_optimizer_tensors,
-    optimizer_tensors,
-    save_checkpoint,
-)
+from ..model.runmodel import LoadedRun, build_model, load_model_weights
+from ..store.checkpoint import load_checkpoint
+from ..store.examples import write_inputs, write_snapshot
 from ..store.runstore import RunStore, now_iso
-from .evaluate import evaluate, frac_stats
-from .schedule import tau_at
-from .tasks import ClsTask, PartialInputTask, RekdTask, ReTask, StepOut, TeacherOutputs
+from .evaluate import evaluate
+from .init_from import init_from_run
+from .optim import build_optimizer
+from .schedule import p_target_at, plan_steps, run_tau
+from .state import LogWindow, restore_state, resume_point, save_state
+from .tasks import ClsTask, PartialInputTask, RekdTask, ReTask, StepOut
+from .teacher import TeacherOutputs, load_teacher, teacher_outputs
 
 log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any]], None]
 
 
-class TeacherMismatch(ValueError):
-    pass
-
-
-class InitMismatch(ValueError):
-    """model.init_from names a run whose weights cannot start this one."""
-
-
 def resolve_device(pref: str) -> torch.device:
+    """train.device as a torch device ("auto": CUDA when there is one)."""
     if pref == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(pref)
-
-
-def plan_steps(cfg: ExperimentConfig, n_train: int) -> tuple[int, int]:
-    """(steps per epoch, total steps). Epochs drop the last partial batch."""
-    per_epoch = max(n_train // cfg.train.batch_size, 1)
-    if cfg.train.max_steps is not None:
-        return per_epoch, cfg.train.max_steps
-    return per_epoch, max(1, math.ceil(float(cfg.train.epochs or 1) * per_epoch))
-
-
-def build_optimizer(model: RationaleModel, cfg: ExperimentConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over (backbones at optim.lr, fresh heads at optim.head_lr) and, with optim.generator_lr or
-    optim.selector_lr, the generator's backbone and its selector in groups of their own; fused kernels on CUDA."""
-    body, heads = model.param_groups()
-    o = cfg.optim
-    if o.generator_lr is None and o.selector_lr is None:
-        groups = [{"params": body, "lr": o.lr}, {"params": heads, "lr": o.head_lr or o.lr}]
-    else:
-        gen_body, gen_head = model.generator_parameters()
-        mine = {id(p) for p in gen_body + gen_head}
-        groups = [{"params": [p for p in body if id(p) not in mine], "lr": o.lr},
-                  {"params": [p for p in heads if id(p) not in mine], "lr": o.head_lr or o.lr},
-                  {"params": gen_body + gen_head, "lr": o.generator_lr or o.lr}]
-        if o.selector_lr is not None:  # one group fewer otherwise, so checkpoints from before it still resume
-            groups[-1]["params"] = gen_body
-            groups.append({"params": gen_head, "lr": o.selector_lr})
-        groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                             fused=device.type == "cuda")
-
-
-def init_from_run(model: RationaleModel, cfg: ExperimentConfig, run_dir: Path, class_names: list[str]) -> None:
-    """model.init_from: start the predictor (backbone + classifier) from another run's best
-    checkpoint, and the generator's own backbone from that run's predictor backbone."""
-    path = run_dir / "checkpoints" / "best.safetensors"
-    if not path.exists():
-        path = run_dir / "checkpoints" / "last.safetensors"
-    if not path.exists():
-        raise InitMismatch(f"model.init_from: {run_dir} holds no checkpoint")
-    tensors, meta = load_checkpoint(path, device="cpu")
-    why = init_mismatch(cfg, meta.get("config", {}).get("model", {}).get("student"), classes=class_names,
-                        init_classes=meta.get("class_names") or [])
-    if why:  # the API made the same check (its classes aside) before the run was queued
-        raise InitMismatch(f"model.init_from: {run_dir.name}: {why}")
-    own = model.state_dict()
-    copied = {}
-    for key, value in tensors.items():
-        name = key.removeprefix("model.")
-        if name.startswith(("predictor.", "classifier.")):
-            copied[name] = value
-            twin = "generator." + name.removeprefix("predictor.")
-            if name.startswith("predictor.") and twin in own and not model.share_backbone:
-                copied[twin] = value
-    missing = [k for k in copied if k not in own or own[k].shape != copied[k].shape]
-    if missing:
-        raise InitMismatch(f"model.init_from: {run_dir} does not fit this model ({missing[:3]})")
-    model.load_state_dict(copied, strict=False)
 
 
 def train_step(task: ClsTask | ReTask, model: RationaleModel, opt: torch.optim.Optimizer, inputs: Inputs,
@@ -140,6 +68,9 @@ def train_step(task: ClsTask | ReTask, model: RationaleModel, opt: torch.optim.O
 
 
 class Trainer:
+    """One run: its setup (data, featurizer, model, teacher, optimizer), the loop, the evaluations
+    and checkpoints the loop makes, and the events it reports."""
+
     def __init__(self, cfg: ExperimentConfig, store: RunStore, *, on_event: EventFn | None = None,
                  should_stop: Callable[[], bool | str] | None = None, bundle: DatasetBundle | None = None) -> None:
         self.cfg = cfg
@@ -182,7 +113,7 @@ class Trainer:
         self.teacher_run: LoadedRun | None = None
         self.teacher_out: dict[str, TeacherOutputs] = {}
         if cfg.mode == "rekd":
-            self.teacher_run = self._load_teacher()
+            self.teacher_run = load_teacher(cfg, self.class_names, self.device)
             self.teacher_out = {"train": self._teacher_outputs(self.train_data, "train"),
                                 "dev": self._teacher_outputs(self.dev_data, "dev")}
             self.task: ClsTask | ReTask = RekdTask(cfg, self.teacher_out["train"])
@@ -205,52 +136,10 @@ class Trainer:
         self.noise_gen.manual_seed(cfg.train.seed + 7919)
         self.snapshot_idx = self._snapshot_indices()
 
-    def _load_teacher(self) -> LoadedRun:
-        cfg = self.cfg
-        run = LoadedRun(Path(cfg.model.teacher_run or ""), which=cfg.model.teacher_checkpoint, device=self.device)
-        # the API made the same check when the run was requested (the classes aside: it knows them now)
-        why = teacher_mismatch(cfg, run.config, student_classes=self.class_names, teacher_classes=run.class_names)
-        if why:
-            raise TeacherMismatch(f"model.teacher_run: {why}")
-        return run
-
     def _teacher_outputs(self, data: Prepared, split: str) -> TeacherOutputs:
-        """Teacher outputs for a split, cached in the teacher's run directory across student runs.
-
-        The key covers everything the values depend on: the teacher checkpoint file, the data
-        split, how inputs are featurised and the precision; any change computes them afresh.
-        """
         assert self.teacher_run is not None
-        run = self.teacher_run
-        ckpt = run.checkpoint_path
-        st = ckpt.stat()
-        d = self.cfg.data
-        key_src = {"ckpt": [ckpt.name, st.st_size, st.st_mtime_ns, run.step], "split": split, "n": len(data),
-                   "data": [d.dataset, d.dev_fraction, d.split_seed, d.max_train, d.max_eval, d.tokenizer,
-                            d.max_len, d.benchmark.model_dump()], "count_special": self.cfg.loss.count_special,
-                   "bf16": self.autocast, "version": 2}
-        key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
-        path = run.run_dir / "cache" / f"teacher-{split}-{key}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Students distilling from one teacher in parallel compute its outputs once: the others
-        # wait on the lock, then read the file.
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if path.exists():
-                try:
-                    t, _ = load_checkpoint(path, device=self.device)
-                    return TeacherOutputs(run.model, t["z"], t["q"], device=self.device, autocast=self.autocast)
-                except (ValueError, KeyError) as err:
-                    log.warning("recomputing unreadable teacher cache %s: %s", path, err)
-            chunk = 64
-            order = self.feat.inference_order(data)
-            batches = (self.feat.batch(data, order[i:i + chunk]) for i in range(0, len(data), chunk))
-            out = TeacherOutputs.compute(run.model, batches, num_positions=self.feat.num_positions,
-                                         device=self.device, autocast=self.autocast)
-            unsort = torch.argsort(order)
-            out.z, out.q = out.z[unsort], out.q[unsort]
-            save_checkpoint(path, {"z": out.z, "q": out.q}, key_src)
-        return out
+        return teacher_outputs(self.teacher_run, self.cfg, self.feat, data, split, device=self.device,
+                               autocast=self.autocast)
 
     def _snapshot_indices(self) -> torch.Tensor:
         n = min(self.cfg.train.eval_examples, len(self.dev_data))
@@ -269,20 +158,12 @@ class Trainer:
         return self._perm[pos * bs:(pos + 1) * bs]
 
     def tau(self, step: int) -> float:
-        """The Gumbel temperature at `step`: annealed over the steps after the full-input warm-up."""
-        s = self.cfg.schedule
-        warm = min(s.full_input_steps, self.total_steps)
-        return tau_at(step - warm, total_steps=self.total_steps - warm, tau0=s.tau0, tau_final=s.tau_final,
-                      update_every=s.tau_update_every)
+        """The Gumbel temperature at `step` (schedule.run_tau)."""
+        return run_tau(self.cfg.schedule, step, self.total_steps)
 
     def p_target(self, step: int) -> float:
-        """The selection target at `step`: every position, falling linearly to loss.p_target over
-        schedule.sparsity_warmup_steps after the full-input steps (constant without a warm-up)."""
-        s, p = self.cfg.schedule, self.cfg.loss.p_target
-        if not s.sparsity_warmup_steps:
-            return p
-        done = min(max(step - s.full_input_steps, 0) / s.sparsity_warmup_steps, 1.0)
-        return 1.0 + (p - 1.0) * done
+        """The selection target at `step` (schedule.p_target_at)."""
+        return p_target_at(self.cfg, step)
 
     def _generator_from_predictor(self) -> None:
         """At the end of the full-input steps the generator's own backbone starts from the
@@ -316,64 +197,19 @@ class Trainer:
         return {"config": config_to_dict(self.cfg), "class_names": self.class_names, "step": step,
                 "tau": self.tau(max(step - 1, 0)), "kind": kind, "best": self.best, "time": now_iso()}
 
-    def save(self, step: int, kind: str, window: dict[str, Any] | None = None) -> None:
-        tensors = model_weights(self.model)
-        meta = self._meta(step, kind)
-        if window is not None:
-            # the open log window, so the first log after a resume covers the same steps
-            meta["window"] = {"n": window["n"], "samples": window["samples"], "correct": float(window["correct"]),
-                              "terms": {k: float(v) for k, v in window["terms"].items()}}
-            for key in ("frac", "iou"):
-                if window[key]:
-                    tensors[f"window.{key}"] = torch.cat(window[key])
-        if kind == "last":
-            opt_t, groups = optimizer_tensors(self.opt)
-            tensors.update(opt_t)
-            meta["optimizer_groups"] = groups
-            meta["rng"] = {"torch": encode_bytes(torch.get_rng_state()),
-                           "noise": encode_bytes(self.noise_gen.get_state())}
-            if self.device.type == "cuda":
-                meta["rng"]["cuda"] = encode_bytes(torch.cuda.get_rng_state(self.device))
-        previous = self.store.checkpoints / "previous.safetensors" if kind == "last" else None
-        save_checkpoint(self.store.checkpoints / f"{kind}.safetensors", tensors, meta, previous=previous)
-
-    def _resume_point(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        """The newest intact resume checkpoint: `last`, else the one it replaced. A crash between
-        the two renames of a save leaves only `previous`; a damaged `last` is refused on load."""
-        remove_partial_writes(self.store.checkpoints)
-        found = [p for p in (self.store.checkpoints / "last.safetensors",
-                             self.store.checkpoints / "previous.safetensors") if p.exists()]
-        errors = []
-        for path in found:
-            try:
-                return load_checkpoint(path, device=self.device)
-            except ValueError as err:
-                log.error("%s", err)
-                errors.append(str(err))
-        if errors:
-            raise RuntimeError("no intact checkpoint to resume from: " + "; ".join(errors))
-        return None
+    def save(self, step: int, kind: str, window: LogWindow | None = None) -> None:
+        save_state(self.store, kind, self.model, self._meta(step, kind), opt=self.opt, noise_gen=self.noise_gen,
+                   device=self.device, window=window)
 
     def _resume(self) -> int:
-        point = self._resume_point()
+        self._restored_window: LogWindow | None = None
+        point = resume_point(self.store, self.device)
         if point is None:
             return 0
         tensors, meta = point
-        load_model_weights(self.model, tensors)
-        load_optimizer_tensors(self.opt, tensors, meta["optimizer_groups"])
-        torch.set_rng_state(decode_bytes(meta["rng"]["torch"]))
-        self.noise_gen.set_state(decode_bytes(meta["rng"]["noise"]))
-        if "cuda" in meta["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(decode_bytes(meta["rng"]["cuda"]), self.device)
+        self._restored_window = restore_state(tensors, meta, model=self.model, opt=self.opt,
+                                              noise_gen=self.noise_gen, device=self.device)
         self.best = meta.get("best") or self.best
-        self._restored_window = None
-        if "window" in meta:
-            w = meta["window"]
-            self._restored_window = {
-                "n": w["n"], "samples": w["samples"], "correct": torch.tensor(w["correct"], device=self.device),
-                "terms": {k: torch.tensor(v, device=self.device) for k, v in w["terms"].items()},
-                "frac": [tensors["window.frac"]] if "window.frac" in tensors else [],
-                "iou": [tensors["window.iou"]] if "window.iou" in tensors else []}
         step = int(meta["step"])
         self.store.truncate_events_after(step)
         log.info("resumed %s at step %d", self.store.run_id, step)
@@ -385,13 +221,10 @@ class Trainer:
                  teacher_faithfulness: bool = False,
                  rationale: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The student on `data` (evaluate.py), its probe seeded by the run's seed."""
-        metrics, cat = evaluate(self.model, self.feat, data, num_classes=self.num_classes, autocast=self.autocast,
-                                teacher=teacher, rows=rows, faithfulness=faithfulness,
-                                teacher_faithfulness=teacher_faithfulness, rationale=rationale,
-                                probe_seed=self.cfg.train.seed)
-        if "plausibility" in metrics:
-            metrics["plausibility"]["ground_truth"] = ground_truth_kind(self.bundle.name)
-        return metrics, cat
+        return evaluate(self.model, self.feat, data, num_classes=self.num_classes, autocast=self.autocast,
+                        teacher=teacher, rows=rows, faithfulness=faithfulness,
+                        teacher_faithfulness=teacher_faithfulness, rationale=rationale,
+                        probe_seed=self.cfg.train.seed, ground_truth=ground_truth_kind(self.bundle.name))
 
     def _teacher(self, split: str) -> TeacherOutputs | None:
         return self.teacher_out.get(split) if self.teacher_run is not None else None
@@ -400,8 +233,6 @@ class Trainer:
         """Rationales of the fixed dev subset at this step, teacher beside student, for the UI."""
         if not len(self.snapshot_idx):
             return
-        from ..store.examples import write_snapshot
-
         _, out = self.evaluate(self.dev_data, teacher=self._teacher("dev"), rows=self.snapshot_idx,
                                teacher_faithfulness=True, rationale=False)
         write_snapshot(self.store, step=step, tau=tau, out=out, y=self.dev_data.y[self.snapshot_idx.to(self.device)])
@@ -415,8 +246,6 @@ class Trainer:
         step = self._resume()
         resumed = step > 0
         if not resumed:
-            from ..store.examples import write_inputs
-
             write_inputs(self.store, self.bundle, self.feat, self.snapshot_idx, self.class_names,
                          evidence=self.dev_data.evidence)
         n_params = {"student": count_parameters(self.model)}
@@ -430,7 +259,7 @@ class Trainer:
 
         model = self.model
         model.train()
-        win: dict[str, Any] = getattr(self, "_restored_window", None) or self._new_window()
+        win = self._restored_window or LogWindow()
         t_win = t_status = time.perf_counter()
         while step < self.total_steps:
             stop = self.should_stop()
@@ -456,13 +285,14 @@ class Trainer:
             out = train_step(self._task_at(step), model, self.opt, inputs, y, idx, tau, self.noise_gen,
                              autocast=self.autocast, grad_clip=cfg.optim.grad_clip)
             step += 1
-            self._accumulate(win, out, y, inputs.selectable)
+            win.add(out, y, inputs.selectable)
 
             last = step == self.total_steps
             if step % cfg.train.log_every == 0 or last:
                 dt = time.perf_counter() - t_win
-                self.emit(self._log_event(win, step, tau, dt))
-                win = self._new_window()
+                self.emit({"type": "log", "step": step, "epoch": step / self.steps_per_epoch, "tau": tau,
+                           "lr": self.opt.param_groups[0]["lr"], **win.figures(dt)})
+                win = LogWindow()
                 t_win = time.perf_counter()
                 if t_win - t_status > 1.0:  # progress for run lists, at most once a second
                     self.store.write_status(step=step, tau=tau)
@@ -474,35 +304,6 @@ class Trainer:
                 self.emit({"type": "checkpoint", "step": step, "kind": "last"})
                 self.store.write_status(step=step, tau=tau, best_dev=self.best)
         return self._finish("completed", step)
-
-    def _new_window(self) -> dict[str, Any]:
-        return {"n": 0, "correct": 0, "terms": {}, "frac": [], "iou": [], "samples": 0}
-
-    def _accumulate(self, win: dict[str, Any], out: StepOut, y: torch.Tensor, valid: torch.Tensor) -> None:
-        # tensors only: summed on the device, read on the host at the log step
-        win["n"] += 1
-        win["samples"] += int(y.shape[0])
-        win["correct"] = win["correct"] + (out.logits.argmax(-1) == y).sum()
-        for k, v in out.terms.items():
-            win["terms"][k] = win["terms"].get(k, 0.0) + v.detach().float()
-        if out.mask is not None:
-            win["frac"].append((out.mask * valid).sum(1) / valid.sum(1).clamp_min(1))
-        if "iou" in out.extra:
-            win["iou"].append(out.extra["iou"])
-
-    def _log_event(self, win: dict[str, Any], step: int, tau: float, dt: float) -> dict[str, Any]:
-        ev: dict[str, Any] = {
-            "type": "log", "step": step, "epoch": step / self.steps_per_epoch, "tau": tau,
-            "lr": self.opt.param_groups[0]["lr"],
-            "loss": {k: float(v) / win["n"] for k, v in win["terms"].items()},
-            "train_acc": float(win["correct"]) / max(win["samples"], 1),
-            "samples_per_s": win["samples"] / max(dt, 1e-9),
-        }
-        if win["frac"]:
-            ev["selected"] = frac_stats(torch.cat(win["frac"]))
-        if win["iou"]:
-            ev["iou"] = float(torch.cat(win["iou"]).mean())
-        return ev
 
     def _eval_event(self, step: int, tau: float) -> None:
         metrics, _ = self.evaluate(self.dev_data, teacher=self._teacher("dev"))
