@@ -450,6 +450,27 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set `value` at the dotted config path `path` (e.g. `loss.alpha`) of the nested dict `data`, in
+    place, making the missing sections; ConfigError (its field: `path`) when a part of the way is not a
+    section."""
+    node = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{part!r} is not a section", [{"field": path, "message": f"{part!r} is not a section"}])
+        node = nxt
+    node[parts[-1]] = value
+
+
+def override_key(item: str) -> str:
+    """The config path an override `key.path=value` sets."""
+    return item.split("=", 1)[0].strip()
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` strings to a nested dict (a deep copy is returned)."""
     out = json.loads(json.dumps(data))
@@ -457,16 +478,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value")
         key, value = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a section")
-            node = nxt
-        node[parts[-1]] = _parse_value(value)
+        try:
+            set_path(out, key.strip(), _parse_value(value))
+        except ConfigError as err:
+            raise ConfigError(f"override {key!r}: {err}") from None
     return out
 
 

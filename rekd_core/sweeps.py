@@ -29,7 +29,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .analysis.quality import flat_figures, warnings_of
 from .analysis.tables import render_rows
-from .config import ConfigError, ExperimentConfig, apply_overrides, not_a_teacher, parse_config, validation_errors
+from .config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    not_a_teacher,
+    override_key,
+    parse_config,
+    set_path,
+    validation_errors,
+)
 from .presets import get_preset
 from .store.atomic import atomic_write_json
 from .store.runstore import TERMINAL_STATES
@@ -119,18 +128,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
 
 
-def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    node = data
-    parts = path.split(".")
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"axis {path!r}: {part!r} is not a section",
-                              [{"field": path, "message": f"{part!r} is not a section"}])
-        node = nxt
-    node[parts[-1]] = json.loads(json.dumps(value))
+def _set_axis(data: dict[str, Any], path: str, value: Any) -> None:
+    """config.set_path with a copy of an axis value; its error names the axis."""
+    try:
+        set_path(data, path, json.loads(json.dumps(value)))
+    except ConfigError as err:
+        raise ConfigError(f"axis {path!r}: {err}", err.errors) from None
 
 
 @dataclass
@@ -167,7 +170,7 @@ def plan(spec: SweepSpec, overrides: list[str] | None = None,
     overrides = list(overrides or [])
     errors: dict[tuple[str, str], None] = {}
     for item in overrides:
-        key = item.split("=", 1)[0].strip()
+        key = override_key(item)
         if key in (*RESERVED, "mode", SEED_AXIS):
             errors[("overrides." + key, f"{key} is set per run by the sweep (use an axis)")] = None
     teacher_dir = teacher_dir or (lambda seed: f"<teacher seed {seed}>")
@@ -194,11 +197,11 @@ def plan(spec: SweepSpec, overrides: list[str] | None = None,
             for path, value in cell.items():
                 if path != PRESET_AXIS:
                     try:
-                        _set_path(data, path, value)
+                        _set_axis(data, path, value)
                     except ConfigError as err:
                         errors[(f"axes.{path}", err.errors[0]["message"])] = None
             if seed is not None:
-                _set_path(data, SEED_AXIS, seed)
+                _set_axis(data, SEED_AXIS, seed)
             run_seed = int(data.get("train", {}).get("seed", 0))
             data["name"] = _slug(f"{spec.name}-{cell_label(cell)}-s{run_seed}")[:100]
             t_seed = None
@@ -224,7 +227,7 @@ def plan(spec: SweepSpec, overrides: list[str] | None = None,
                 continue
             try:
                 data = apply_overrides(spec.teacher.data(), overrides)
-                _set_path(data, SEED_AXIS, seed)
+                _set_axis(data, SEED_AXIS, seed)
                 data["name"] = _slug(f"{spec.name}-teacher-s{seed}")[:100]
                 cfg = parse_config(data)
             except ConfigError as err:

@@ -1,6 +1,9 @@
 """Config schema: defaults, the reference variant, overrides, and refusals that name the field."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -77,6 +80,26 @@ def test_overrides_parse_scalars_and_nest():
     assert base == {"optim": {"lr": 1e-5}}  # not mutated
     with pytest.raises(ConfigError, match="key.path=value"):
         apply_overrides(base, ["optim.lr"])
+    with pytest.raises(ConfigError, match=r"^override 'optim.lr.x': 'lr' is not a section$"):
+        apply_overrides(base, ["optim.lr.x=1"])
+
+
+def test_parsing_a_config_imports_no_torch():
+    """config, its dataset names and its checks are plain Python: the CLI, the API and the UI's server
+    side can parse configs without paying for torch (or numpy)."""
+    code = textwrap.dedent("""
+        import sys
+        import rekd_core.config
+        from rekd_core.presets import PRESETS
+        for preset in PRESETS.values():
+            preset.build(["train.max_steps=3"])
+        rekd_core.config.parse_config({"task": "text", "data": {"dataset": "csv:/tmp/x.csv"},
+                                       "model": {"student": {"kind": "bert"}}})
+        heavy = sorted(m for m in ("torch", "numpy") if m in sys.modules)
+        assert not heavy, heavy
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_yaml_and_json_files(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from rekd_core.config import ConfigError, ExperimentConfig
+from rekd_core.config import ConfigError, ExperimentConfig, override_key
 from rekd_core.presets import PIPELINES, Pipeline, Stage, get_pipeline
 from rekd_core.store.runstore import RunStore, new_run_id, now_iso
 from service.send import client, send_run
@@ -121,7 +121,7 @@ def create_pipeline(body: PipelineCreate, settings: SettingsDep) -> PipelineCrea
         raise HTTPException(422, [_refused(["name"], str(err))]) from None
     overrides = override_strings(body.overrides)
     reserved = [_refused(["overrides", *key.split(".")], f"{key} is set by each stage of the pipeline")
-                for key in (o.split("=", 1)[0].strip() for o in overrides) if key in RESERVED]
+                for key in map(override_key, overrides) if key in RESERVED]
     if reserved:
         raise HTTPException(422, reserved)
     # the teacher's id before the configs: the distilled students' configs name its directory
