@@ -38,12 +38,19 @@ def re_loss(q: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, valid: torch.T
     return {"ce": ce, "select": sel, "re": ce + lambda_select * sel}
 
 
+_TINY = torch.finfo(torch.float32).tiny  # log(0) is read as log(tiny): 0 log 0 = 0
+
+
+def kl_divergence(p: torch.Tensor, log_q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """KL(p || q) along `dim` from the probabilities `p` and the log-probabilities `log_q`; 0 log 0 = 0.
+    The engine's one KL: both distillation terms below are this."""
+    p = p.float()
+    return (p * (torch.log(p.clamp_min(_TINY)) - log_q)).sum(dim)
+
+
 def kl_categorical(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """KL(p || q) along `dim` for probability tensors; 0 log 0 = 0."""
-    p = p.float()
-    q = q.float()
-    tiny = torch.finfo(torch.float32).tiny
-    return (p * (torch.log(p.clamp_min(tiny)) - torch.log(q.clamp_min(tiny)))).sum(dim)
+    return kl_divergence(p, torch.log(q.float().clamp_min(_TINY)), dim)
 
 
 def rationale_kd(s_teacher: torch.Tensor, s_student: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -56,8 +63,7 @@ def prediction_kd(q_teacher: torch.Tensor, q_student: torch.Tensor, tau: float) 
     """L_KD^Y = KL(softmax(Q^T / tau) || softmax(Q^S / tau)), batch mean (tau^2 is applied by the caller)."""
     pt = torch.softmax(q_teacher.float() / tau, dim=-1)
     log_ps = torch.log_softmax(q_student.float() / tau, dim=-1)
-    tiny = torch.finfo(torch.float32).tiny
-    return (pt * (torch.log(pt.clamp_min(tiny)) - log_ps)).sum(-1).mean()
+    return kl_divergence(pt, log_ps).mean()
 
 
 def rekd_loss(l_re: torch.Tensor, kd_r: torch.Tensor | None, kd_y: torch.Tensor | None, *,
