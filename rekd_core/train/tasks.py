@@ -24,7 +24,6 @@ class StepOut:
     terms: dict[str, torch.Tensor]
     logits: torch.Tensor  # Q (B, C)
     mask: torch.Tensor | None = None  # hard student mask (B, L)
-    teacher_mask: torch.Tensor | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -148,5 +147,4 @@ class RekdTask(ReTask):
         mix = losses.rekd_loss(terms["re"], kd_r, kd_y, tau=tau, alpha=lc.alpha, lambda_R=lc.lambda_R)
         terms.update(mix)
         iou = mask_iou(m.detach(), m_t, inputs.selectable)
-        return StepOut(loss=mix["total"], terms=terms, logits=q_s, mask=m.detach(), teacher_mask=m_t,
-                       extra={"iou": iou})
+        return StepOut(loss=mix["total"], terms=terms, logits=q_s, mask=m.detach(), extra={"iou": iou})
