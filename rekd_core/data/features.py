@@ -7,17 +7,14 @@ batches from them (`batch`), so the training loop never touches Python objects p
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import DataConfig, ExperimentConfig, PatchGrid, TextBackbone
-
-if TYPE_CHECKING:
-    from .raw import Evidence
-
+from .raw import Evidence
 
 MINILM_ALIASES = {"minilm-l6", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 

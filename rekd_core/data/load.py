@@ -7,17 +7,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config import DataConfig
 from .builtin import bench_params, load_raw
 from .raw import DatasetBundle
 from .registry import DATASETS, DatasetUnavailable
 from .spec import DatasetError, check_spec, check_task, parse_spec
 from .splits import check_limit, make_split, plan_splits
 from .userdata import LoadOptions, check_split_sizes, load_user_raw, options_for
-
-if TYPE_CHECKING:
-    from ..config import DataConfig
 
 logger = logging.getLogger(__name__)
 

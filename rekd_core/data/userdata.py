@@ -48,17 +48,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..config import ExperimentConfig
 from ..excerpts import excerpt
 from .raw import Raw, RawEvidence, freeze, text_array
 from .spec import DatasetError, DatasetSpec
-
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
