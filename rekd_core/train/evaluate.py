@@ -66,12 +66,12 @@ def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_cla
     """Evaluate `model` on `data` (or its `rows`): (metrics, per-example columns).
 
     With `faithfulness` an RE model's rationales are also scored with ERASER's comprehensiveness
-    and sufficiency (faithfulness.py): two more predictor forwards per batch, read as `f_*`
+    and sufficiency (analysis/faithfulness.py): two more predictor forwards per batch, read as `f_*`
     columns and averaged into metrics["faithfulness"]. `teacher_faithfulness` scores the
     teacher's own rationales the same way (`t_f_*` columns), with the live teacher predictor:
     meant for a small subset only. With `rationale`, metrics also get "input_dependence" (one
     more predictor pass, with the best fixed mask), "probe", "plausibility" where the split
-    carries ground truth, and "warnings" (verdicts.py). Per-example plausibility (`pl_*`, and
+    carries ground truth, and "warnings" (analysis/verdicts.py). Per-example plausibility (`pl_*`, and
     `t_pl_*` for the teacher) and the ground truth (`evidence`) are columns whenever it exists.
     `ground_truth` (data.registry.ground_truth_kind of the dataset) is recorded with plausibility.
     """
