@@ -349,7 +349,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         print("ground truth: " + ", ".join(f"{gt.get(s, 0)} of {n} {s}" for s, n in counts.items())
               + f" examples ({note})")
     elif summary["kind"] in ("folder", "csv", "jsonl"):
-        print("ground truth: none (masks beside images, x.png + x.mask.png, or a rationale column; see README)")
+        print("ground truth: none (masks beside images, x.png + x.mask.png, or a rationale column; see docs/data.md)")
     print("examples:")
     for ex in summary["examples"]:
         shown = ex.get("text") or ex.get("source") or ""
