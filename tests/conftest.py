@@ -9,6 +9,20 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+_SERVICE_DIRS = {"integration", "reliability", "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `service` every test that starts real processes (Redis, Celery, uvicorn, Chromium): those
+    in the integration, reliability and browser folders and any module using the service harness.
+    The fast tier, `pytest -m "not slow and not service"`, leaves them out."""
+    for item in items:
+        module = getattr(item, "module", None)
+        uses_harness = module is not None and any(
+            getattr(module, name, None) is not None for name in ("start_service", "launch_run"))
+        if uses_harness or _SERVICE_DIRS & set(Path(str(item.path)).parts):
+            item.add_marker(pytest.mark.service)
+
 
 def tiny_vision(mode: str = "re", **train):
     return {
