@@ -40,6 +40,10 @@ class Settings(BaseSettings):
                           "own folders (always allowed)")
     max_params: int = Field(500_000_000, gt=0, description="largest model a run may build (generator and predictor "
                                                            "together), in parameters; larger runs are refused")
+    step_delay_s: float = Field(0.0, ge=0, description="test/demo hook, never set in production: the worker "
+                                "sleeps this many seconds before each training step (checking for a cancel, a lost "
+                                "lease or a shutdown meanwhile), so a run lasts max_steps x this however fast the "
+                                "machine, and fault tests can act mid-run; 0 (the default) adds nothing")
 
     def allowed_data_roots(self) -> list[Path]:
         """The folders the API reads user data from (symlinks resolved): <runs_dir>/data, the built-in

@@ -33,15 +33,35 @@ log = logging.getLogger(__name__)
 
 
 class StopWhen:
-    """should_stop for the trainer: a cancel request or a lost lease; Redis read at most every 0.5 s."""
+    """should_stop for the trainer: a cancel request or a lost lease; Redis read at most every 0.5 s.
 
-    def __init__(self, r: redis.Redis, run_id: str, lease: Lease, shutting_down: threading.Event) -> None:
+    With `step_delay_s` (the REKD_STEP_DELAY_S test hook) each call, made by the trainer before
+    every step, first waits that long, looking for a stop every SLICE_S meanwhile: a run lasts
+    about max_steps x delay however fast the machine, and a stop is still seen within ~0.5 s.
+    """
+
+    SLICE_S = 0.05
+
+    def __init__(self, r: redis.Redis, run_id: str, lease: Lease, shutting_down: threading.Event,
+                 step_delay_s: float = 0.0) -> None:
         self.r, self.key, self.lease = r, keys.cancel(run_id), lease
         self.shutting_down = shutting_down
+        self.step_delay_s = step_delay_s
         self.next_check = 0.0
         self.cancelled = False
 
     def __call__(self) -> bool | str:
+        if self.step_delay_s <= 0:
+            return self.check()
+        until = time.monotonic() + self.step_delay_s
+        while not (stop := self.check()):
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, self.SLICE_S))
+        return stop
+
+    def check(self) -> bool | str:
         if self.lease.lost.is_set():
             return "preempt"
         if self.shutting_down.is_set():
@@ -127,7 +147,7 @@ def run_training(run_id: str, *, settings: Settings, r: redis.Redis, worker_id: 
             _finish_without_training(store, publish, "failed", reason)
             return {"run_id": run_id, "state": "failed", "error": reason}
         store.write_status(attempts=attempts, worker=worker_id)
-        stop = StopWhen(r, run_id, lease, shutting_down or threading.Event())
+        stop = StopWhen(r, run_id, lease, shutting_down or threading.Event(), settings.step_delay_s)
         with lease.kept_alive():
             try:
                 res = train(cfg, store.root, on_event=publish, should_stop=stop)

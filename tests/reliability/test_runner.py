@@ -4,6 +4,7 @@ Redis loses its data (queued runs sent again, leases taken back by their holders
 
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -14,9 +15,10 @@ from rekd.services import start_redis
 from rekd_core.config import parse_config
 from rekd_core.store.runstore import RunStore
 from service import keys
+from service.lease import Lease
 from service.settings import Settings
 from worker.reconcile import reconcile_once
-from worker.runner import run_training
+from worker.runner import StopWhen, run_training
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +123,6 @@ def test_after_redis_loses_its_data_every_queued_run_is_sent_again_once(env):
 
 
 def test_a_lease_whose_key_vanished_is_taken_back_one_taken_by_another_is_lost(env):
-    from service.lease import Lease
-
     _, r = env
     lease = Lease(r, "r1", "w1", ttl_s=5)
     assert lease.acquire()
@@ -131,3 +131,60 @@ def test_a_lease_whose_key_vanished_is_taken_back_one_taken_by_another_is_lost(e
     assert not lease.lost.is_set()
     r.set(keys.lease("r1"), "w2")  # another worker took it (after an expiry): ours is lost
     assert not lease.renew() and lease.lost.is_set() and r.get(keys.lease("r1")) == b"w2"
+
+
+@pytest.mark.parametrize("how", ["cancel", "lease lost", "shutdown"])
+def test_the_step_delay_waits_before_each_step_yet_a_stop_is_seen_within_a_second(env, how):
+    """REKD_STEP_DELAY_S, the test hook: each should_stop call waits the delay before answering,
+    but looks for a stop meanwhile (the cancel key at most every 0.5 s, the lease and shutdown
+    flags every 0.05 s), so a delay far longer than that does not hold a stop back."""
+    _, r = env
+    lease, shutting_down = Lease(r, "r1", "w", ttl_s=5), threading.Event()
+    stop = StopWhen(r, "r1", lease, shutting_down, step_delay_s=0.2)
+    t0 = time.monotonic()
+    assert stop() is False and stop() is False and stop() is False
+    assert time.monotonic() - t0 >= 0.6  # the whole delay, at every call
+
+    slow = StopWhen(r, "r1", lease, shutting_down, step_delay_s=60)
+    trigger = {"cancel": lambda: r.set(keys.cancel("r1"), "1"), "lease lost": lease.lost.set,
+               "shutdown": shutting_down.set}[how]
+    timer = threading.Timer(0.3, trigger)
+    timer.start()
+    t0 = time.monotonic()
+    answer = slow()
+    took = time.monotonic() - t0
+    timer.join()
+    assert answer == {"cancel": True, "lease lost": "preempt", "shutdown": "suspend"}[how]
+    assert 0.3 <= took < 1.5, took
+
+
+def test_the_step_delay_slows_a_real_run_and_a_cancel_still_stops_it_at_once(env):
+    settings, r = env
+    # every step waits the delay: log events one step apart are at least the delay apart
+    slow = settings.model_copy(update={"step_delay_s": 0.3})
+    cfg = tiny_vision("cls", max_steps=4, log_every=1, eval_every=4, checkpoint_every=4)
+    store = RunStore.create(settings.run_dir("r1"), parse_config(cfg))
+    assert run_training("r1", settings=slow, r=r, worker_id="w")["state"] == "completed"
+    times = [e["time"] for e in store.events() if e["type"] == "log"]
+    assert len(times) == 4 and all(b - a >= 0.3 for a, b in zip(times, times[1:])), times
+
+    # a run whose every step waits a minute, cancelled during its first step's wait: it stops, with
+    # its checkpoint, within seconds (the cancel is read every 0.5 s), still at step 0
+    slower = settings.model_copy(update={"step_delay_s": 60})
+    cfg = tiny_vision("cls", max_steps=1000, log_every=1, eval_every=1000, checkpoint_every=1000)
+    store = RunStore.create(settings.run_dir("r2"), parse_config(cfg))
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.update(run_training("r2", settings=slower, r=r, worker_id="w")))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while "start" not in [e["type"] for e in store.events()]:
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside step 0's 60 s wait
+    t0 = time.monotonic()
+    r.set(keys.cancel("r2"), "1")
+    worker.join(timeout=60)
+    assert out["state"] == "cancelled" and time.monotonic() - t0 < 5, (out, time.monotonic() - t0)
+    st = store.status()
+    assert st["state"] == "cancelled" and st["step"] == 0
+    assert (store.root / "checkpoints" / "last.safetensors").exists()

@@ -44,14 +44,20 @@ class Harness(Service):
 
 
 def start_service(tmp: Path, workers: int = 1, ui: bool = False, runs_dir: Path | None = None,
-                  **env_extra: str) -> Harness:
+                  step_delay_s: float = 0.0, **env_extra: str) -> Harness:
     """Every process of the service, fresh (its own redis-server in `tmp`), on `runs_dir` (default: a new
-    folder in `tmp`); logs in `tmp`/logs; back once the API answers and the workers are alive."""
+    folder in `tmp`); logs in `tmp`/logs; back once the API answers and the workers are alive.
+
+    `step_delay_s` (REKD_STEP_DELAY_S, for every worker, those started later included): each training
+    step waits that long first, so a run of n steps lasts about n x delay on any machine and a fault
+    test can act while it runs. Other settings go in `env_extra` (e.g. REKD_LEASE_TTL_S="4")."""
     runs = runs_dir or tmp / "runs"
     runs.mkdir(exist_ok=True)
     logs = tmp / "logs"
     logs.mkdir()
     env = {"REKD_QUEUE": "rekd-test", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env_extra}
+    if step_delay_s:
+        env["REKD_STEP_DELAY_S"] = str(step_delay_s)
     svc = Harness(runs, ui=ui, queues=env["REKD_QUEUE"], redis_dir=tmp / "redis", env=env, log_dir=logs,
                   worker_name="test-worker", cwd=ROOT)
     try:
