@@ -79,7 +79,9 @@ def never_reading_client(base: str, run_id: str) -> socket.socket:
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = start_service(tmp_path_factory.mktemp("load"), workers=1)
+    # each step waits 0.01 s first (REKD_STEP_DELAY_S): the live run's pace, and so the event rate the
+    # subscribers follow, is capped by the test (at most 20 events a second), not by the machine
+    s = start_service(tmp_path_factory.mktemp("load"), workers=1, step_delay_s=0.01)
     yield s
     s.stop()
 
@@ -87,8 +89,9 @@ def svc(tmp_path_factory):
 def test_200_subscribers_a_stalled_client_and_100_queued_runs(svc):
     api_pid = svc.procs["api"].pid
     with svc.client() as c:
-        r = c.post("/api/runs", json={"config": tiny_vision("re", max_steps=1_000_000, log_every=5,
-                                                            eval_every=500_000, checkpoint_every=500_000)})
+        # 10,000 steps x 0.01 s: over 100 s, still running when the load ends and its cancel comes
+        r = c.post("/api/runs", json={"config": tiny_vision("re", max_steps=10_000, log_every=5,
+                                                            eval_every=10_000, checkpoint_every=10_000)})
         live = r.json()["id"]
         queued = []
         for _ in range(QUEUED):

@@ -21,7 +21,8 @@ from tests.support.service import sse_events, start_service
 
 @pytest.fixture
 def svc(tmp_path):
-    s = start_service(tmp_path, workers=1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
+    # each step waits 0.1 s first (REKD_STEP_DELAY_S): a run lasts about steps x 0.1 s on any machine
+    s = start_service(tmp_path, workers=1, step_delay_s=0.1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
     yield s
     s.stop()
 
@@ -36,12 +37,14 @@ def wait_step(c: httpx.Client, run_id: str, step: int, timeout: float = 120) -> 
 @pytest.mark.parametrize("keep_data", [True, False], ids=["back-from-its-aof", "back-empty"])
 def test_redis_killed_mid_run_loses_no_run_and_no_event(svc, keep_data):
     with svc.client() as c:
-        # long enough to outlast the outage on any machine; checkpoints often, so status moves
-        cfg = tiny_vision("re", max_steps=1500, log_every=20, eval_every=750, checkpoint_every=100)
+        # 130 steps x 0.1 s: after step 10, at least 12 s to go, so it trains through the ~6 s outage and
+        # on after Redis is back (its lease taken back), however fast the machine; checkpoints often,
+        # so status moves
+        cfg = tiny_vision("re", max_steps=130, log_every=5, eval_every=65, checkpoint_every=10)
         running = launch(c, cfg)
         queued = launch(c, tiny_vision("cls", max_steps=4, eval_every=2, checkpoint_every=2))
         first = sse_events(c, running, until="log")
-        wait_step(c, running, 100)
+        wait_step(c, running, 10)
 
         svc.kill_redis()
         t_down = time.monotonic()
@@ -59,17 +62,18 @@ def test_redis_killed_mid_run_loses_no_run_and_no_event(svc, keep_data):
         step_before = c.get(f"/api/runs/{running}").json()["step"]
 
         svc.restart_redis(keep_data=keep_data)
+        assert c.get(f"/api/runs/{running}").json()["state"] == "running"  # it trains on with Redis back
         after = sse_events(c, running, last_event_id=during[-1]["id"], timeout=300)
         evs = first + during + after
         assert evs[-1]["type"] == "finished" and evs[-1]["state"] == "completed"
         assert [e["id"] for e in evs] == list(range(1, len(evs) + 1))  # every event once, in order
         stored = [json.loads(x) for x in (svc.runs_dir / running / "events.jsonl").read_text().splitlines()]
         assert stored == evs
-        assert [e["step"] for e in evs if e["type"] == "log"] == list(range(20, 1501, 20))
+        assert [e["step"] for e in evs if e["type"] == "log"] == list(range(5, 131, 5))
         st = c.get(f"/api/runs/{running}").json()
         # trained on through the outage: one attempt, one start, and it moved while Redis was away
         assert st["attempts"] == 1 and [e["type"] for e in evs].count("start") == 1
-        assert step_before > 100
+        assert step_before > 10
 
         # the run queued before the outage is trained after it (its message survived in the AOF,
         # or, when Redis came back empty, the reconciler sent it again)

@@ -18,7 +18,8 @@ from tests.support.service import sse_events, start_service
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = start_service(tmp_path_factory.mktemp("vt"), workers=2, REKD_VISIBILITY_TIMEOUT_S="3",
+    # each step waits 0.1 s first (REKD_STEP_DELAY_S): the run below lasts over 11 s on any machine
+    s = start_service(tmp_path_factory.mktemp("vt"), workers=2, step_delay_s=0.1, REKD_VISIBILITY_TIMEOUT_S="3",
                       REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
     yield s
     s.stop()
@@ -26,9 +27,9 @@ def svc(tmp_path_factory):
 
 def test_a_run_longer_than_the_visibility_timeout_is_trained_by_exactly_one_worker(svc):
     with svc.client() as c:
-        # ~20 s here (a fast day of this 2-core machine did 900 steps in 7.5 s, too short to outlast
-        # 3 timeouts): long enough for the check below with room for a faster machine
-        cfg = tiny_vision("re", max_steps=2400, log_every=40, eval_every=1200, checkpoint_every=200)
+        # 110 steps x the 0.1 s step delay: over 11 s however fast the machine, past 3 timeouts
+        # (the idle worker's broker sweep runs every second, so the copy comes back after ~3-4 s)
+        cfg = tiny_vision("re", max_steps=110, log_every=10, eval_every=55, checkpoint_every=20)
         r = c.post("/api/runs", json={"config": cfg})
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
@@ -38,7 +39,7 @@ def test_a_run_longer_than_the_visibility_timeout_is_trained_by_exactly_one_work
         assert evs[-1]["state"] == "completed"
         assert [e["id"] for e in evs] == list(range(1, len(evs) + 1))
         assert [e["type"] for e in evs].count("start") == 1
-        assert [e["step"] for e in evs if e["type"] == "log"] == list(range(40, 2401, 40))
+        assert [e["step"] for e in evs if e["type"] == "log"] == list(range(10, 111, 10))
         st = c.get(f"/api/runs/{run_id}").json()
         assert st["attempts"] == 1
         stored = [json.loads(x) for x in (svc.runs_dir / run_id / "events.jsonl").read_text().splitlines()]
