@@ -27,7 +27,8 @@ SMALL = ["train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=2", 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = start_service(tmp_path_factory.mktemp("pipes"), workers=2)
+    # each step waits 0.05 s first (REKD_STEP_DELAY_S): a run lasts about steps x 0.05 s on any machine
+    s = start_service(tmp_path_factory.mktemp("pipes"), workers=2, step_delay_s=0.05)
     yield s
     s.stop()
 
@@ -91,8 +92,9 @@ def test_a_cancelled_teacher_fails_its_student_which_never_trains(svc):
 
 def test_a_hand_posted_student_waits_for_its_running_teacher(svc):
     with svc.client() as c:
-        # a few seconds of training: long enough for the student to find it running
-        r = c.post("/api/runs", json={"config": tiny_vision("re", max_steps=1200, log_every=100, eval_every=10**6,
+        # 160 steps x 0.05 s: still training 7 s after its first log, long enough for the student to find
+        # it running however fast the machine
+        r = c.post("/api/runs", json={"config": tiny_vision("re", max_steps=160, log_every=10, eval_every=10**6,
                                                             checkpoint_every=10**6)})
         assert r.status_code == 201, r.text
         teacher = r.json()["id"]

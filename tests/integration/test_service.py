@@ -13,8 +13,10 @@ from tests.support.service import sse_events, start_service
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    # short lease and reconcile period, so a killed worker's run is picked up within seconds
-    s = start_service(tmp_path_factory.mktemp("svc"), workers=1, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
+    # short lease and reconcile period, so a killed worker's run is picked up within seconds; each step
+    # waits 0.02 s first (REKD_STEP_DELAY_S), so a run lasts about steps x 0.02 s on any machine
+    s = start_service(tmp_path_factory.mktemp("svc"), workers=1, step_delay_s=0.02, REKD_LEASE_TTL_S="4",
+                      REKD_RECONCILE_EVERY_S="1")
     yield s
     s.stop()
 
@@ -89,8 +91,8 @@ def test_preset_with_overrides(svc):
 
 def test_delete_refuses_a_live_run(svc):
     with svc.client() as c:
-        run_id = launch(c, tiny_vision("re", max_steps=100_000, log_every=1, checkpoint_every=50_000,
-                                       eval_every=50_000))
+        # 1000 steps x 0.02 s: live for 20 s, however fast the machine
+        run_id = launch(c, tiny_vision("re", max_steps=1000, log_every=1, checkpoint_every=1000, eval_every=1000))
         sse_events(c, run_id, until="log")
         assert c.delete(f"/api/runs/{run_id}").status_code == 409
         c.post(f"/api/runs/{run_id}/cancel")
