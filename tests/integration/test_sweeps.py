@@ -25,7 +25,9 @@ QUEUES = "sweep-cpu,sweep-gpu"
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = start_service(tmp_path_factory.mktemp("sweeps"), workers=0)
+    # each step waits 0.05 s first (REKD_STEP_DELAY_S, in s.env, so for the workers below too): a run
+    # lasts about steps x 0.05 s on any machine
+    s = start_service(tmp_path_factory.mktemp("sweeps"), workers=0, step_delay_s=0.05)
     for i in range(2):  # workers as a deployment starts them, on named queues
         log = open(s.log_dir / f"qworker{i}.log", "wb")
         s.procs[f"qworker{i}"] = subprocess.Popen([sys.executable, "-m", "rekd", "worker", "--queues", QUEUES],
@@ -105,7 +107,8 @@ def test_a_sweep_over_two_workers_from_the_cli(svc, tmp_path):
 
 def test_cancel_a_running_sweep(svc):
     with svc.client() as c:
-        r = c.post("/api/sweeps", json={"spec": spec("icancel", student_steps=3000, teacher_steps=3000)})
+        # 200 steps x 0.05 s: a teacher trains for 10 s, so it is still running when the cancel comes
+        r = c.post("/api/sweeps", json={"spec": spec("icancel", student_steps=200, teacher_steps=200)})
         assert r.status_code == 201, r.text
         sweep_id = r.json()["id"]
         deadline = time.monotonic() + 60
@@ -151,11 +154,12 @@ def test_the_cli_starts_a_service_when_none_answers(tmp_path):
 def test_a_sweep_survives_the_death_of_its_teachers_worker(tmp_path):
     """The teacher's worker is killed mid-run: another worker resumes the teacher (reconciler),
     and the students chained to it follow it again, long before the broker's visibility timeout."""
-    s = start_service(tmp_path, workers=0, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
+    s = start_service(tmp_path, workers=0, step_delay_s=0.05, REKD_LEASE_TTL_S="4", REKD_RECONCILE_EVERY_S="1")
     try:
         s.start_worker()
         s.wait_workers(1)
-        teacher = tiny_vision("re", max_steps=400, checkpoint_every=20, eval_every=200, log_every=20)
+        # 80 steps x 0.05 s: seen past step 40, the teacher has 2 s or more to go when its worker dies
+        teacher = tiny_vision("re", max_steps=80, checkpoint_every=20, eval_every=40, log_every=20)
         student = tiny_vision("rekd", max_steps=4, eval_every=2, checkpoint_every=2)
         body = {"name": "idie", "base": {"config": student}, "axes": {"train.seed": [0, 1]},
                 "teacher": {"config": teacher, "seeds": [0]}}
@@ -167,7 +171,7 @@ def test_a_sweep_survives_the_death_of_its_teachers_worker(tmp_path):
             deadline = time.monotonic() + 60
             while c.get(f"/api/runs/{tid}").json()["step"] < 40:
                 assert time.monotonic() < deadline
-                time.sleep(0.2)
+                time.sleep(0.05)
             s.kill("worker0")
             s.start_worker()
             deadline = time.monotonic() + 180
