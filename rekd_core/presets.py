@@ -133,7 +133,7 @@ def _rt(role: str, *, demo: bool) -> dict[str, Any]:
     return cfg
 
 
-# --- ground-truth benchmarks (benchmarks.py): the evidence is known, so rationales can be scored ---------
+# --- ground-truth benchmarks (data/benchmarks.py): the evidence is known, so rationales can be scored ---------
 # Fashion-MNIST items at a random place on a 64 px canvas among fragments of other items; 8 px
 # patches: an 8 x 8 grid, 64 positions, of which the item covers ~9 (14 %).
 def _clutter_vit(embed_dim: int, depth: int, heads: int) -> dict[str, Any]:
@@ -143,6 +143,8 @@ def _clutter_vit(embed_dim: int, depth: int, heads: int) -> dict[str, Any]:
 
 _CL_TEACHER, _CL_STUDENT = _clutter_vit(96, 4, 3), _clutter_vit(32, 1, 2)
 _CL_DEMO_TEACHER = _clutter_vit(48, 2, 2)
+# the cross-architecture student: a small CNN pooled to the ViT teacher's 8 x 8 grid of 8 px patches
+_CL_CNN_STUDENT = {"kind": "cnn", "img_size": 64, "patch_size": 8, "in_chans": 1, "channels": 16, "depth": 3}
 
 
 def _fmnist_clutter(role: str, *, demo: bool) -> dict[str, Any]:
@@ -268,6 +270,10 @@ def _all() -> dict[str, Preset]:
         "Fashion-MNIST (64 px canvas, 64 patches of 8 px), 15 %", _fmnist_clutter("teacher", demo=False), True)
     add("fmnist-clutter-student", "ground truth: small ViT (32 wide, 1 block) student on cluttered Fashion-MNIST "
         "(re; rekd with a teacher run)", _fmnist_clutter("student", demo=False), True)
+    add("fmnist-clutter-student-cnn", "ground truth: small CNN student (16 channels, 3 blocks) over the ViT "
+        "teacher's patch grid on cluttered Fashion-MNIST: distils across architectures (re; rekd with a teacher run)",
+        {**_fmnist_clutter("student", demo=False), "name": "fmnist-clutter-student-cnn",
+         "model": {**_fmnist_clutter("student", demo=False)["model"], "student": _CL_CNN_STUDENT}}, True)
     add("demo-fmnist-clutter-teacher", "tiny demo, ground truth: cluttered Fashion-MNIST RE teacher (ViT 48 wide, "
         "2 blocks) on 3k images", _fmnist_clutter("teacher", demo=True), True)
     add("demo-fmnist-clutter-student", "tiny demo, ground truth: cluttered Fashion-MNIST student (ViT 32 wide, "

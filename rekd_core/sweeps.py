@@ -466,6 +466,14 @@ def _offline(name: str, student: str, teacher: str) -> dict[str, Any]:
             "teacher": {"preset": teacher, "seeds": [0]}, "reference": {}}
 
 
+def _clutter() -> dict[str, Any]:
+    """The cluttered benchmark, where rationales are scored on the item: the ViT student and a CNN
+    student over the same patch grid (REKD across architectures), each as CLS / RE / REKD."""
+    spec = _offline("sweep-fmnist-clutter", "fmnist-clutter-student", "fmnist-clutter-teacher")
+    spec["axes"] = {PRESET_AXIS: ["fmnist-clutter-student", "fmnist-clutter-student-cnn"], **spec["axes"]}
+    return spec
+
+
 SWEEPS: dict[str, SweepPreset] = {p.name: p for p in (
     SweepPreset("paper-cifar10", "paper protocol, CIFAR-10: ViT-Base RE teacher per seed, ViT-Small and ViT-Tiny "
                 "students as CLS / RE / REKD, 10 seeds", _paper("cifar10", ("cifar10-vit-small", "cifar10-vit-tiny")),
@@ -479,6 +487,9 @@ SWEEPS: dict[str, SweepPreset] = {p.name: p for p in (
     SweepPreset("sweep-fmnist", "offline, Fashion-MNIST: one RE teacher (fmnist-teacher, seed 0), the small student "
                 "(fmnist-student) as CLS / RE / REKD, 5 seeds",
                 _offline("sweep-fmnist", "fmnist-student", "fmnist-teacher"), True),
+    SweepPreset("sweep-fmnist-clutter", "offline, ground truth: one cluttered Fashion-MNIST RE teacher "
+                "(fmnist-clutter-teacher, seed 0); the small ViT student and a CNN student over the same patch grid "
+                "(cross-architecture) as CLS / RE / REKD, 5 seeds", _clutter(), True),
     SweepPreset("sweep-rt", "offline, Rotten Tomatoes: one from-scratch BERT RE teacher (rt-teacher-scratch, seed 0), "
                 "the small student (rt-student) as CLS / RE / REKD, 5 seeds",
                 _offline("sweep-rt", "rt-student", "rt-teacher-scratch"), True),

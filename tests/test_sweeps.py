@@ -99,6 +99,9 @@ def test_every_sweep_preset_expands():
     assert get_sweep("paper-cifar10").reference["preset=cifar10-vit-tiny, mode=rekd"] == 0.936
     assert get_sweep("paper-imdb").reference["preset=imdb-bert-mini, mode=re"] == 0.863
     assert sizes["sweep-fmnist"] == sizes["sweep-rt"] == (1, 15)
+    assert sizes["sweep-fmnist-clutter"] == (1, 30)  # a ViT and a CNN student (cross-architecture), 3 modes, 5 seeds
+    kinds = {(s.config.model.student.kind, s.config.mode) for s in plan(get_sweep("sweep-fmnist-clutter")).students}
+    assert kinds == {(k, m) for k in ("vit", "cnn") for m in ("cls", "re", "rekd")}
     assert sizes["paper-cifar10"] == sizes["paper-cifar100"] == sizes["paper-imdb"] == (10, 60)
     p = plan(get_sweep("paper-cifar10"))
     assert {s.config.model.student.name for s in p.students} == {"vit_small_patch16_224", "vit_tiny_patch16_224"}
