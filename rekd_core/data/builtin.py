@@ -142,7 +142,7 @@ def _raw_tweets(root: str | None) -> Raw:
 
 
 def _torchvision_cifar(name: str, cls_name: str, root: str | None,
-                      expected_classes: Sequence[str]) -> tuple[np.ndarray, ...]:
+                      expected_classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return (train_x, train_y, test_x, test_y) with x as uint8 (N, 3, 32, 32)."""
     import torchvision.datasets as tvd  # heavy, and only CIFAR needs it
 
@@ -166,7 +166,8 @@ def _torchvision_cifar(name: str, cls_name: str, root: str | None,
             raise ValueError(f"{cls_name} files under {folder} have an unexpected label order")
         x = np.ascontiguousarray(np.asarray(ds.data, dtype=np.uint8).transpose(0, 3, 1, 2))
         out += [x, np.asarray(ds.targets, dtype=np.int64)]
-    return tuple(out)
+    train_x, train_y, test_x, test_y = out
+    return train_x, train_y, test_x, test_y
 
 
 def _raw_cifar10(root: str | None) -> Raw:
@@ -174,7 +175,7 @@ def _raw_cifar10(root: str | None) -> Raw:
 
 
 @functools.lru_cache(maxsize=2)
-def _cifar100_arrays(root: str | None) -> tuple[np.ndarray, ...]:
+def _cifar100_arrays(root: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # Shared by the fine and coarse views so the images are held in memory once.
     arrays = _torchvision_cifar("cifar100_fine", "CIFAR100", root, CIFAR100_FINE_CLASSES)
     freeze(*arrays)
@@ -203,10 +204,9 @@ def _raw_imdb(root: str | None) -> Raw:
         ds = hf_datasets.load_dataset("imdb", cache_dir=root)
     except Exception as e:  # offline/cache-miss errors vary across datasets versions
         raise unavailable("imdb", f"could not load it from the network or HF cache ({e!r})") from e
-    parts = []
-    for split in ("train", "test"):
-        parts += [text_array(ds[split]["text"]), np.asarray(ds[split]["label"], dtype=np.int64)]
-    return Raw(IMDB_CLASSES, *parts)
+    train, test = ds["train"], ds["test"]
+    return Raw(IMDB_CLASSES, text_array(train["text"]), np.asarray(train["label"], dtype=np.int64),
+               text_array(test["text"]), np.asarray(test["label"], dtype=np.int64))
 
 
 # --- ground-truth benchmarks (benchmarks.py builds the inputs; here they become splits) ----------

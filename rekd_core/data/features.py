@@ -7,14 +7,14 @@ batches from them (`batch`), so the training loop never touches Python objects p
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import DataConfig, ExperimentConfig, PatchGrid, TextBackbone
-from .raw import Evidence
+from .raw import Evidence, images_of, texts_of
 
 MINILM_ALIASES = {"minilm-l6", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -102,10 +102,10 @@ class VisionFeaturizer:
         self.num_positions = spec.grid[0] * spec.grid[1]
         self.evidence_cover = evidence_cover
 
-    def prepare(self, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+    def prepare(self, x: torch.Tensor | list[str], y: torch.Tensor, device: torch.device,
                 evidence: Evidence | None = None) -> Prepared:
         # Kept as uint8: a float copy at 224 px would not fit in memory for CIFAR.
-        prepared = Prepared({"images": x.to(device)}, y.to(device))
+        prepared = Prepared({"images": images_of(x).to(device)}, y.to(device))
         if evidence is None or evidence.pixels is None:
             return prepared
         return _with_evidence(prepared, self.evidence_targets(evidence.pixels), evidence.known)
@@ -124,9 +124,9 @@ class VisionFeaturizer:
         x = images.float().div_(255.0)
         c = self.spec.in_chans
         if x.shape[1] != c:
-            x = x.mean(1, keepdim=True).expand(-1, c, -1, -1) if c in (1, 3) else None
-            if x is None:
+            if c not in (1, 3):
                 raise ValueError(f"cannot map {images.shape[1]} image channels to in_chans={c}")
+            x = x.mean(1, keepdim=True).expand(-1, c, -1, -1)
         if x.shape[-2:] != (self.spec.img_size, self.spec.img_size):
             x = F.interpolate(x, size=(self.spec.img_size, self.spec.img_size), mode="bilinear",
                               align_corners=False, antialias=True)
@@ -182,12 +182,13 @@ class TextFeaturizer:
         return {"ids": enc["input_ids"], "attention": enc["attention_mask"],
                 "special": enc["special_tokens_mask"]}
 
-    def prepare(self, x: list[str], y: torch.Tensor, device: torch.device,
+    def prepare(self, x: torch.Tensor | list[str], y: torch.Tensor, device: torch.device,
                 evidence: Evidence | None = None) -> Prepared:
-        prepared = Prepared({k: v.to(device) for k, v in self.encode(x).items()}, y.to(device))
+        texts = texts_of(x)
+        prepared = Prepared({k: v.to(device) for k, v in self.encode(texts).items()}, y.to(device))
         if evidence is None or evidence.spans is None:
             return prepared
-        return _with_evidence(prepared, self.evidence_targets(x, evidence.spans), evidence.known)
+        return _with_evidence(prepared, self.evidence_targets(texts, evidence.spans), evidence.known)
 
     def evidence_targets(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> torch.Tensor:
         """(N, max_len) float: 1 at each real token whose characters overlap an evidence span.
@@ -242,7 +243,8 @@ class TextFeaturizer:
         return int(tok)
 
     def tokens(self, ids: torch.Tensor) -> list[str]:
-        return self.tokenizer.convert_ids_to_tokens(ids.tolist())
+        # a list of ids gives a list of tokens (the library types the result as str | list[str])
+        return cast(list[str], self.tokenizer.convert_ids_to_tokens(ids.tolist()))
 
     def positions(self, text: str) -> tuple[Inputs, list[dict[str, Any]]]:
         """Inputs for one text, and each position's token and character span in `text`."""

@@ -120,10 +120,11 @@ def inspect_dataset(data_cfg: DataConfig, task: str, *, image_size: int | None =
         for i in _spread(len(part), examples if s == "train" else max(1, examples // 3)):
             row: dict[str, Any] = {"split": s, "label": bundle.class_names[int(part.y[i])]}
             if bundle.modality == "text":
-                t = part.x[i]
+                t = str(part.x[i])  # a text split's x is its list of strings
                 row["text"] = t if len(t) <= 200 else t[:199] + "…"
-            if ids[s] is not None:
-                row["source"] = ids[s][i]
+            split_ids = ids[s]
+            if split_ids is not None:
+                row["source"] = split_ids[i]
             shown.append(row)
     return {"kind": parsed.kind if parsed else "registry", "name": bundle.name, "modality": bundle.modality,
             "class_names": list(bundle.class_names), "counts": {s: len(p) for s, p in splits.items()},

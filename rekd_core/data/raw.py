@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -69,6 +69,20 @@ class Split:
         return int(self.y.shape[0])
 
 
+def images_of(x: torch.Tensor | list[str]) -> torch.Tensor:
+    """A vision split's x: its uint8 (N, C, H, W) images (TypeError for a text split's strings)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected the images of a vision split, got a {type(x).__name__}")
+    return x
+
+
+def texts_of(x: torch.Tensor | list[str]) -> list[str]:
+    """A text split's x: its strings (TypeError for a vision split's image tensor)."""
+    if isinstance(x, torch.Tensor):
+        raise TypeError("expected the texts of a text split, got a tensor")
+    return x
+
+
 @dataclass(frozen=True)
 class DatasetBundle:
     """A named dataset with train/dev/test splits."""
@@ -89,17 +103,28 @@ class DatasetBundle:
         return any(s.evidence is not None and s.evidence.n_known > 0 for s in (self.train, self.dev, self.test))
 
 
+class LazyRows(Protocol):
+    """Rows rendered on demand that index like a numpy array (benchmarks.ClutterImages)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Raw:
     """Official splits as numpy arrays; ``test_*`` is None without an official test."""
 
     class_names: tuple[str, ...]
-    train_x: np.ndarray  # uint8 (N, C, H, W) or object array of str
+    train_x: np.ndarray | LazyRows  # uint8 (N, C, H, W) or object array of str
     train_y: np.ndarray  # int64 (N,)
-    test_x: np.ndarray | None = None
+    test_x: np.ndarray | LazyRows | None = None
     test_y: np.ndarray | None = None
     # An official dev split (user data with a split column or dev/ folder); None: carved from train.
-    dev_x: np.ndarray | None = None
+    dev_x: np.ndarray | LazyRows | None = None
     dev_y: np.ndarray | None = None
     # Per-example source names (image files relative to the folder), for inspection only.
     train_ids: np.ndarray | None = None

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..excerpts import excerpt
-from .registry import DATASETS
+from .registry import DATASETS, Modality
 
-KINDS = {"folder": "vision", "csv": "text", "jsonl": "text", "hf": None}  # kind -> modality (hf: either)
+# kind -> modality (hf: either)
+KINDS: dict[str, Modality | None] = {"folder": "vision", "csv": "text", "jsonl": "text", "hf": None}
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _HF_CONFIG = re.compile(r"[\w.-]+")
 
@@ -30,7 +31,7 @@ class DatasetSpec:
     config: str | None = None
 
     @property
-    def modality(self) -> str | None:
+    def modality(self) -> Modality | None:
         return KINDS[self.kind]
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .raw import Raw, RawEvidence, Split
+from .raw import LazyRows, Raw, RawEvidence, Split
 from .registry import Modality
 
 # Fixed seeds so that carved test sets and eval subsamples are identical for
@@ -106,6 +106,8 @@ def plan_splits(raw: Raw, dev_fraction: float, split_seed: int, max_train: int |
                 max_eval: int | None) -> dict[str, Source]:
     """split -> its source arrays and row indices."""
     pool_x, pool_y, pool_ids, pool_ev = raw.train_x, raw.train_y, raw.train_ids, raw.train_evidence
+    test_x: np.ndarray | LazyRows | None  # None only with test_y
+    dev_x: np.ndarray | LazyRows | None
     if raw.test_y is None:
         # No official test set: carve one with a fixed seed, independent of split_seed.
         pool_idx, test_idx = _carve(pool_y, TEST_FRACTION, fixed_test_rng())

@@ -56,6 +56,7 @@ from PIL import Image, UnidentifiedImageError
 from ..config import ExperimentConfig
 from ..excerpts import excerpt
 from .raw import Raw, RawEvidence, freeze, text_array
+from .registry import Modality
 from .spec import DatasetError, DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def options_for(cfg: ExperimentConfig) -> LoadOptions:
 @dataclass(frozen=True)
 class UserRaw:
     raw: Raw
-    modality: str
+    modality: Modality
     label: str
 
 
@@ -211,7 +212,8 @@ def _scan_classes(folder: Path, root: Path, *, min_classes: int) -> list[ClassFi
                            "sub-folders, one per class, each holding that class's images")
     out = []
     for cls in classes:
-        files, masks = [], []
+        files: list[Path] = []
+        masks: list[Path] = []
         for p in sorted(cls.iterdir(), key=lambda p: p.name):
             if p.name.startswith(".") or p.name.lower() in _JUNK:
                 continue
@@ -584,7 +586,15 @@ def class_index(labels: list[str | int], where: str, column: str,
     if names is not None:  # a dataset that names its classes (HF ClassLabel): labels are indices
         return names, [int(v) for v in labels]
     as_int = all(isinstance(v, int) or _INT.fullmatch(str(v)) for v in labels)
-    keys = [int(v) for v in labels] if as_int else [str(v) for v in labels]
+    if as_int:
+        return _index([int(v) for v in labels], where, column)
+    return _index([str(v) for v in labels], where, column)
+
+
+_Key = TypeVar("_Key", int, str)
+
+
+def _index(keys: list[_Key], where: str, column: str) -> tuple[list[str], list[int]]:
     distinct = sorted(set(keys))
     if len(distinct) < 2:
         found = ", ".join(repr(str(d)) for d in distinct) or "none"
@@ -668,7 +678,8 @@ def from_hf(ds: Any, spec: DatasetSpec, o: LoadOptions) -> UserRaw:
         if c not in columns:
             raise _missing_column(Path(name), c, op, columns, "split 'train'")
     feature = (getattr(first, "features", None) or {}).get(o.label_column)
-    names = list(feature.names) if getattr(feature, "names", None) else None
+    feature_names = getattr(feature, "names", None)
+    names = list(feature_names) if feature_names else None
     if vision:
         return _hf_images(splits, spec, o, names)
     records: list[_Record] = []

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..data.features import Featurizer, TextFeaturizer
-from ..data.raw import DatasetBundle
+from ..data.raw import DatasetBundle, images_of, texts_of
 from ..data.registry import ground_truth_kind
 from .atomic import atomic_write_json
 from .checkpoint import save_checkpoint
@@ -44,19 +44,20 @@ def write_inputs(store: RunStore, bundle: DatasetBundle, feat: Featurizer, rows:
         meta["evidence"] = [[int(v) for v in row] if k else None
                             for row, k in zip(targets.round().to(torch.int64).tolist(), known.tolist())]
     if isinstance(feat, TextFeaturizer):
-        texts = [bundle.dev.x[i] for i in rows_l]  # type: ignore[index]
+        dev_texts = texts_of(bundle.dev.x)
+        texts = [dev_texts[i] for i in rows_l]
         items = []
         for text in texts:
             _, positions = feat.positions(text)
             items.append({"text": text, "positions": [p for p in positions if p["token"] != feat.tokenizer.pad_token]})
         meta["items"] = items
     else:
-        images = bundle.dev.x[rows.cpu()]  # type: ignore[index]
+        images = images_of(bundle.dev.x)[rows.cpu()]
         save_checkpoint(store.examples / "inputs.safetensors", {"images": images}, {"rows": rows_l})
         h, w = images.shape[-2:]
         meta["image_size"] = [int(h), int(w)]
-        meta["grid"] = list(feat.spec.grid)  # type: ignore[union-attr]
-        meta["positions"] = feat.positions(int(h), int(w))  # type: ignore[union-attr]
+        meta["grid"] = list(feat.spec.grid)
+        meta["positions"] = feat.positions(int(h), int(w))
     atomic_write_json(store.examples / "inputs.json", meta)
 
 
