@@ -289,6 +289,7 @@ def _explain_loaded(run: LoadedRun, inp: Any, evidence: Any = None) -> Explanati
     n_sel = sum(1 for p in positions if p["selectable"])
     frac = sum(mask) / max(n_sel, 1)
     if isinstance(feat, VisionFeaturizer):
+        assert arr is not None  # read above, as every image run's input is
         masked: Any = feat.masked_image(arr, np.asarray(mask))
     else:
         masked = _masked_text(inp, positions, mask)

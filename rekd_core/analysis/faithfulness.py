@@ -40,6 +40,7 @@ import torch
 
 from ..config import ExperimentConfig, PatchGrid, TextBackbone
 from ..data.features import Inputs
+from ..model.backbones import BertBackbone, VitBackbone
 from ..model.models import RationaleModel
 
 # (inputs, keep-mask over positions) -> class logits (B, C); RationaleModel.predict and
@@ -163,9 +164,8 @@ class IGResult:
     f_baseline: torch.Tensor  # (B,) p(target | baseline)
 
 
-def _word_embeddings(model: RationaleModel) -> torch.nn.Module | None:
-    bert = getattr(model.predictor, "bert", None)
-    return None if bert is None else bert.get_input_embeddings()
+def _text_encoder(model: RationaleModel) -> BertBackbone | None:
+    return model.predictor if isinstance(model.predictor, BertBackbone) else None
 
 
 def integrated_gradients(model: RationaleModel, inputs: Inputs, target: torch.Tensor, *, steps: int = IG_STEPS,
@@ -180,15 +180,16 @@ def integrated_gradients(model: RationaleModel, inputs: Inputs, target: torch.Te
     """
     steps = max(int(steps), 1)
     full = full_mask(inputs)
-    emb_layer = _word_embeddings(model)
+    text = _text_encoder(model)
+    emb_layer = None if text is None else text.bert.get_input_embeddings()
     b = len(inputs)
     with torch.no_grad():
-        if emb_layer is None:
+        if text is None or emb_layer is None:
             x = inputs.x.float()
             x0 = torch.zeros_like(x)
         else:
             x = emb_layer(inputs.x).float()
-            pid = pad_id if pad_id is not None else int(getattr(model.predictor.bert.config, "pad_token_id", 0) or 0)
+            pid = pad_id if pad_id is not None else int(getattr(text.bert.config, "pad_token_id", 0) or 0)
             pad = emb_layer(torch.full_like(inputs.x[:, :1], pid)).float()  # (B, 1, D)
             sel = inputs.selectable.float().unsqueeze(-1)
             x0 = sel * pad + (1 - sel) * x
@@ -240,6 +241,8 @@ def _per_position(model: RationaleModel, attr: torch.Tensor) -> torch.Tensor:
     a = attr.abs()
     if attr.dim() == 3:  # (B, L, D) word embeddings
         return a.sum(-1)
+    if not isinstance(model.predictor, VitBackbone):
+        raise TypeError(f"attributions over pixels need a ViT predictor, not {type(model.predictor).__name__}")
     gh, gw = model.predictor.vit.patch_embed.grid_size
     bsz, c, h, w = a.shape
     return a.view(bsz, c, gh, h // gh, gw, w // gw).sum(dim=(1, 3, 5)).reshape(bsz, gh * gw)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from ..config import CnnBackbone, TextBackbone, VisionBackbone
 from ..data.features import resolve_text_source
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,19 @@ def _on_meta() -> bool:
     return torch.get_default_device().type == "meta"
 
 
-class VitBackbone(nn.Module):
+class BackboneModule(nn.Module):
+    """The surface generator and predictor are written against (models.py)."""
+
+    hidden_size: int  # the width of the per-position states and of the pooled summary
+    num_positions: int  # L, the positions a rationale selects among
+
+    def encode(self, x: torch.Tensor, attention: torch.Tensor | None,
+               keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-position states (B, L, D), pooled (B, D)); `keep` (B, L) scales each position's input."""
+        raise NotImplementedError
+
+
+class VitBackbone(BackboneModule):
     def __init__(self, spec: VisionBackbone) -> None:
         super().__init__()
         import timm  # heavy (seconds to import); only ViTs need it
@@ -38,10 +54,11 @@ class VitBackbone(nn.Module):
             if not path.is_file():
                 raise FileNotFoundError(f"model.*.pretrained: no weights file at {str(path)[:80]}")
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
-        self.vit = timm.create_model(
+        # spec.name names a timm ViT: encode() walks its VisionTransformer parts
+        self.vit = cast("VisionTransformer", timm.create_model(
             spec.name, pretrained=pretrained, num_classes=0,
             img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans, **kwargs,
-        )
+        ))
         self.hidden_size: int = self.vit.num_features
         self.num_positions: int = spec.grid[0] * spec.grid[1]
 
@@ -58,7 +75,7 @@ class VitBackbone(nn.Module):
         return h[:, v.num_prefix_tokens:], pooled
 
 
-class ConvBackbone(nn.Module):
+class ConvBackbone(BackboneModule):
     """A small CNN on the same surface: per-position states are its last feature map pooled to
     the patch grid; the mask zeroes the unselected patches' pixels (R = M ⊙ X in pixel space;
     zero is the value a dropped ViT patch's embedding takes, here at the input)."""
@@ -87,7 +104,7 @@ class ConvBackbone(nn.Module):
         return states, f.mean((2, 3))
 
 
-class BertBackbone(nn.Module):
+class BertBackbone(BackboneModule):
     """`fill_token_id`: what a dropped token becomes, that token's word embedding (None: zeros, the
     paper's R = M ⊙ X)."""
 
@@ -151,7 +168,7 @@ class BertBackbone(nn.Module):
 
 
 def build_backbone(spec: VisionBackbone | CnnBackbone | TextBackbone, *, vocab_size: int | None = None,
-                   max_len: int | None = None, fill_token_id: int | None = None) -> nn.Module:
+                   max_len: int | None = None, fill_token_id: int | None = None) -> BackboneModule:
     if isinstance(spec, VisionBackbone):
         return VitBackbone(spec)
     if isinstance(spec, CnnBackbone):

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import Backbone
 from ..data.features import Inputs
-from .backbones import build_backbone
+from .backbones import BackboneModule, build_backbone
 from .masks import hard_mask, keep_score, span_mean, topk_mask
 
 
@@ -49,7 +49,7 @@ class RationaleModel(nn.Module):
         return body, list(self.selector.parameters())
 
     @property
-    def generator_backbone(self) -> nn.Module:
+    def generator_backbone(self) -> BackboneModule:
         return self.predictor if self.share_backbone else self.generator
 
     def generate(self, inputs: Inputs) -> torch.Tensor:

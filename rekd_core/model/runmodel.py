@@ -15,13 +15,18 @@ from .models import RationaleModel
 
 def build_model(cfg: ExperimentConfig, spec: Backbone, *, num_classes: int,
                 featurizer: Featurizer, with_generator: bool) -> RationaleModel:
-    text = isinstance(featurizer, TextFeaturizer)
+    vocab_size: int | None = None
+    max_len: int | None = None
+    fill_token_id: int | None = None
+    if isinstance(featurizer, TextFeaturizer):
+        vocab_size, max_len = featurizer.vocab_size, featurizer.max_len
+        fill_token_id = featurizer.fill_token_id(cfg.model.dropped_token)
     return RationaleModel(
         spec, num_classes=num_classes, with_generator=with_generator,
         share_backbone=cfg.model.share_backbone,
-        vocab_size=featurizer.vocab_size if text else None,
-        max_len=featurizer.max_len if text else None,
-        fill_token_id=featurizer.fill_token_id(cfg.model.dropped_token) if text else None,  # type: ignore[union-attr]
+        vocab_size=vocab_size,
+        max_len=max_len,
+        fill_token_id=fill_token_id,
         topk_fraction=cfg.loss.p_target if cfg.model.selection == "topk" else None,
         span=cfg.model.span,
     )

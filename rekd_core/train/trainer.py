@@ -71,6 +71,8 @@ class Trainer:
     """One run: its setup (data, featurizer, model, teacher, optimizer), the loop, the evaluations
     and checkpoints the loop makes, and the events it reports."""
 
+    best: dict[str, Any]  # the best dev evaluation so far (fit() starts it, _resume() restores it)
+
     def __init__(self, cfg: ExperimentConfig, store: RunStore, *, on_event: EventFn | None = None,
                  should_stop: Callable[[], bool | str] | None = None, bundle: DatasetBundle | None = None) -> None:
         self.cfg = cfg
@@ -130,7 +132,8 @@ class Trainer:
             if self.model.with_generator and not self.model.share_backbone:
                 backbones.append(self.model.generator)
             for backbone in backbones:
-                backbone.encode = torch.compile(backbone.encode)  # the weights (state dict) are unchanged
+                # this instance's encode, compiled in place; the weights (state dict) are unchanged
+                backbone.encode = torch.compile(backbone.encode)  # type: ignore[method-assign]
         self.opt = build_optimizer(self.model, cfg, self.device)
         self.noise_gen = torch.Generator(device=self.device)
         self.noise_gen.manual_seed(cfg.train.seed + 7919)
@@ -242,7 +245,7 @@ class Trainer:
         cfg = self.cfg
         self.store.write_status(state="running", started=now_iso(), error=None)
         self._setup()
-        self.best: dict[str, Any] = {"accuracy": -1.0, "step": 0}
+        self.best = {"accuracy": -1.0, "step": 0}
         step = self._resume()
         resumed = step > 0
         if not resumed:
