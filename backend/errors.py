@@ -16,6 +16,7 @@ Installed on the API (create_app) and on the Gradio app mounted beside it (rekd/
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -81,7 +82,7 @@ def _bounded_error(err: Any, budget: _Budget) -> Any:
     return out
 
 
-def bounded_errors(errors: list[Any] | tuple[Any, ...]) -> list[Any]:
+def bounded_errors(errors: Sequence[Any]) -> list[Any]:
     """A list of field errors (FastAPI's or a route's own), every quote of the request bounded."""
     budget = _Budget(BUDGET)
     out = [_bounded_error(e, budget) for e in list(errors)[:MAX_ERRORS]]

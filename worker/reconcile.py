@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def orphaned_runs(settings: Settings, r: redis.Redis) -> list[str]:
-    out = []
+    out: list[str] = []
     if not settings.runs_dir.exists():
         return out
     for status_path in settings.runs_dir.glob("*/status.json"):

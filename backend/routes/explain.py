@@ -37,6 +37,7 @@ from fastapi.routing import APIRoute
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Message, Receive
 
@@ -105,7 +106,7 @@ class _StrictMultiPartParser(MultiPartParser):
 
 def _urlencoded(body: bytes, max_fields: int | float) -> FormData:
     """An application/x-www-form-urlencoded body; each value's bytes (after %-decoding) must be UTF-8."""
-    items: list[tuple[str, str]] = []
+    items: list[tuple[str, str | StarletteUploadFile]] = []  # FormData's item type; here strings only
     for pair in body.split(b"&"):
         if not pair:
             continue
@@ -126,7 +127,7 @@ class _StrictFormRequest(Request):
         self._cap = cap
         self._strict: FormData | None = None
 
-    def form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,  # type: ignore[override]
+    def form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,
              max_part_size: int = 0) -> Any:
         return self._parse(max_files, max_fields)
 

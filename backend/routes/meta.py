@@ -64,7 +64,8 @@ def sweep_presets() -> list[SweepPresetInfo]:
 def health(settings: SettingsDep, r: SyncRedisDep) -> Health:
     try:
         r.ping()
-        beats = {k.decode(): float(v) for k, v in r.hgetall(keys.WORKERS).items()}
+        # bytes from this client (no decode_responses); redis-py types a key as bytes | str
+        beats = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in r.hgetall(keys.WORKERS).items()}
         depth = int(r.llen(settings.queue))
     except redis.RedisError as err:
         return Health(ok=False, redis=False, workers=[], queue_depth=None, runs_dir=str(settings.runs_dir),

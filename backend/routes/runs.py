@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import redis
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from rekd_core.analysis.quality import run_warnings
 from rekd_core.checks import RunRefused, check_model_size, outside_roots
@@ -48,6 +49,14 @@ router = APIRouter(tags=["runs"])
 OVERRIDE_KEY = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 
 
+def refuse_null(value: Any) -> Any:
+    """A `mode="before"` field validator: an optional key is left out, never sent as null (the schema,
+    SkipJsonSchema[None], says so too); the default None, meaning absent, is not validated."""
+    if value is None:
+        raise ValueError("null is not allowed: leave the key out instead")
+    return value
+
+
 def overrides_field(description: str = "`{\"optim.lr\": 3e-4}` or `[\"optim.lr=3e-4\"]`") -> Any:
     """`overrides` as every request body takes it; the schema states the shape of a key.path."""
     return Field(default_factory=list, description=description, json_schema_extra={"anyOf": [
@@ -62,10 +71,13 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "oneOf": [{"required": ["config"]}, {"required": ["preset"]}]})
 
-    config: dict[str, Any] = Field(None, description="a full experiment config (GET /api/config/schema)")  # type: ignore[assignment]
-    preset: str = Field(None, description="a preset name (GET /api/presets)",  # type: ignore[assignment]
-                        json_schema_extra={"enum": list(PRESETS)})
+    config: dict[str, Any] | SkipJsonSchema[None] = Field(
+        None, description="a full experiment config (GET /api/config/schema)")
+    preset: str | SkipJsonSchema[None] = Field(None, description="a preset name (GET /api/presets)",
+                                               json_schema_extra={"enum": list(PRESETS)})
     overrides: dict[str, Any] | list[str] = overrides_field()
+
+    _given = field_validator("config", "preset", mode="before")(refuse_null)
 
     @model_validator(mode="after")
     def _one(self) -> RunCreate:

@@ -8,19 +8,20 @@ aggregated table are recomputed from the run directories on every read (rekd_cor
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from rekd_core.config import ConfigError
+from rekd_core.config import ConfigError, ExperimentConfig
 from rekd_core.store.runstore import RUN_ID_RE, TERMINAL_STATES, RunStore, new_run_id, now_iso
 from rekd_core.sweeps import SWEEPS, SweepStore, get_sweep, parse_spec, plan, render
 from service.send import client, send_run
 
 from ..deps import SettingsDep, SyncRedisDep, TokenDep
 from .datasets import check_datasets
-from .runs import cancel_one, check_size, check_teachers, override_strings, overrides_field
+from .runs import cancel_one, check_size, check_teachers, override_strings, overrides_field, refuse_null
 
 router = APIRouter(tags=["sweeps"])
 
@@ -31,17 +32,34 @@ class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "oneOf": [{"required": ["preset"]}, {"required": ["spec"]}]})
 
-    preset: str = Field(None, description="a sweep preset, e.g. sweep-fmnist",  # type: ignore[assignment]
-                        examples=["sweep-fmnist"], json_schema_extra={"enum": list(SWEEPS)})
-    spec: dict[str, Any] = Field(None, description="a SweepSpec (name, base, axes, teacher, queue, ...)")  # type: ignore[assignment]
+    preset: str | SkipJsonSchema[None] = Field(None, description="a sweep preset, e.g. sweep-fmnist",
+                                               examples=["sweep-fmnist"], json_schema_extra={"enum": list(SWEEPS)})
+    spec: dict[str, Any] | SkipJsonSchema[None] = Field(
+        None, description="a SweepSpec (name, base, axes, teacher, queue, ...)")
     overrides: dict[str, Any] | list[str] = overrides_field(
         "applied to every run, teachers too: `[\"train.max_steps=50\"]`")
+
+    _given = field_validator("preset", "spec", mode="before")(refuse_null)
 
     @model_validator(mode="after")
     def _one(self) -> SweepCreate:
         if (self.preset is None) == (self.spec is None):
             raise ValueError("give exactly one of `preset` or `spec`")
         return self
+
+
+class _TeacherRecord(TypedDict):
+    id: str
+    seed: int
+    config: ExperimentConfig
+
+
+class _RunRecord(TypedDict):
+    id: str
+    cell: dict[str, Any]
+    seed: int
+    teacher: str | None  # the teacher run's id
+    config: ExperimentConfig
 
 
 class SweepCreated(BaseModel):
@@ -185,10 +203,12 @@ def create_sweep(body: SweepCreate, settings: SettingsDep, response: Response) -
     queue = spec.queue or settings.queue
     t_queue = spec.teacher_queue or queue
     sweep_id = new_run_id(spec.name)
-    teachers = [{"id": teacher_ids[t.seed], "seed": t.seed, "config": t.config} for t in p.teachers]
-    runs = [{"id": new_run_id(s.config.name), "cell": s.cell, "seed": s.seed,
-             "teacher": teacher_ids[s.teacher_seed] if s.teacher_seed is not None else None, "config": s.config}
-            for s in p.students]
+    teachers: list[_TeacherRecord] = [{"id": teacher_ids[t.seed], "seed": t.seed, "config": t.config}
+                                      for t in p.teachers]
+    runs: list[_RunRecord] = [
+        {"id": new_run_id(s.config.name), "cell": s.cell, "seed": s.seed,
+         "teacher": teacher_ids[s.teacher_seed] if s.teacher_seed is not None else None, "config": s.config}
+        for s in p.students]
     # every run on disk, and the sweep's file, before anything is queued: a broker failure loses nothing
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     sends: list[tuple[str, str, list[tuple[str, str]]]] = []
