@@ -12,15 +12,17 @@ from service.settings import get_settings
 
 from . import contract
 from .errors import install_error_handlers
-from .routes import compare, datasets, examples, explain, meta, pipelines, runs, sweeps
+from .routes import compare, datasets, examples, explain, faithfulness, meta, metrics, pipelines, quality, runs, sweeps
 
 
 def create_app() -> FastAPI:
     set_model_cache_size(get_settings().explain_cache_size)
     app = FastAPI(title="rekd", version=__version__,
                   description="Launch, watch and inspect rationale-extraction (RE / REKD) runs; explain inputs.")
-    for module in (runs, pipelines, sweeps, examples, compare, explain, meta, datasets):
-        app.include_router(module.router)
+    # in this order: the run's views (examples ... faithfulness) keep their place among the {run_id:path} routes
+    for router in (runs.router, pipelines.router, sweeps.router, examples.page_router, metrics.router,
+                   quality.router, faithfulness.router, compare.router, explain.router, meta.router, datasets.router):
+        app.include_router(router)
     _document_all_422s(app)
     contract.install(app)  # id patterns in the schema; 405 (not 404) for a method a path does not serve
     install_error_handlers(app)  # error bodies quote the request only in bounded excerpts

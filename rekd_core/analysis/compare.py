@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store.examples import list_snapshots, read_snapshot
+from ..store.examples import list_snapshots, read_inputs, read_snapshot
 from ..store.runstore import RunStore
 from .quality import GROUND_TRUTH_KINDS, flat_figures, last_event, warnings_of
 from .tables import render_rows
@@ -72,13 +72,12 @@ class RunView:
 
 def load_view(root: Path, step: int | None = None) -> RunView:
     store = RunStore(root)
-    inputs_path = store.examples / "inputs.json"
     steps = list_snapshots(store)
-    if not inputs_path.exists() or not steps:
+    inputs = read_inputs(store) if steps else None
+    if inputs is None or not steps:
         raise CompareError(f"run {store.run_id} has no evaluated examples yet (they are saved at each evaluation)")
     if step is not None and step not in steps:
         raise CompareError(f"run {store.run_id} has no snapshot at step {step}; available: {steps}")
-    inputs = json.loads(inputs_path.read_text())
     cfg = json.loads((root / "config.json").read_text())
     shown = steps[-1] if step is None else step
     return RunView(run_id=store.run_id, name=cfg.get("name") or store.run_id, mode=cfg.get("mode", "?"), step=shown,

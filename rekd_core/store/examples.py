@@ -97,6 +97,15 @@ def write_snapshot(store: RunStore, *, step: int, tau: float, out: dict[str, tor
     atomic_write_json(store.examples / f"step-{step:07d}.json", snap)
 
 
+def read_inputs(store: RunStore) -> dict[str, Any] | None:
+    """The run's inputs.json (see the module doc), or None before training has written it."""
+    path = store.examples / "inputs.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
 def list_snapshots(store: RunStore) -> list[int]:
     return sorted(int(p.stem.split("-")[1]) for p in store.examples.glob("step-*.json"))
 
