@@ -20,7 +20,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="rekd", version=__version__,
                   description="Launch, watch and inspect rationale-extraction (RE / REKD) runs; explain inputs.")
     # in this order: the run's views (examples ... faithfulness) keep their place among the {run_id:path} routes
-    for router in (runs.router, pipelines.router, sweeps.router, examples.page_router, metrics.router,
+    for router in (runs.router, pipelines.router, sweeps.router, examples.router, metrics.router,
                    quality.router, faithfulness.router, compare.router, explain.router, meta.router, datasets.router):
         app.include_router(router)
     _document_all_422s(app)

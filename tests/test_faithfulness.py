@@ -13,6 +13,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.routes import examples, explain
+from backend.routes import faithfulness as faithfulness_views
+from backend.routes import metrics as metrics_views
+from backend.routes import quality as quality_views
 from conftest import tiny_text, tiny_vision
 from rekd_core.analysis.explain import explain as explain_fn
 from rekd_core.analysis.explain import load_run
@@ -61,7 +64,8 @@ def runs_dir(tmp_path_factory, teacher_runs):
 @pytest.fixture(scope="module")
 def client(runs_dir):
     app = FastAPI()
-    app.include_router(examples.router)
+    for views in (examples, metrics_views, quality_views, faithfulness_views):  # as backend.main mounts them
+        app.include_router(views.router)
     app.include_router(explain.router)
     fixed = Settings(runs_dir=runs_dir)
     app.dependency_overrides[get_settings] = lambda: fixed

@@ -22,6 +22,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.routes import compare, examples, explain, runs
+from backend.routes import faithfulness as faithfulness_views
+from backend.routes import metrics as metrics_views
+from backend.routes import quality as quality_views
 from conftest import tiny_vision
 from rekd_core.analysis.rationale_metrics import per_example_plausibility
 from rekd_core.config import parse_config
@@ -106,7 +109,7 @@ def runs_dir(tmp_path_factory, teacher_runs):
 @pytest.fixture(scope="module")
 def client(runs_dir):
     app = FastAPI()
-    for module in (runs, examples, explain, compare):
+    for module in (runs, examples, metrics_views, quality_views, faithfulness_views, explain, compare):
         app.include_router(module.router)
     fixed = Settings(runs_dir=runs_dir)
     app.dependency_overrides[get_settings] = lambda: fixed
@@ -195,7 +198,8 @@ def test_text_evidence_is_cut_to_the_mask(client, runs_dir, tmp_path):
     inputs["evidence"][1] = None
     (root / "t" / "examples" / "inputs.json").write_text(json.dumps(inputs))
     app = FastAPI()
-    app.include_router(examples.router)
+    for views in (examples, metrics_views, quality_views, faithfulness_views):  # as backend.main mounts them
+        app.include_router(views.router)
     app.dependency_overrides[get_settings] = lambda: Settings(runs_dir=root)
     page = TestClient(app).get("/api/runs/t/examples").json()
     assert page["ground_truth"] == "annotations"

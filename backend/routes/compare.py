@@ -31,7 +31,8 @@ from rekd_core.analysis.quality import clean
 from rekd_core.store.examples import list_snapshots, read_snapshot
 from rekd_core.store.runstore import RunStore
 
-from .examples import PatchPosition, Side, TokenPosition, example_faithfulness, example_images, finite
+from ._shared import example_images, finite
+from .examples import PatchPosition, Side, TokenPosition, example_faithfulness
 
 router = APIRouter(tags=["compare"])
 

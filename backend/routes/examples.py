@@ -5,8 +5,7 @@ examples/inputs.safetensors, events.jsonl), through rekd_core.store.examples, so
 while the run trains. It is a plain `def` route: FastAPI runs it in its threadpool, off the event loop.
 
 The run's other read-only views live beside it, one resource per module: metrics.py, quality.py and
-faithfulness.py. backend.main mounts each module's router; `router` here serves the four together,
-in that order, for an app that mounts the run's views as one (as the tests do).
+faithfulness.py.
 """
 
 from __future__ import annotations
@@ -30,15 +29,9 @@ from rekd_core.analysis.quality import last_event, quality_block
 from rekd_core.store.examples import read_snapshot
 from rekd_core.store.runstore import RunStore
 
-from . import faithfulness, metrics, quality
-from ._shared import example_evidence, example_images, finite, inputs_or_409, pick_step, png_data_url
-from .faithfulness import baseline_run_or_422
+from ._shared import example_evidence, example_images, finite, inputs_or_409, pick_step
 
-# explain.py and compare.py import these from here
-__all__ = ["ExampleFaithfulness", "PatchPosition", "Side", "TokenPosition", "baseline_run_or_422",
-           "example_faithfulness", "example_images", "finite", "png_data_url", "page_router", "router"]
-
-page_router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"])
 
 ExampleFilter = Literal["all", "correct", "wrong", "disagree"]
 
@@ -202,7 +195,7 @@ def ground_truth_of(inputs: dict[str, Any]) -> str | None:
     return kind if kind in ("benchmark", "annotations") else None
 
 
-@page_router.get("/api/runs/{run_id:path}/examples", response_model=ExamplesPage,
+@router.get("/api/runs/{run_id:path}/examples", response_model=ExamplesPage,
             responses=error_responses(404, 409, 422, e404="no such run, or no snapshot at that step",
                                       e409="the run has no rationale snapshot yet",
                                       e422="invalid run id or query parameter"))
@@ -236,10 +229,3 @@ def get_examples(
         ground_truth=ground_truth_of(inputs), quality=quality, warnings=quality.warnings if quality else [],
         items=[_item(inputs, snap, i, images.get(i)) for i in page],
     )
-
-
-
-# the run's read-only views as one router, in the order backend.main mounts them
-router = APIRouter()
-for _module_router in (page_router, metrics.router, quality.router, faithfulness.router):
-    router.include_router(_module_router)

@@ -42,13 +42,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Message, Receive
 
 from backend.quality import ExamplePlausibility, RationaleWarning
-from backend.routes.examples import (
-    ExampleFaithfulness,
-    PatchPosition,
-    TokenPosition,
-    baseline_run_or_422,
-    png_data_url,
-)
+from backend.routes._shared import png_data_url
+from backend.routes.examples import ExampleFaithfulness, PatchPosition, TokenPosition
+from backend.routes.faithfulness import baseline_run_or_422
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
 from rekd_core.analysis.explain import Explanation, decode_utf8, explain, load_run, normalise_text
 from rekd_core.model.runmodel import LoadedRun
