@@ -7,6 +7,10 @@ import pytest
 from rekd_core.presets import PRESETS
 from rekd_core.train.trainer import train
 
+# one step of every offline preset builds MiniLM-L6 and the largest offline ViTs: ~5 min on 2 cores,
+# so the whole suite runs it and the fast tier leaves it out
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.offline and not n.endswith("student")])
 def test_offline_preset_takes_a_step(name, tmp_path):
