@@ -254,6 +254,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A finished run, out of rekd: a Hugging Face-format model folder (--format hf OUT) or its logged
+    events replayed into an experiment tracker (--to tensorboard|mlflow)."""
+    if (args.format is None) == (args.to is None):
+        raise ValueError("export: give exactly one of --format hf OUT or --to tensorboard|mlflow")
+    if args.format == "hf":
+        if not args.out:
+            raise ValueError("export --format hf: give the output folder, e.g. `rekd export RUN --format hf OUT`")
+        from .store.hub import export_hf
+
+        where = export_hf(Path(args.run), Path(args.out))
+    else:
+        from .tracking import export_run
+
+        where = export_run(Path(args.run), args.to, uri=args.tracking_uri)
+    print(where)
+    return 0
+
+
 def _quality_brief(ev: dict[str, Any]) -> str:
     """', plausibility F1 …, distinct …, probe …' for an eval event (empty for CLS runs)."""
     parts = []
@@ -393,6 +412,17 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--full", action="store_true", help="include per-position probabilities and the masked input")
     e.set_defaults(func=cmd_explain)
+
+    x = sub.add_parser("export", help="share a run: a Hugging Face-format model folder, or its events in "
+                       "TensorBoard or MLflow")
+    x.add_argument("run", help="run directory")
+    x.add_argument("out", nargs="?", help="with --format hf: the folder to write")
+    x.add_argument("--format", choices=["hf"], help="hf: config.json, model.safetensors, preprocessing settings "
+                   "and a model card, loadable with rekd_core.store.hub.RekdModel.from_pretrained")
+    x.add_argument("--to", choices=["tensorboard", "mlflow"], help="replay the run's events.jsonl into a tracker")
+    x.add_argument("--tracking-uri", help="--to tensorboard: the log folder (default: RUN/tensorboard); "
+                   "--to mlflow: the tracking URI (default: MLFLOW_TRACKING_URI, else ./mlruns)")
+    x.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="score a trained run: accuracy, faithfulness, plausibility, input "
                         "dependence and the mask-only probe")

