@@ -6,14 +6,13 @@ import asyncio
 import json
 import logging
 import shutil
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import redis
-from fastapi import APIRouter, Header, HTTPException, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -421,29 +420,27 @@ class _FileTail:
         return out
 
 
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+def _sse(event: dict[str, Any]) -> ServerSentEvent:
+    # raw_data: the data line is the event exactly as events.jsonl holds it (the stream equals the record)
+    return ServerSentEvent(id=str(event["id"]), event=event["type"], raw_data=json.dumps(event))
 
 
-async def event_stream(root: Path, run_id: str, last: int, r: Any) -> AsyncIterator[bytes]:
+async def event_stream(root: Path, run_id: str, last: int, r: Any) -> AsyncIterator[ServerSentEvent]:
     """Every event with id > last, exactly once, ending after the `finished` event.
 
     The file is read first (late joiners and finished runs), then the live Redis stream is
     followed with blocking reads; if Redis is away or an id is skipped, the file fills in.
+    FastAPI frames each event and sends a `: ping` comment after 15 s without one.
     """
     tail = _FileTail(root / "events.jsonl")
     key = keys.stream(run_id)
-    yield b"retry: 1000\n\n"
-    quiet_since = time.monotonic()
+    yield ServerSentEvent(retry=1000)  # a browser's EventSource reconnects after 1 s, with Last-Event-ID
     while True:
-        batch = [e for e in tail.read() if e["id"] > last]
-        for ev in batch:
+        for ev in [e for e in tail.read() if e["id"] > last]:
             last = ev["id"]
             yield _sse(ev)
             if ev["type"] == "finished":
                 return
-        if batch:
-            quiet_since = time.monotonic()
         try:
             resp = await r.xread({key: f"{last}-0"}, block=1000, count=200)
         except (redis.RedisError, OSError):
@@ -457,23 +454,25 @@ async def event_stream(root: Path, run_id: str, last: int, r: Any) -> AsyncItera
                 if ev["id"] != last + 1:
                     break  # a gap in the live stream: the file has the missing ones (next loop)
                 last = ev["id"]
-                quiet_since = time.monotonic()
                 yield _sse(ev)
                 if ev["type"] == "finished":
                     return
-        if time.monotonic() - quiet_since > 15:
-            quiet_since = time.monotonic()
-            yield b": keep-alive\n\n"
 
 
-@router.get("/api/runs/{run_id}/events", responses={
-    200: {"description": "text/event-stream of the run's events (id, event type, JSON data)",
-          "content": {"text/event-stream": {}}}, 404: {"description": "no such run"}})
-async def run_events(run_id: str, settings: SettingsDep, r: AsyncRedisDep,
+def _run_root(run_id: str, settings: SettingsDep) -> Path:
+    # a dependency, so that an unknown run is a plain 404 before the stream (the generator) starts
+    return run_dir_or_404(settings, run_id)
+
+
+@router.get("/api/runs/{run_id}/events", response_class=EventSourceResponse, responses={
+    200: {"description": "text/event-stream of the run's events: `id` (dense, from 1), `event` (the type) and "
+                         "`data` (the event as JSON, as events.jsonl stores it); send `Last-Event-ID` (or "
+                         "`?after=`) to resume after an id"},
+    404: {"description": "no such run"}})
+async def run_events(run_id: str, root: Annotated[Path, Depends(_run_root)], r: AsyncRedisDep,
                      last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
                      after: Annotated[int | None, Query(ge=0, description="same as Last-Event-ID")] = None,
-                     ) -> StreamingResponse:
-    root = run_dir_or_404(settings, run_id)
+                     ) -> AsyncIterable[ServerSentEvent]:
     last = last_event_id if last_event_id is not None else (after or 0)
-    return StreamingResponse(event_stream(root, run_id, last, r), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    async for ev in event_stream(root, run_id, last, r):
+        yield ev
