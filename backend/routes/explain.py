@@ -15,7 +15,11 @@ Untrusted input is checked before it reaches the model:
   limit, the *content* is what is refused);
 - optional ground truth: an `evidence` mask image passes the same checks as the image (formats,
   pixel cap, damage), a `rationale` (highlighted substrings, one per line) the text's length cap,
-  and each substring must occur in the text (422 naming it).
+  and each substring must occur in the text (422 naming it);
+- the model is a run (`run_id`) or an exported model folder (`model_dir`, rekd_core/store/hub.py): a
+  folder must lie in the runs directory or a data root (symlinks resolved, nothing read before;
+  a relative path is taken under the runs directory) and be an export (422 otherwise); the folder
+  is read only inside itself (its stored teacher and data paths are never followed).
 The model runs in the threadpool so the event loop keeps serving other requests.
 """
 
@@ -43,11 +47,15 @@ from starlette.types import Message, Receive
 
 from backend.quality import ExamplePlausibility, RationaleWarning
 from backend.routes._shared import png_data_url
+from backend.routes.datasets import outside_message
 from backend.routes.examples import ExampleFaithfulness, PatchPosition, TokenPosition
 from backend.routes.faithfulness import baseline_run_or_422
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
 from rekd_core.analysis.explain import Explanation, decode_utf8, explain, load_run, normalise_text
+from rekd_core.checks import outside_roots
+from rekd_core.excerpts import excerpt
 from rekd_core.model.runmodel import LoadedRun
+from rekd_core.store.hub import is_export
 from service.settings import Settings, get_settings
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
@@ -328,15 +336,40 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
                                  "nothing was loaded from it") from None
 
 
+def model_dir_or_422(settings: Settings, given: str) -> Path:
+    """The exported model folder `model_dir` names (resolved): it must lie in the runs directory or a
+    data root (checked before anything there is read) and hold an export (config.json + model.safetensors)."""
+    path = Path(given).expanduser()
+    if not path.is_absolute():
+        path = settings.runs_dir / path
+    if outside_roots(path, settings.allowed_run_roots()):
+        raise HTTPException(422, f"model_dir: {outside_message(given, settings, 'runs')}")
+    if not is_export(path):
+        raise HTTPException(422, f"model_dir: {excerpt(given)!r} is not an exported model folder (config.json and "
+                                 "model.safetensors, as `rekd export RUN --format hf OUT` writes); a run directory "
+                                 "goes by `run_id`")
+    return path.resolve()
+
+
+async def _loaded_export(path: Path, given: str) -> LoadedRun:
+    try:
+        return await run_in_threadpool(load_run, path)
+    except Exception as err:  # a damaged or crafted folder: refused as data (safetensors never unpickles)
+        raise HTTPException(409, f"model_dir {excerpt(given)!r}: the exported model cannot be read "
+                                 f"({type(err).__name__}); nothing was loaded from it") from None
+
+
 # --- the route ---------------------------------------------------------------------------------
 @router.post("/api/explain", response_model=ExplanationOut,
              responses=error_responses(
                  400, 404, 409, 413, 415, 422,
                  e400="malformed form body",
-                 e409="the run has no checkpoint yet",
+                 e409="the run has no checkpoint yet, or the exported model folder cannot be read",
                  e413="request body over max_upload_bytes",
                  e415="the file is not a PNG, JPEG, GIF, BMP or WEBP image",
-                 e422="invalid run id; a form field that is not UTF-8 (naming it and the byte offset); neither "
+                 e422="invalid run id; neither or both of run_id/model_dir; a model_dir outside the runs "
+                      "directory and data roots, or that is not an exported model folder; a form field that "
+                      "is not UTF-8 (naming it and the byte offset); neither "
                       "or both of file/text; a text too long or with nothing to explain; corrupt or too "
                       "large image or evidence mask; an image for a text run or a text for an image run; an "
                       "`evidence` mask for a text run or a `rationale` for an image run; a rationale substring "
@@ -344,7 +377,12 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
                       "or one given for a CLS run"))
 async def explain_input(
     settings: SettingsDep,
-    run_id: Annotated[str, Form(description="the trained run that explains the input")],
+    run_id: Annotated[str | None, Form(description="the trained run that explains the input (or give "
+                                                   "`model_dir`)")] = None,
+    model_dir: Annotated[str | None, Form(
+        description="instead of run_id: an exported model folder (`rekd export RUN --format hf OUT`) on the "
+                    "server, inside the runs directory or a data root (REKD_DATA_ROOTS); a relative path is "
+                    "taken under the runs directory. `checkpoint` does not apply: it holds one")] = None,
     file: Annotated[UploadFile | None, File(description="an image (PNG, JPEG, GIF, BMP, WEBP)")] = None,
     text: Annotated[str | None, Form(description="a text, for text runs")] = None,
     checkpoint: Annotated[Literal["best", "last"], Form(description="which checkpoint explains")] = "best",
@@ -362,17 +400,20 @@ async def explain_input(
     """Explain one image (`file`) or one `text` with a trained run: the prediction, and the patches or
     tokens it was computed from (with the teacher's, for an REKD run), and the run's rationale warnings.
 
-    Give exactly one of `file` and `text`. A text over `max_text_chars` is refused with 422. With the
-    input's ground truth (`evidence` for an image, `rationale` for a text) each rationale is scored
-    against it.
+    Give exactly one of `run_id` and `model_dir` (an exported model folder), and exactly one of `file`
+    and `text`. A text over `max_text_chars` is refused with 422. With the input's ground truth
+    (`evidence` for an image, `rationale` for a text) each rationale is scored against it.
     """
-    run_dir = run_dir_or_404(settings, run_id)
+    if (run_id is None) == (model_dir is None):
+        raise HTTPException(422, "give exactly one model: a `run_id`, or a `model_dir` (an exported model folder)")
+    run_dir = run_dir_or_404(settings, run_id) if run_id is not None else model_dir_or_422(settings, model_dir or "")
     has_file = _uploaded(file)
     if has_file == (text is not None):
         raise HTTPException(422, "give exactly one input: an image `file` or a `text`")
     has_evidence = _uploaded(evidence)
     ground = _checked_rationale(rationale, settings.max_text_chars) if rationale is not None else None
-    loaded = await _loaded(run_dir, run_id, checkpoint)
+    loaded = (await _loaded(run_dir, run_id, checkpoint) if run_id is not None
+              else await _loaded_export(run_dir, model_dir or ""))
     modality = loaded.featurizer.modality
     if has_evidence and modality != "vision":
         raise HTTPException(422, "evidence: a mask image is ground truth for an image run; this run explains texts "

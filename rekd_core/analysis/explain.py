@@ -32,6 +32,7 @@ import torch
 from ..data.features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
 from ..model.masks import selection_probs
 from ..model.runmodel import LoadedRun
+from ..store.hub import ExportedRun, is_export, load_export
 from .faithfulness import IG_STEPS, baseline_problem, erasure, posthoc, rows
 from .quality import run_warnings
 from .rationale_metrics import per_example_plausibility
@@ -84,7 +85,12 @@ class Explanation:
 
 def _load_run(run_dir: str, which: str, mtime_ns: int) -> LoadedRun:
     # keyed by the checkpoint's mtime, so a newer checkpoint is picked up; bounded, unlike a dict
+    if which == _EXPORTED:
+        return load_export(run_dir)
     return LoadedRun(run_dir, which=which)
+
+
+_EXPORTED = "exported"  # the cache key's `which` for an exported folder: it holds one checkpoint
 
 
 _load = functools.lru_cache(maxsize=8)(_load_run)
@@ -100,7 +106,12 @@ def set_model_cache_size(n: int) -> None:
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
+    """A run directory's checkpoint (`which`, falling back to last), or an exported model folder
+    (store/hub.py: config.json + model.safetensors; `which` does not apply, it holds one checkpoint)."""
     root = Path(run_dir)
+    if is_export(root):
+        stamp = max((root / n).stat().st_mtime_ns for n in ("config.json", "model.safetensors"))
+        return _load(str(root.resolve()), _EXPORTED, stamp)
     path = root / "checkpoints" / f"{which}.safetensors"
     if not path.exists():
         path = root / "checkpoints" / "last.safetensors"
@@ -308,7 +319,8 @@ def _explain_loaded(run: LoadedRun, inp: Any, evidence: Any = None) -> Explanati
         probabilities={c: round(float(p), 6) for c, p in zip(run.class_names, probs)},
         mask=mask, selection_prob=[round(float(p), 4) for p in sel_prob], positions=positions,
         selected_fraction=frac, masked_input=masked, run=str(run.run_dir), checkpoint_step=run.step,
-        faithfulness=faith, evidence=gt, plausibility=plaus, warnings=run_warnings(run.run_dir),
+        faithfulness=faith, evidence=gt, plausibility=plaus,
+        warnings=run.warnings if isinstance(run, ExportedRun) else run_warnings(run.run_dir),
     )
 
 
@@ -360,6 +372,8 @@ def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_
             raise ValueError(problem)
         out.posthoc = _posthoc(baseline, inp, out, ig_steps)
     teacher_dir = loaded.config.model.teacher_run
-    if with_teacher and loaded.mode == "rekd" and teacher_dir and Path(teacher_dir).exists():
+    # an exported folder holds the student alone: its stored teacher path is never followed
+    if (with_teacher and loaded.mode == "rekd" and teacher_dir and not isinstance(loaded, ExportedRun)
+            and Path(teacher_dir).exists()):
         out.teacher = _explain_loaded(load_run(teacher_dir, loaded.config.model.teacher_checkpoint), inp, evidence)
     return out

@@ -8,6 +8,9 @@ once against this surface (models.py), so no code downstream asks which architec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -27,6 +30,21 @@ def _on_meta() -> bool:
     """Built under `with torch.device("meta")`: shapes only, for counting parameters at the door
     (rekd_core/checks.py); no pretrained weights are fetched or read then."""
     return torch.get_default_device().type == "meta"
+
+
+_ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("rekd_architecture_only", default=False)
+
+
+@contextmanager
+def architecture_only() -> Iterator[None]:
+    """Build a pretrained text encoder from its config alone, reading no weights: for a model whose
+    every weight comes from a checkpoint next (an exported folder, store/hub.py, ships the encoder's
+    config.json only)."""
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
 
 
 class BackboneModule(nn.Module):
@@ -116,7 +134,7 @@ class BertBackbone(BackboneModule):
 
         if spec.pretrained:
             source = resolve_text_source(spec.pretrained)
-            if _on_meta():  # its shape from its config alone
+            if _on_meta() or _ARCHITECTURE_ONLY.get():  # its shape from its config alone
                 self.bert = AutoModel.from_config(AutoConfig.from_pretrained(source))
             else:
                 self.bert = AutoModel.from_pretrained(source)
