@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rekd_core import cli as core_cli
 
-from . import sweep_cli
+from . import runs_cli, sweep_cli
 
 
 def _is_loopback(host: str) -> bool:
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ui", action="store_true", help="the API alone, without the web UI at /")
     s.set_defaults(func=cmd_serve)
     sweep_cli.add_parser(sub)
+    runs_cli.add_parser(sub)
     return ap
 
 
