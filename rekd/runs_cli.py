@@ -25,9 +25,9 @@ STATES = ("queued", "running", "completed", "failed", "cancelled")
 # the server sends a `: ping` after 15 s without an event: a read this long without a byte is a dead connection
 READ_TIMEOUT_S = 45.0
 # config fields `show` lists (those a run has); `show --config` prints every field
-SUMMARY_KEYS = ("task", "mode", "seed", "data.dataset", "data.max_train", "data.max_len", "model.student.kind",
+SUMMARY_KEYS = ("task", "mode", "data.dataset", "data.max_train", "data.max_len", "model.student.kind",
                 "model.teacher_run", "model.init_from", "loss.p_target", "train.max_steps", "train.batch_size",
-                "optim.lr")
+                "train.seed", "optim.lr")
 
 
 class CliError(Exception):
