@@ -198,7 +198,7 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    alpha: float = Field(0.5, ge=0, le=1, description="L = alpha*L_RE + (1-alpha)*L_KD; 0 is pure KD")
+    alpha: float = Field(0.5, ge=0, le=1, description="L = α · L_RE + (1 − α) · L_KD; 1 is plain RE, 0 is pure KD")
     lambda_R: float = Field(0.5, ge=0, description="weight of the rationale KD term")
     lambda_select: float = Field(0.01, ge=0, description="weight of the selection-length penalty")
     p_target: float = Field(0.15, gt=0, le=1, description="target fraction of selected positions")
@@ -281,6 +281,22 @@ class TrainConfig(_Strict):
         False, description="torch.compile the student's backbones; opt-in: measured on a 2-core CPU it cost "
         "~15-20 s of compilation and saved nothing per step (text recompiles as batch lengths vary)"
     )
+    track: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="mirror the run's events live to these experiment trackers: "
+        "tensorboard (event files in the run's tensorboard/ folder), mlflow (MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db); needs the tracking extra (pip install 'rekd[tracking]'); empty: the REKD_TRACK "
+        "environment variable's list, if set (see docs/tracking.md)"
+    )
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track_list(cls, v: Any) -> Any:
+        # `-s train.track=mlflow` or `tensorboard,mlflow` from the command line: a comma-separated string
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        if isinstance(v, list) and len(set(map(str, v))) != len(v):
+            raise ValueError("name each tracker once")
+        return v
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:

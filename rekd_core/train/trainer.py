@@ -27,6 +27,7 @@ from ..model.runmodel import LoadedRun, build_model, load_model_weights
 from ..store.checkpoint import load_checkpoint
 from ..store.examples import write_inputs, write_snapshot
 from ..store.runstore import RunStore, now_iso
+from ..tracking import open_tracking
 from .evaluate import evaluate
 from .init_from import init_from_run
 from .optim import build_optimizer
@@ -80,12 +81,14 @@ class Trainer:
         self.on_event = on_event
         self.should_stop = should_stop or (lambda: False)
         self._bundle = bundle
+        self.tracking: EventFn = lambda event: None  # train() sets the train.track mirror (rekd_core.tracking)
 
     # --- events ---------------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> dict[str, Any]:
         stored = self.store.append_event(event)
         if self.on_event is not None:
             self.on_event(stored)
+        self.tracking(stored)
         return stored
 
     # --- setup ----------------------------------------------------------------------------
@@ -353,7 +356,9 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | Non
     if done is not None and done.get("state") == "completed":
         return done  # idempotent: a finished run is not trained (or evaluated) again
     trainer = Trainer(cfg, store, on_event=on_event, should_stop=should_stop)
+    tracking = None
     try:
+        trainer.tracking = tracking = open_tracking(cfg, store)  # a refused tracker fails the run, named
         return trainer.fit()
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"
@@ -362,3 +367,6 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, on_event: EventFn | Non
         trainer.emit({"type": "error", "step": step, "message": reason})
         trainer.emit({"type": "finished", "step": step, "state": "failed", "error": reason})
         raise
+    finally:
+        if tracking is not None:
+            tracking.close()  # waits for the trackers to write what the run handed them
