@@ -195,6 +195,10 @@ class ModelConfig(_Strict):
     dropped_token: Literal["zero", "mask", "pad"] = Field(
         "zero", description="text: what a token left out of the rationale becomes: zero (paper: its word embedding "
         "zeroed), mask or pad (the tokenizer's [MASK] / [PAD] embedding, which a pretrained encoder knows)")
+    predictor_attention: Literal["full", "selected"] = Field(
+        "full", description="full (paper): the predictor reads all L positions, the unselected ones as zero "
+        "embeddings; selected: only the selected positions (gathered, each with its position embedding), so its "
+        "cost scales with p_target; a change of the model, not the paper's formula; ViT and BERT-like only")
 
 
 class LossConfig(_Strict):
