@@ -419,9 +419,12 @@ def add_commands(sub: Any) -> None:
     x.add_argument("out", nargs="?", help="with --format hf: the folder to write")
     x.add_argument("--format", choices=["hf"], help="hf: config.json, model.safetensors, preprocessing settings "
                    "and a model card, loadable with rekd_core.store.hub.RekdModel.from_pretrained")
-    x.add_argument("--to", choices=["tensorboard", "mlflow"], help="replay the run's events.jsonl into a tracker")
-    x.add_argument("--tracking-uri", help="--to tensorboard: the log folder (default: RUN/tensorboard); "
-                   "--to mlflow: the tracking URI (default: MLFLOW_TRACKING_URI, else ./mlruns)")
+    x.add_argument("--to", choices=["tensorboard", "mlflow"], help="replay the run's events.jsonl (scalars, config, "
+                   "rationale pictures) into a tracker: tensorboard replaces earlier event files there, mlflow adds "
+                   "a new MLflow run each time (docs/tracking.md)")
+    x.add_argument("--tracking-uri", help="--to tensorboard: a log folder, written as DIR/<run id> (default: "
+                   "RUN/tensorboard); --to mlflow: the tracking URI (default: MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db in the current folder)")
     x.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="score a trained run: accuracy, faithfulness, plausibility, input "
