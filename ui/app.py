@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import compare_view, experiments, explain_view, monitor, rationales, sweeps_view
+from . import compare_view, experiments, explain_view, monitor, rationales, scripting, sweeps_view
 from .client import ApiClient, ApiError
 from .runs_table import choices, signature
+from .scripting import PRIVATE
 
 INTRO = """# rekd — faithful, explainable small models
 Train **rationale extraction** models (a generator picks patches or tokens; the predictor sees only those)
@@ -83,10 +84,11 @@ def build_ui(api: ApiClient) -> gr.Blocks:
                    *exv.choice_outputs]
         refresh_outputs = [runs_state, sig_state, health, *exp.table_outputs, *pickers]
         timer = gr.Timer(2.0)
-        timer.tick(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)
-        demo.load(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False)
-        demo.load(exp.init_fn, None, exp.init_outputs, show_progress="hidden")
-        demo.load(swv.init_fn, None, swv.init_outputs, show_progress="hidden")
+        # what keeps the page in step is no action of its own: hidden from the API page and gradio_client
+        timer.tick(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False, **PRIVATE)
+        demo.load(tick, [sig_state, mon.runs], refresh_outputs, show_progress="hidden", queue=False, **PRIVATE)
+        demo.load(exp.init_fn, None, exp.init_outputs, show_progress="hidden", **PRIVATE)
+        demo.load(swv.init_fn, None, swv.init_outputs, show_progress="hidden", **PRIVATE)
         sweeps_tab.select(None, swv.figures, None, js=mon.draw_js)
 
         # a tab's content mounts when it is first shown: draw the charts into it then
@@ -101,7 +103,8 @@ def build_ui(api: ApiClient) -> gr.Blocks:
             return (gr.update(choices=choices(runs), value=(created + keep)[:6]),
                     gr.Tabs(selected="monitor"))
 
-        exp.launched.change(watch, [exp.launched, mon.runs], [mon.runs, tabs], show_progress="hidden")
+        exp.launched.change(watch, [exp.launched, mon.runs], [mon.runs, tabs], show_progress="hidden",
+                            **PRIVATE)
 
         def open_in(view: str, run_id: str | None):
             if not run_id:
@@ -112,10 +115,12 @@ def build_ui(api: ApiClient) -> gr.Blocks:
                 listed = [(run_id, run_id)]
             return gr.update(choices=listed, value=run_id), gr.Tabs(selected=view)
 
-        exp.to_rationales.click(lambda rid: open_in("rationales", rid), exp.selected, [rat.run, tabs])
-        exp.to_explain.click(lambda rid: open_in("explain", rid), exp.selected, [exv.run, tabs])
+        # moving between tabs is navigation, not an action a script calls
+        exp.to_rationales.click(lambda rid: open_in("rationales", rid), exp.selected, [rat.run, tabs], **PRIVATE)
+        exp.to_explain.click(lambda rid: open_in("explain", rid), exp.selected, [exv.run, tabs], **PRIVATE)
         exp.to_monitor.click(lambda rid, cur: watch([rid] if rid else [], cur), [exp.selected, mon.runs],
-                             [mon.runs, tabs])
+                             [mon.runs, tabs], **PRIVATE)
         swv.watch_run.click(lambda rid, cur: watch([rid] if rid else [], cur), [swv.picked_run, mon.runs],
-                            [mon.runs, tabs])
+                            [mon.runs, tabs], **PRIVATE)
+        scripting.register(api)
     return demo

@@ -14,6 +14,7 @@ import gradio as gr
 from . import render
 from .client import ApiClient, ApiError
 from .runs_table import choices
+from .scripting import PRIVATE
 
 PAGE = 8
 
@@ -50,16 +51,18 @@ def build(api: ApiClient) -> CompareView:
                 "pipeline): the examples where they disagree, each run's rationale and prediction side by side.")
     with gr.Row():
         runs = gr.Dropdown(label="runs to compare (A, B, C, D in this order)", choices=[], multiselect=True,
-                           max_choices=4, elem_id="cmp-runs", scale=3)
+                           max_choices=4, elem_id="cmp-runs", scale=3, allow_custom_value=True)
+        # its choices come with the first comparison; a script may name a pattern (e.g. "10") at once
         flt = gr.Dropdown([("predictions differ", "disagree")], value="disagree", label="show",
-                          elem_id="cmp-filter", scale=2)
-    summary = gr.HTML("", elem_id="cmp-summary")
-    downloads = gr.HTML("", elem_id="cmp-downloads")
-    header = gr.Markdown("", elem_id="cmp-header")
+                          elem_id="cmp-filter", scale=2, allow_custom_value=True)
+    summary = gr.HTML("", elem_id="cmp-summary", label="who is right")
+    downloads = gr.HTML("", elem_id="cmp-downloads", label="downloads")
+    header = gr.Markdown("", elem_id="cmp-header", label="header")
     with gr.Row():
         prev_btn = gr.Button("◀ previous", size="sm", elem_id="cmp-prev")
         next_btn = gr.Button("next ▶", size="sm", elem_id="cmp-next")
-    grid = gr.HTML(render.message("Pick at least two runs that have evaluated.", "info"), elem_id="cmp-grid")
+    grid = gr.HTML(render.message("Pick at least two runs that have evaluated.", "info"), elem_id="cmp-grid",
+                   label="examples")
     offset_state = gr.State(0)
 
     def show(run_ids: list[str] | None, filter_: str | None, offset: int):
@@ -85,11 +88,16 @@ def build(api: ApiClient) -> CompareView:
                 gr.update(choices=options, value=page["filter"]), page["offset"])
 
     outputs = [grid, summary, downloads, header, flt, offset_state]
-    runs.change(lambda r, f: show(r, f, 0), [runs, flt], outputs, show_progress="hidden")
+    def compare(run_ids: list[str] | None, which: str | None = "disagree"):
+        """Two to four runs on one dataset, example by example: who is right where, and each rationale.
+        `which` examples: disagree, all, or one digit per run, 1 right and 0 wrong ("10": only A right)."""
+        return show(run_ids, which, 0)
+
+    runs.change(compare, [runs, flt], outputs, show_progress="hidden", api_name="compare")
     # input, not change: show() itself sets the filter's choices and value
-    flt.input(lambda r, f: show(r, f, 0), [runs, flt], outputs, show_progress="hidden")
+    flt.input(lambda r, f: show(r, f, 0), [runs, flt], outputs, show_progress="hidden", **PRIVATE)
     prev_btn.click(lambda r, f, o: show(r, f, max(o - PAGE, 0)), [runs, flt, offset_state], outputs,
-                   show_progress="hidden")
+                   show_progress="hidden", **PRIVATE)
     next_btn.click(lambda r, f, o: show(r, f, o + PAGE), [runs, flt, offset_state], outputs,
-                   show_progress="hidden")
+                   show_progress="hidden", **PRIVATE)
     return CompareView(runs=runs, choice_outputs=[runs])

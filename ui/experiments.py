@@ -11,7 +11,8 @@ import gradio as gr
 from . import form
 from .client import ApiClient, ApiError
 from .render import message
-from .runs_table import ACTIVE, DATATYPES, HEADERS, ID_COLUMN, choices, newest_first, table_rows
+from .runs_table import ACTIVE, COLUMN_WIDTHS, DATATYPES, HEADERS, ID_COLUMN, choices, id_of, newest_first, table_rows
+from .scripting import PRIVATE
 
 # (pipeline, button label, what it shows): the ground-truth demos first, where every rationale is scored
 DEMOS = (("demo-fmnist-clutter", "Fashion-MNIST with ground truth",
@@ -41,7 +42,7 @@ class ExperimentsView:
     choice_outputs: list[Any]
     init_fn: Any
     init_outputs: list[Any]
-    launched: gr.State
+    launched: gr.JSON
     selected: gr.Dropdown
     to_monitor: gr.Button
     to_rationales: gr.Button
@@ -109,13 +110,15 @@ def build(api: ApiClient) -> ExperimentsView:
             demo_buttons = [gr.Button(f"▶ {label}", variant="primary", elem_id=f"btn-{name}")
                             for name, label, _ in DEMOS]
         gr.Markdown("\n".join(f"- **{label}**: {what}" for _, label, what in DEMOS))
-    demo_msg = gr.HTML("", elem_id="demo-msg")
-    launched = gr.State([])
+    demo_msg = gr.HTML("", elem_id="demo-msg", label="message")
+    # the ids a launch queued: the monitor follows them, and a script gets them back from the launch
+    launched = gr.JSON([], visible=False, label="queued run ids")
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=360):
             gr.Markdown("### Launch a run")
-            preset = gr.Dropdown(label="preset", elem_id="f-preset", interactive=True,
+            # any value: a script names a preset without the page having listed them (the API checks it)
+            preset = gr.Dropdown(label="preset", elem_id="f-preset", interactive=True, allow_custom_value=True,
                                  info="a named config; the fields below start from it")
             preset_info = gr.Markdown("", elem_id="preset-info")
             widgets: dict[str, Any] = {}
@@ -127,20 +130,21 @@ def build(api: ApiClient) -> ExperimentsView:
                 check_btn = gr.Button("Check dataset", size="sm", elem_id="btn-check-data", scale=1)
                 data_info = gr.Markdown("Your own data: a folder of class sub-folders, a CSV / JSONL of texts, or "
                                         "a Hugging Face id — type it as the dataset, then *Check dataset*.",
-                                        elem_id="data-info")
+                                        elem_id="data-info", label="dataset summary")
             with gr.Accordion("Advanced", open=False, elem_id="f-advanced-acc"):
                 advanced = gr.Textbox(label="more overrides, one key.path=value per line", lines=3,
                                       elem_id="f-advanced", placeholder="optim.lr=3e-4\ntrain.eval_every=50")
                 reference = gr.Markdown("", elem_id="advanced-reference")
-            launch_msg = gr.HTML("", elem_id="launch-msg")
+            launch_msg = gr.HTML("", elem_id="launch-msg", label="message")
             launch_btn = gr.Button("Launch", variant="primary", elem_id="btn-launch")
         with gr.Column(scale=3, min_width=480):
             gr.Markdown("### Runs")
+            # one line per run (render.CSS cuts a long cell with an ellipsis): ten or more runs in view
             table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="runs-table",
-                                 wrap=True, max_height=460, datatype=DATATYPES,
-                                 column_widths=["24%", "11%", "14%", "6%", "8%", "8%", "11%", "8%", "10%"])
+                                 wrap=False, max_height=520, datatype=DATATYPES, column_widths=COLUMN_WIDTHS)
             with gr.Row():
-                selected = gr.Dropdown(label="selected run", choices=[], elem_id="run-selected", scale=3)
+                selected = gr.Dropdown(label="selected run", choices=[], elem_id="run-selected", scale=3,
+                                       allow_custom_value=True)
                 cancel_btn = gr.Button("Cancel run", variant="stop", elem_id="btn-cancel", scale=1)
             with gr.Row():
                 clone_btn = gr.Button("Clone into form", size="sm", elem_id="btn-clone")
@@ -149,7 +153,7 @@ def build(api: ApiClient) -> ExperimentsView:
                 to_monitor = gr.Button("Watch in Monitor", size="sm", elem_id="btn-to-monitor")
                 to_rationales = gr.Button("Open rationales", size="sm", elem_id="btn-to-rationales")
                 to_explain = gr.Button("Explain with it", size="sm", elem_id="btn-to-explain")
-            action_msg = gr.HTML("", elem_id="action-msg")
+            action_msg = gr.HTML("", elem_id="action-msg", label="message")
             with gr.Row():
                 gr.Markdown("**Demo pipelines** (teacher → CLS, RE, REKD students):")
                 demo_buttons += [gr.Button(label, size="sm", elem_id=f"btn-again-{name}") for name, label, _ in DEMOS]
@@ -179,9 +183,13 @@ def build(api: ApiClient) -> ExperimentsView:
         return [text, "", *updates]
 
     preset.change(fill, [preset, presets_state, meta], [preset_info, advanced, *fields],
-                  show_progress="hidden")
+                  show_progress="hidden", **PRIVATE)
     widgets["mode"].change(lambda m: gr.update(visible=m == "rekd"), widgets["mode"],
-                           widgets["model.teacher_run"], show_progress="hidden")
+                           widgets["model.teacher_run"], show_progress="hidden", **PRIVATE)
+
+    def known_presets(presets: dict[str, Any]) -> dict[str, Any]:
+        # a fresh gradio_client session never ran the page's load: read the presets then
+        return presets or {p["name"]: p for p in api.presets()}
 
     def init():
         try:
@@ -197,8 +205,8 @@ def build(api: ApiClient) -> ExperimentsView:
         updates = []
         for path in widgets:
             spec = form.lookup(schema, path) or {}
-            # the info line is Markdown: a formula's * and _ must stay characters
-            described = form.describe(spec).replace("*", "\\*").replace("_", "\\_")
+            # the info line is Gradio's mini-Markdown (no escapes): a formula's * must not become italics
+            described = form.info_text(form.describe(spec))
             info[path] = {"info": described or None, "default": spec.get("default"),
                           "nullable": spec.get("nullable", True)}
             kw: dict[str, Any] = {"info": info[path]["info"]}
@@ -218,8 +226,13 @@ def build(api: ApiClient) -> ExperimentsView:
     init_outputs = [preset, presets_state, meta, launch_msg, *fields, reference]
 
     # --- your own data: read and summarised before anything is queued ----------------------------------
-    def check_dataset(name: str | None, presets: dict[str, Any], adv: str, dataset: str | None):
-        p = presets.get(name or "")
+    def check_dataset(preset: str | None, presets: dict[str, Any], overrides: str | None, dataset: str | None):
+        """Read and summarise a dataset (its classes, splits, ground truth) before anything is queued."""
+        name, adv = preset, overrides
+        try:
+            p = known_presets(presets).get(name or "")
+        except ApiError as err:
+            return f"⚠ {err.message}"
         if p is None or not dataset:
             return "pick a preset and a dataset first"
         cfg = p["config"]
@@ -247,17 +260,29 @@ def build(api: ApiClient) -> ExperimentsView:
         return (f"✓ **{got['name']}** — {got['modality']}, {len(got['class_names'])} classes: {classes}{more}. "
                 f"Splits: {counts} (read in {got['seconds']:.2f} s).{truth}")
 
-    check_btn.click(check_dataset, [preset, presets_state, advanced, widgets["data.dataset"]], data_info)
+    check_btn.click(check_dataset, [preset, presets_state, advanced, widgets["data.dataset"]], data_info,
+                    api_name="check_dataset")
 
     # --- launch ------------------------------------------------------------------------------------
-    def launch(name: str | None, presets: dict[str, Any], info: dict[str, Any], adv: str, *values: Any):
+    def launch(preset: str | None, presets: dict[str, Any], info: dict[str, Any], overrides: str | None,
+               **values: Any):
+        """Queue a run: a preset, the form's fields (each named by its last config key: alpha, max_steps, …;
+        left empty they keep the preset's value) and more `key.path=value` overrides, one per line."""
+        name, adv = preset, overrides
         # every field's info line back to what it allows; a refused field's line becomes its error
         plain = [gr.update(info=info.get(path, {}).get("info")) for path in widgets]
-        p = presets.get(name or "")
+        try:
+            p = known_presets(presets).get(name or "")
+        except ApiError as err:
+            return [message(err.message), *plain, gr.skip()]
         if p is None:
-            return [message("pick a preset first"), *plain, gr.skip()]
-        by_path = dict(zip(widgets, values))
-        if by_path.get("mode") != "rekd":
+            return [message("pick a preset first" if not name else f"no preset named {name!r}"), *plain,
+                    gr.skip()]
+        by_path = {path: values.get(form.param_name(path)) for path in widgets}
+        if not info:
+            # a script's call (the page never filled the form): a field it leaves out keeps the preset's value
+            by_path = {k: v for k, v in by_path.items() if v not in (None, "")}
+        if (by_path.get("mode") or p["config"].get("mode")) != "rekd":
             by_path.pop("model.teacher_run", None)
         try:
             overrides = form.overrides_from(p["config"], by_path, p["config"].get("task"))
@@ -278,7 +303,9 @@ def build(api: ApiClient) -> ExperimentsView:
         origin = f"clone of {source}" if source else f"preset {name}"
         return [message(f"queued {created['id']} ({origin}; {changed})", "ok-msg"), *plain, [created["id"]]]
 
-    launch_btn.click(launch, [preset, presets_state, meta, advanced, *fields], [launch_msg, *fields, launched])
+    launch_btn.click(launch, [preset, presets_state, meta, advanced],
+                     inputs_kwargs={form.param_name(path): w for path, w in widgets.items()},
+                     outputs=[launch_msg, *fields, launched], api_name="launch_run")
 
     def launch_demo(name: str):
         try:
@@ -290,19 +317,21 @@ def build(api: ApiClient) -> ExperimentsView:
         return message(f"queued {len(ids)} runs of {name} ({roles}); the students wait for the teacher "
                        "where they distil from it", "ok-msg"), ids
 
+    # a script starts a pipeline with /launch_pipeline (scripting.py): one endpoint, not one per button
     for (name, _, _), btn in zip(DEMOS * 2, demo_buttons):
-        btn.click(lambda n=name: launch_demo(n), None, [demo_msg, launched])
+        btn.click(lambda n=name: launch_demo(n), None, [demo_msg, launched], **PRIVATE)
 
     # --- run actions -----------------------------------------------------------------------------
     def on_row(evt: gr.SelectData, rows: Any):
         try:
-            return rows.iloc[evt.index[0], ID_COLUMN]
+            return id_of(rows.iloc[evt.index[0], ID_COLUMN])
         except (AttributeError, IndexError, KeyError, TypeError):
             return gr.skip()
 
-    table.select(on_row, [table], selected, show_progress="hidden")
+    table.select(on_row, [table], selected, show_progress="hidden", **PRIVATE)
 
     def cancel(run_id: str | None):
+        """Ask a queued or running run to stop (at its next step; its checkpoint is kept)."""
         if not run_id:
             return message("select a run first")
         try:
@@ -315,13 +344,14 @@ def build(api: ApiClient) -> ExperimentsView:
         return message(f"cancel requested for {out['id']} (it stops at its next step; its checkpoint is kept)",
                        "info")
 
-    cancel_btn.click(cancel, selected, action_msg)
+    cancel_btn.click(cancel, selected, action_msg, api_name="cancel_run")
 
     def clone_into_form(run_id: str | None, presets: dict[str, Any]):
         """The run's exact config becomes the form's starting point (a pseudo-preset), ready to edit."""
         if not run_id:
             return message("select a run first"), gr.skip(), gr.skip()
         try:
+            presets = known_presets(presets)
             run = api.run(run_id)
         except ApiError as err:
             return message(err.message), gr.skip(), gr.skip()
@@ -335,9 +365,11 @@ def build(api: ApiClient) -> ExperimentsView:
         return (message(f"the form now holds {run_id}'s config: change what you like and press Launch", "info"),
                 presets, gr.update(choices=listed, value=key))
 
-    clone_btn.click(clone_into_form, [selected, presets_state], [action_msg, presets_state, preset])
+    clone_btn.click(clone_into_form, [selected, presets_state], [action_msg, presets_state, preset],
+                    api_name="clone_into_form")
 
     def run_again(run_id: str | None):
+        """Queue the run again with its exact config."""
         if not run_id:
             return message("select a run first"), gr.skip()
         try:
@@ -346,7 +378,7 @@ def build(api: ApiClient) -> ExperimentsView:
             return message(err.message), gr.skip()
         return message(f"queued {created['id']}: {run_id} again, same config", "ok-msg"), [created["id"]]
 
-    rerun_btn.click(run_again, selected, [action_msg, launched])
+    rerun_btn.click(run_again, selected, [action_msg, launched], api_name="run_again")
 
     return ExperimentsView(
         table_outputs=[hero, table], choice_outputs=[selected, widgets["model.teacher_run"]],

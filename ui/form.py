@@ -8,6 +8,7 @@ config fills them, and how the filled form becomes `key=value` overrides for POS
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,19 @@ def describe(spec: dict[str, Any]) -> str:
     if "default" in spec and spec["default"] is not None:
         bits.append(f"default {spec['default']}")
     return "; ".join(bits)
+
+
+def info_text(text: str) -> str:
+    """A description as Gradio's info line shows it: that line is a mini-Markdown that knows no escapes
+    (a backslash would show as one), so a product `a*b` becomes `a·b` and any other `*` the operator
+    sign `∗`: no pair of them turns the text between into italics."""
+    text = re.sub(r"(?<=[\w)])\s*\*\s*(?=[\w(])", "·", text)
+    return text.replace("*", "∗")
+
+
+def param_name(path: str) -> str:
+    """The field's parameter name in the scripting API (/launch_run): its last config key."""
+    return path.rsplit(".", 1)[-1]
 
 
 def get_path(config: dict[str, Any], path: str) -> Any:

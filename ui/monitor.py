@@ -18,6 +18,7 @@ from . import charts, render
 from .client import ApiClient, ApiError
 from .render import message
 from .runs_table import ACTIVE, choices, newest_first
+from .scripting import PRIVATE
 
 MAX_RUNS = 6
 
@@ -62,19 +63,20 @@ def refresh_choices(runs: list[dict[str, Any]], watched: list[str] | None) -> li
 def build(api: ApiClient) -> MonitorView:
     with gr.Row():
         picked = gr.Dropdown(label="runs to compare (each keeps its colour in every chart)", multiselect=True,
-                             choices=[], max_choices=MAX_RUNS, elem_id="monitor-runs", scale=5)
+                             choices=[], max_choices=MAX_RUNS, elem_id="monitor-runs", scale=5,
+                             allow_custom_value=True)  # a script names runs the page has not listed
         live = gr.Checkbox(value=True, label="live (refresh every second)", elem_id="monitor-live", scale=1)
-    note = gr.HTML("", elem_id="monitor-msg")
+    note = gr.HTML("", elem_id="monitor-msg", label="notes")
     for name in CHARTS[:3]:
         gr.HTML(f'<div id="rk-chart-{name}" class="rk-chart"></div>', elem_id=f"plot-{name}")
     with gr.Row(equal_height=False):  # is the rationale real? beside its faithfulness
         gr.HTML('<div id="rk-chart-faithfulness" class="rk-chart"></div>', elem_id="plot-faithfulness", scale=3)
         gr.HTML('<div id="rk-chart-reality" class="rk-chart"></div>', elem_id="plot-reality", scale=2)
-    figures = gr.JSON(None, visible=False)
+    figures = gr.JSON(None, visible=False, label="charts (Plotly JSON)")
     gr.Markdown("#### Final numbers (test = the best-dev checkpoint on the test split; plausibility, distinct "
                 "masks and the probe from the test split once tested, else the latest dev evaluation)")
     summary = gr.Dataframe(headers=charts.SUMMARY_HEADERS, value=[], interactive=False, elem_id="monitor-summary",
-                           wrap=True, column_widths=charts.SUMMARY_WIDTHS)
+                           wrap=True, column_widths=charts.SUMMARY_WIDTHS, label="final numbers", show_label=False)
     downloads = gr.HTML("", elem_id="monitor-downloads")
     drawn = gr.State(None)
 
@@ -110,7 +112,11 @@ def build(api: ApiClient) -> MonitorView:
         return (text, {k: json.loads(f.to_json()) for k, f in figs.items()}, charts.summary_rows(series, states), key)
 
     outputs = [note, figures, summary, drawn]
-    picked.change(lambda ids, last: draw(ids, last, force=True), [picked, drawn], outputs, show_progress="hidden")
+    def monitor(run_ids: list[str] | None, last: Any = None):
+        """Charts (Plotly JSON) and the final-numbers table of up to six runs."""
+        return draw(run_ids, last, force=True)
+
+    picked.change(monitor, [picked, drawn], outputs, show_progress="hidden", api_name="monitor")
 
     def links(ids: list[str] | None) -> str:
         ids = list(ids or [])
@@ -119,13 +125,13 @@ def build(api: ApiClient) -> MonitorView:
         return render.download_links([(f"{rid}: metrics CSV", api.link(f"/api/runs/{rid}/metrics", format="csv"))
                                       for rid in ids])
 
-    picked.change(links, picked, downloads, show_progress="hidden")
+    picked.change(links, picked, downloads, show_progress="hidden", **PRIVATE)
 
     def tick(ids: list[str] | None, last: Any, on: bool):
         if not on:
             return (gr.skip(),) * 3 + (last,)
         return draw(ids, last)
 
-    gr.Timer(1.0).tick(tick, [picked, drawn, live], outputs, show_progress="hidden", queue=False)
+    gr.Timer(1.0).tick(tick, [picked, drawn, live], outputs, show_progress="hidden", queue=False, **PRIVATE)
     figures.change(None, figures, None, js=DRAW_JS)
     return MonitorView(runs=picked, choice_outputs=[picked], figures=figures)

@@ -10,11 +10,15 @@ import gradio as gr
 from . import render
 from .client import ApiClient, ApiError
 from .runs_table import choices
+from .scripting import PRIVATE
 
 PAGE = 12
 FILTERS = [("all", "all"), ("student correct", "correct"), ("student wrong", "wrong"),
            ("teacher and student disagree", "disagree")]
 ALL_CLASSES = "all classes"
+# the slider's range before a run is picked, when a script (a fresh gradio_client session) calls with it: any
+# index up to this passes Gradio's bounds check and is clamped to the run's evaluations, so its default is the latest
+LAST_EVALUATION = 10_000
 
 
 @dataclass
@@ -48,12 +52,14 @@ def faithfulness_table(rep: dict[str, Any]) -> str:
 
 def build(api: ApiClient) -> RationalesView:
     with gr.Row():
-        run = gr.Dropdown(label="run", choices=[], elem_id="rat-run", scale=3)
+        # any run id (the API refuses an unknown one): a gradio_client session has no list of runs yet
+        run = gr.Dropdown(label="run", choices=[], elem_id="rat-run", scale=3, allow_custom_value=True)
         flt = gr.Radio(FILTERS, value="all", label="show", elem_id="rat-filter", scale=3)
-        cls = gr.Dropdown([ALL_CLASSES], value=ALL_CLASSES, label="true class", elem_id="rat-class", scale=1)
-    step = gr.Slider(0, 1, value=0, step=1, label="evaluation (drag to see the rationale change as τ falls)",
-                     elem_id="rat-step")
-    header = gr.Markdown("", elem_id="rat-header")
+        cls = gr.Dropdown([ALL_CLASSES], value=ALL_CLASSES, label="true class", elem_id="rat-class", scale=1,
+                          allow_custom_value=True)
+    step = gr.Slider(0, LAST_EVALUATION, value=LAST_EVALUATION, step=1, interactive=False, elem_id="rat-step",
+                     label="evaluation (drag to see the rationale change as τ falls)")
+    header = gr.Markdown("", elem_id="rat-header", label="header")
     with gr.Row():
         prev_btn = gr.Button("◀ previous", size="sm", elem_id="rat-prev")
         next_btn = gr.Button("next ▶", size="sm", elem_id="rat-next")
@@ -61,13 +67,15 @@ def build(api: ApiClient) -> RationalesView:
     with gr.Accordion("Faithfulness: the rationale vs. a post-hoc explainer", open=False, elem_id="rat-faith-acc"):
         with gr.Row():
             baseline = gr.Dropdown(label="integrated gradients on this CLS run (same data), at the rationale's "
-                                         "sparsity", choices=[], elem_id="rat-baseline", scale=3)
+                                         "sparsity", choices=[], elem_id="rat-baseline", scale=3,
+                                   allow_custom_value=True)
             faith_btn = gr.Button("Score both", size="sm", elem_id="btn-rat-faith", scale=1)
-        faith = gr.Markdown("", elem_id="rat-faith")
-    downloads = gr.HTML("", elem_id="rat-downloads")
-    quality = gr.HTML("", elem_id="rat-quality")
+        faith = gr.Markdown("", elem_id="rat-faith", label="faithfulness")
+    downloads = gr.HTML("", elem_id="rat-downloads", label="downloads")
+    quality = gr.HTML("", elem_id="rat-quality", label="rationale quality")
     grid = gr.HTML(render.message("Pick a run above: its saved dev examples show here, the student's rationale "
-                                  "beside the teacher's for a distilled run.", "info"), elem_id="rat-grid")
+                                  "beside the teacher's for a distilled run.", "info"), elem_id="rat-grid",
+                   label="examples")
     steps_state = gr.State([])
     offset_state = gr.State(0)
 
@@ -77,6 +85,8 @@ def build(api: ApiClient) -> RationalesView:
             return (gr.skip(), "", render.message("pick a run (one that has evaluated at least once)", "info"),
                     steps, 0, gr.skip(), "", "")
         try:
+            if not latest and not steps and step_idx is not None:
+                steps = api.examples(run_id, limit=1)["steps"]  # a script's call: no page has listed them
             names_page = None
             want = None if latest or not steps else steps[min(int(step_idx or 0), len(steps) - 1)]
             label_idx = None
@@ -111,30 +121,45 @@ def build(api: ApiClient) -> RationalesView:
                 render.examples_quality(page))
 
     outputs = [step, header, grid, steps_state, offset_state, cls, downloads, quality]
-    run.change(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
-               show_progress="hidden")
-    # input, not change: a slider moved by show() itself must not call show() again
-    step.input(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
-               show_progress="hidden", trigger_mode="always_last")
-    flt.change(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
-               show_progress="hidden")
-    cls.input(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
-              show_progress="hidden")
-    prev_btn.click(lambda r, s, f, c, o, st: show(r, s, f, c, max(o - PAGE, 0), st),
-                   [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden")
-    next_btn.click(lambda r, s, f, c, o, st: show(r, s, f, c, o + PAGE, st),
-                   [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden")
-    refresh_btn.click(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
-                      show_progress="hidden")
+    def rationales(run_id: str | None, which: str = "all", true_class: str = ALL_CLASSES):
+        """The run's saved dev examples at its latest evaluation, each with its rationale (the teacher's
+        beside it for a distilled run). `which`: all, correct, wrong or disagree."""
+        return show(run_id, None, which, true_class, 0, [], latest=True)
 
-    def score(run_id: str | None, base: str | None, step_idx: float | None, steps: list[int]):
+    def rationales_at(run_id: str | None, evaluation: float | None, which: str = "all",
+                      true_class: str = ALL_CLASSES, steps: list[int] | None = None):
+        """The same at one evaluation: 0 is the first, as the slider counts (past the last: the latest)."""
+        return show(run_id, evaluation, which, true_class, 0, steps or [])
+
+    run.change(rationales, [run, flt, cls], outputs, show_progress="hidden", api_name="rationales")
+    # input, not change: a slider moved by show() itself must not call show() again
+    step.input(rationales_at, [run, step, flt, cls, steps_state], outputs, show_progress="hidden",
+               trigger_mode="always_last", api_name="rationales_at")
+    flt.change(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
+               show_progress="hidden", **PRIVATE)
+    cls.input(lambda r, s, f, c, st: show(r, s, f, c, 0, st), [run, step, flt, cls, steps_state], outputs,
+              show_progress="hidden", **PRIVATE)
+    prev_btn.click(lambda r, s, f, c, o, st: show(r, s, f, c, max(o - PAGE, 0), st),
+                   [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden", **PRIVATE)
+    next_btn.click(lambda r, s, f, c, o, st: show(r, s, f, c, o + PAGE, st),
+                   [run, step, flt, cls, offset_state, steps_state], outputs, show_progress="hidden", **PRIVATE)
+    refresh_btn.click(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
+                      show_progress="hidden", **PRIVATE)
+
+    def faithfulness(run_id: str | None, baseline_run: str | None = None, evaluation: float | None = None,
+                     steps: list[int] | None = None):
+        """Comprehensiveness and sufficiency of the run's rationales on its saved dev examples at an evaluation
+        (0 the first; past the last: the latest), beside integrated gradients on a CLS run at the same sparsity."""
+        base, step_idx = baseline_run, evaluation
         if not run_id:
             return "pick a run first"
-        want = steps[min(int(step_idx or 0), len(steps) - 1)] if steps else None
         try:
+            if not steps and evaluation is not None:
+                steps = api.examples(run_id, limit=1)["steps"]  # a script's call: no page has listed them
+            want = steps[min(int(step_idx or 0), len(steps) - 1)] if steps else None
             return faithfulness_table(api.faithfulness(run_id, baseline=base or None, step=want))
         except ApiError as err:
             return f"⚠ {err.message}"
 
-    faith_btn.click(score, [run, baseline, step, steps_state], faith)
+    faith_btn.click(faithfulness, [run, baseline, step, steps_state], faith, api_name="faithfulness")
     return RationalesView(run=run, choice_outputs=[run, baseline])

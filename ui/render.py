@@ -500,6 +500,10 @@ CSS = """
 .rk-downloads{display:flex;gap:8px;flex-wrap:wrap;margin:4px 0}
 .rk-download{font-size:0.85em;border:1px solid var(--border-color-primary);border-radius:6px;padding:3px 10px;
   text-decoration:none}.rk-download:before{content:"⤓ "}
+#runs-table td,#runs-table th{padding-top:4px;padding-bottom:4px}
+#runs-table td .cell-wrap,#runs-table td .cell-wrap *{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+#runs-table td{font-family:var(--font);font-size:0.85em}#runs-table th .cell-wrap{white-space:nowrap}
+#runs-table .rk-id{display:block;direction:rtl;text-align:left;cursor:help}
 .rk-progress{display:inline-block;width:90px;height:8px;border-radius:4px;background:#e5e7eb;overflow:hidden;vertical-align:middle}
 .rk-progress>span{display:block;height:100%;background:#60a5fa}
 """

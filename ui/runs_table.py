@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from .charts import run_label
 from .render import esc
 
-HEADERS = ["run", "state", "progress", "τ", "dev acc %", "test acc %", "started", "duration", "id"]
-# the state column is HTML (escaped here): a run with warnings gets a ⚠ that names them on hover
-DATATYPES = ["html" if h == "state" else "str" for h in HEADERS]
+HEADERS = ["run", "state", "progress", "τ", "dev %", "test %", "started", "took", "id"]
+# the state column is HTML (escaped here): a run with warnings gets a ⚠ that names them on hover; the id
+# column too: one line cut with an ellipsis (the run column already ends in the id's suffix), whole on hover
+DATATYPES = ["html" if h in ("state", "id") else "str" for h in HEADERS]
 ID_COLUMN = HEADERS.index("id")
+# the widths that keep every cell on one line in the ~800 px the table gets beside the form at 1400 px
+COLUMN_WIDTHS = ["23%", "13%", "13%", "5%", "7%", "7%", "11%", "8%", "13%"]
 ACTIVE = ("queued", "running")
 
 
@@ -45,14 +50,26 @@ def table_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
         state = warning_marker(r.get("warnings")) + state
         started = _when(r.get("started"))
         rows.append([
-            run_label(r), state, progress_bar(r.get("progress") or 0.0),
+            run_label(r), state, progress_bar(r.get("progress") or 0.0, width=8),
             "–" if r.get("tau") is None else f"{r['tau']:.3g}",
             "–" if r.get("best_dev_accuracy") is None else f"{100 * r['best_dev_accuracy']:.1f}",
             "–" if r.get("test_accuracy") is None else f"{100 * r['test_accuracy']:.1f}",
-            "–" if started is None else started.astimezone().strftime("%m-%d %H:%M:%S"),
-            duration(r), r["id"],
+            "–" if started is None else started.astimezone().strftime("%m-%d %H:%M"),
+            duration(r), id_cell(r["id"]),
         ])
     return rows
+
+
+def id_cell(run_id: str) -> str:
+    # cut at its start (render.CSS): what is left in view is the end, the name and suffix that tell runs apart
+    return f'<span class="rk-id" title="{esc(run_id)}"><bdi>{esc(run_id)}</bdi></span>'
+
+
+def id_of(cell: Any) -> str:
+    """The run id back from an id cell (or the id itself)."""
+    text = str(cell)
+    found = re.search(r'title="([^"]*)"', text)
+    return html.unescape(found.group(1)) if found else text
 
 
 def warning_marker(warnings: list[dict[str, Any]] | None) -> str:

@@ -13,6 +13,7 @@ from .client import ApiClient, ApiError
 from .monitor import DRAW_JS
 from .render import esc, message
 from .runs_table import progress_bar
+from .scripting import PRIVATE
 
 TABLE_HEADERS = ["cell", "n (done / all)", "test accuracy %", "macro-F1 %", "selected %", "paper %",
                  "plausibility F1 %", "distinct masks %", "mask-only probe %"]
@@ -87,27 +88,31 @@ def build(api: ApiClient) -> SweepsView:
             gr.Markdown("### Launch a sweep\nA base config × axes (seeds, modes, ablations), one run per cell and "
                         "seed; REKD students wait for their teacher (trained once per teacher seed). The paper's "
                         "protocol (`paper-*`) needs GPUs and a network; `sweep-*` run here.")
-            preset = gr.Dropdown(label="sweep preset", choices=[], elem_id="sw-preset", interactive=True)
+            # any value: a script names a preset without the page having listed them (the API checks it)
+            preset = gr.Dropdown(label="sweep preset", choices=[], elem_id="sw-preset", interactive=True,
+                                 allow_custom_value=True)
             about = gr.Markdown("", elem_id="sw-about")
             overrides = gr.Textbox(label="overrides for every run, one key.path=value per line", lines=2,
                                    elem_id="sw-overrides", placeholder="train.max_steps=200")
-            launch_msg = gr.HTML("", elem_id="sw-launch-msg")
+            launch_msg = gr.HTML("", elem_id="sw-launch-msg", label="message")
             launch_btn = gr.Button("Launch sweep", variant="primary", elem_id="btn-sweep-launch")
         with gr.Column(scale=3, min_width=480):
             with gr.Row():
-                picked = gr.Dropdown(label="sweep", choices=[], elem_id="sw-pick", scale=4)
+                picked = gr.Dropdown(label="sweep", choices=[], elem_id="sw-pick", scale=4, allow_custom_value=True)
                 cancel_btn = gr.Button("Cancel sweep", variant="stop", elem_id="btn-sweep-cancel", scale=1)
             head = gr.HTML(message("Launch a sweep, or pick one: its table fills in as runs finish.", "info"),
-                           elem_id="sw-head")
-            table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, elem_id="sw-table")
+                           elem_id="sw-head", label="sweep state")
+            table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, elem_id="sw-table",
+                             label="aggregated table", show_label=False)
     gr.HTML('<div id="rk-chart-sweep" class="rk-chart"></div>', elem_id="plot-sweep")
     gr.Markdown("#### Runs (select one, then watch it in Monitor)")
-    runs = gr.Dataframe(headers=RUN_HEADERS, value=[], interactive=False, elem_id="sw-runs", max_height=360)
+    runs = gr.Dataframe(headers=RUN_HEADERS, value=[], interactive=False, elem_id="sw-runs", max_height=360,
+                        label="runs", show_label=False)
     with gr.Row():
         picked_run = gr.State(None)
         chosen = gr.Markdown("", elem_id="sw-chosen")
         watch_run = gr.Button("Watch in Monitor", size="sm", elem_id="btn-sweep-watch")
-    figures = gr.JSON(None, visible=False)
+    figures = gr.JSON(None, visible=False, label="chart (Plotly JSON)")
     drawn = gr.State(None)
 
     def init():
@@ -130,7 +135,7 @@ def build(api: ApiClient) -> SweepsView:
         return (f"{p['summary']}  \nAxes: {axes}; teacher `{teacher.get('preset', '–')}` for seeds "
                 f"{teacher.get('seeds', '–')}")
 
-    preset.change(describe, [preset, presets_state], about, show_progress="hidden")
+    preset.change(describe, [preset, presets_state], about, show_progress="hidden", **PRIVATE)
 
     def show(sweep_id: str | None, last: Any, force: bool = False):
         if not sweep_id:
@@ -157,14 +162,20 @@ def build(api: ApiClient) -> SweepsView:
         return gr.update(choices=sweep_choices(sweeps)), new
 
     listed = gr.State(None)
-    gr.Timer(3.0).tick(refresh_list, listed, [picked, listed], show_progress="hidden", queue=False)
+    gr.Timer(3.0).tick(refresh_list, listed, [picked, listed], show_progress="hidden", queue=False, **PRIVATE)
 
     outputs = [head, table, runs, figures, drawn]
-    picked.change(lambda s, last: show(s, last, force=True), [picked, drawn], outputs, show_progress="hidden")
-    gr.Timer(2.0).tick(show, [picked, drawn], outputs, show_progress="hidden", queue=False)
+    def sweep(sweep_id: str | None, last: Any = None):
+        """One sweep: its state, the aggregated table (mean ± std per cell), its runs and the chart (Plotly JSON)."""
+        return show(sweep_id, last, force=True)
+
+    picked.change(sweep, [picked, drawn], outputs, show_progress="hidden", api_name="sweep")
+    gr.Timer(2.0).tick(show, [picked, drawn], outputs, show_progress="hidden", queue=False, **PRIVATE)
     figures.change(None, figures, None, js=DRAW_JS)
 
-    def launch(name: str | None, text: str):
+    def launch(preset: str | None, overrides: str | None):
+        """Queue a named sweep (`sweep-*` offline, `paper-*`): overrides for every run, one key.path=value per line."""
+        name, text = preset, overrides
         if not name:
             return message("pick a sweep preset"), gr.skip()
         try:
@@ -178,9 +189,10 @@ def build(api: ApiClient) -> SweepsView:
                 gr.update(choices=sweep_choices(sweeps),
                           value=created["id"]))
 
-    launch_btn.click(launch, [preset, overrides], [launch_msg, picked])
+    launch_btn.click(launch, [preset, overrides], [launch_msg, picked], api_name="launch_sweep")
 
     def cancel(sweep_id: str | None):
+        """Cancel every unfinished run of a sweep."""
         if not sweep_id:
             return message("pick a sweep first")
         try:
@@ -189,7 +201,7 @@ def build(api: ApiClient) -> SweepsView:
             return message(err.message)
         return message(f"cancel requested for {len(out['runs'])} unfinished runs of {out['id']}", "info")
 
-    cancel_btn.click(cancel, picked, launch_msg)
+    cancel_btn.click(cancel, picked, launch_msg, api_name="cancel_sweep")
 
     def on_row(evt: gr.SelectData, rows: Any):
         try:
@@ -198,6 +210,6 @@ def build(api: ApiClient) -> SweepsView:
             return gr.skip(), gr.skip()
         return rid, f"selected `{rid}`"
 
-    runs.select(on_row, [runs], [picked_run, chosen], show_progress="hidden")
+    runs.select(on_row, [runs], [picked_run, chosen], show_progress="hidden", **PRIVATE)
     return SweepsView(figures=figures, watch_run=watch_run, picked_run=picked_run, init_fn=init,
                       init_outputs=[preset, presets_state, picked, launch_msg])
