@@ -247,3 +247,27 @@ def test_resumed_run_continues_the_same_mlflow_run_and_tensorboard_folder(tmp_pa
     assert len(client.search_runs([saved["experiment_id"]])) == 1
     _check_tensorboard(run / "tensorboard", run)
     _check_mlflow(client, saved["run_id"], run, source="live")
+
+
+def test_text_rationales_are_highlighted(tmp_path):
+    """A text run's artifacts: the selected tokens marked in the HTML page and bold in TensorBoard's text
+    (pure logic on a hand-written snapshot, so that the masks are known)."""
+    from rekd_core.tracking.artifacts import rationale_markdown, write_artifacts
+
+    store = RunStore(tmp_path / "run")
+    store.examples.mkdir(parents=True)
+    positions = [{"index": i, "token": t, "span": [0, 0], "selectable": i > 0}
+                 for i, t in enumerate(["[CLS]", "a", "<great>", "film"])]
+    (store.examples / "inputs.json").write_text(json.dumps({
+        "split": "dev", "rows": [7], "labels": [1], "class_names": ["neg", "pos"], "modality": "text",
+        "num_positions": 4, "items": [{"text": "a <great> film", "positions": positions}]}))
+    (store.examples / "step-0000005.json").write_text(json.dumps({
+        "step": 5, "tau": 0.1, "labels": [1], "teacher": None,
+        "student": {"pred": [1], "probs": [[0.2, 0.8]], "mask": [[0, 0, 1, 0]], "sel_prob": [[0, 0.1, 0.9, 0.2]]}}))
+    written = {p.name: p for p in write_artifacts(store, tmp_path / "out")}
+    assert set(written) == {"rationales.jsonl", "rationales.html"}  # no config/results in this bare folder
+    line = json.loads(written["rationales.jsonl"].read_text())
+    assert line["step"] == 5 and line["label_name"] == "pos" and line["student"]["rationale_tokens"] == ["<great>"]
+    page = written["rationales.html"].read_text()
+    assert "a <mark>&lt;great&gt;</mark> film" in page and "<great>" not in page  # escaped
+    assert "a **<great>** film" in rationale_markdown(store)
