@@ -251,8 +251,9 @@ class Watcher:
         if style == "bar":
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, initial=0, unit="step", desc=run_id[-24:], file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=self.total, initial=0, unit="step", file=sys.stderr, dynamic_ncols=True,
+                            leave=True)
+            self.say(f"watching {run_id} ({detail.get('mode')} {detail.get('task')}, {detail['state']})")
 
     def say(self, line: str) -> None:
         if self.style == "json":
@@ -371,7 +372,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if d.get(key):
             out.append(f"  {label:<11} {d[key]}")
     flat = flatten(d.get("config") or {})
-    keys = list(flat) if args.config else [k for k in SUMMARY_KEYS if flat.get(k) not in (None, "", [])]
+    keys = list(flat) if args.config else [k for k in SUMMARY_KEYS if flat.get(k) not in (None, "", [])
+                                           and (k != "data.max_len" or flat.get("task") == "text")]
     out.append("config" + ("" if args.config else " (show --config lists every field)"))
     width = max((len(k) for k in keys), default=0)
     out += [f"  {k:<{width}}  {json.dumps(flat[k]) if not isinstance(flat[k], str) else flat[k]}" for k in keys]
@@ -414,7 +416,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     api = _api(args)
     run_id = resolve(api, args.run)
     detail = api.call("GET", f"/api/runs/{run_id}", run=run_id)
-    style = "json" if args.json else "bar" if sys.stderr.isatty() and not args.no_bar else "lines"
+    style = "json" if args.json else "bar" if _terminal_width() > 0 and not args.no_bar else "lines"
     view = Watcher(run_id, detail, style)
     if detail["state"] == "queued":
         view.say(f"{run_id} is queued" + (f", waiting for teacher run {detail['waiting_for']}"
@@ -437,6 +439,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     why = f": {view.error}" if view.error else ""
     print(f"rekd: run {run_id} {state} at step {end.get('step')}{why}", file=sys.stderr)
     return 1
+
+
+def _terminal_width() -> int:
+    """stderr's width in columns when it is a terminal (a bar needs one), else 0."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
