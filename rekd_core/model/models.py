@@ -7,8 +7,9 @@ from torch import nn
 
 from ..config import Backbone
 from ..data.features import Inputs
-from .backbones import BackboneModule, build_backbone
+from .backbones import BackboneModule, BertBackbone, VitBackbone, build_backbone
 from .masks import hard_mask, keep_score, span_mean, topk_mask
+from .selected import encode_selected
 
 
 class RationaleModel(nn.Module):
@@ -17,13 +18,18 @@ class RationaleModel(nn.Module):
     def __init__(self, spec: Backbone, *, num_classes: int, with_generator: bool,
                  share_backbone: bool = False, vocab_size: int | None = None,
                  max_len: int | None = None, fill_token_id: int | None = None,
-                 topk_fraction: float | None = None, span: int = 1) -> None:
+                 topk_fraction: float | None = None, span: int = 1, predictor_attention: str = "full") -> None:
         super().__init__()
+        # full: the paper's predictor over all L positions; selected: only the selected ones (selected.py)
+        self.predictor_attention = predictor_attention
         # text: positions are selected in runs of `span` tokens (1: single tokens, the paper)
         self.span = span
         # None: the paper's argmax rule; a fraction: exactly that share of each input's positions
         self.topk_fraction = topk_fraction
         self.predictor = build_backbone(spec, vocab_size=vocab_size, max_len=max_len, fill_token_id=fill_token_id)
+        if predictor_attention == "selected" and not isinstance(self.predictor, VitBackbone | BertBackbone):
+            raise ValueError("model.predictor_attention: selected needs a ViT or BERT-like student (a CNN reads "
+                             "pixels: there is no sequence to shorten)")
         self.classifier = nn.Linear(self.predictor.hidden_size, num_classes)
         self.with_generator = with_generator
         self.share_backbone = share_backbone
@@ -66,7 +72,10 @@ class RationaleModel(nn.Module):
     def predict(self, inputs: Inputs, mask: torch.Tensor | None) -> torch.Tensor:
         """Q: (B, C) from the rationale M ⊙ X (the full input when mask is None)."""
         keep = None if mask is None else inputs.effective_mask(mask)
-        _, pooled = self.predictor.encode(inputs.x, inputs.attention, keep)
+        if keep is not None and self.predictor_attention == "selected":
+            _, pooled = encode_selected(self.predictor, inputs.x, inputs.attention, keep)
+        else:
+            _, pooled = self.predictor.encode(inputs.x, inputs.attention, keep)
         return self.classifier(pooled).float()
 
 

@@ -29,6 +29,7 @@ def build_model(cfg: ExperimentConfig, spec: Backbone, *, num_classes: int,
         fill_token_id=fill_token_id,
         topk_fraction=cfg.loss.p_target if cfg.model.selection == "topk" else None,
         span=cfg.model.span,
+        predictor_attention=cfg.model.predictor_attention,
     )
 
 
