@@ -259,12 +259,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     events replayed into an experiment tracker (--to tensorboard|mlflow)."""
     if (args.format is None) == (args.to is None):
         raise ValueError("export: give exactly one of --format hf OUT or --to tensorboard|mlflow")
-    if args.format == "hf":
-        if not args.out:
+    if args.format is not None:
+        # `RUN --format hf OUT` hands OUT to --format (argparse has matched the optional positional
+        # before it), `RUN OUT --format hf` to `out`: both are accepted
+        fmt, rest = args.format[0], args.format[1:]
+        if fmt != "hf":
+            raise ValueError(f"export --format: {fmt!r}; allowed: hf")
+        if len(rest) + bool(args.out) > 1:
+            raise ValueError("export --format hf: give one output folder, e.g. `rekd export RUN --format hf OUT`")
+        out = rest[0] if rest else args.out
+        if not out:
             raise ValueError("export --format hf: give the output folder, e.g. `rekd export RUN --format hf OUT`")
         from .store.hub import export_hf
 
-        where = export_hf(Path(args.run), Path(args.out))
+        where = export_hf(Path(args.run), Path(out))
     else:
         from .tracking import export_run
 
@@ -406,7 +414,7 @@ def add_commands(sub: Any) -> None:
     va.set_defaults(func=cmd_validate)
 
     e = sub.add_parser("explain", help="explain one input with a trained run")
-    e.add_argument("run", help="run directory")
+    e.add_argument("run", help="run directory, or an exported model folder (rekd export RUN --format hf OUT)")
     e.add_argument("input", help="an image file, a .txt file, or (with --text) the text itself")
     e.add_argument("--text", action="store_true", help="treat INPUT as the text to explain")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
@@ -417,8 +425,10 @@ def add_commands(sub: Any) -> None:
                        "TensorBoard or MLflow")
     x.add_argument("run", help="run directory")
     x.add_argument("out", nargs="?", help="with --format hf: the folder to write")
-    x.add_argument("--format", choices=["hf"], help="hf: config.json, model.safetensors, preprocessing settings "
-                   "and a model card, loadable with rekd_core.store.hub.RekdModel.from_pretrained")
+    x.add_argument("--format", nargs="+", metavar=("hf", "OUT"),
+                   help="hf: config.json, model.safetensors, preprocessing settings and a model card in OUT, "
+                   "loadable with rekd_core.store.hub.RekdModel.from_pretrained, explained by `rekd explain OUT "
+                   "INPUT`; a previous export at OUT is replaced (docs/sharing.md)")
     x.add_argument("--to", choices=["tensorboard", "mlflow"], help="replay the run's events.jsonl (scalars, config, "
                    "rationale pictures) into a tracker: tensorboard replaces earlier event files there, mlflow adds "
                    "a new MLflow run each time (docs/tracking.md)")
