@@ -26,8 +26,19 @@ On the CPU both paths draw the very same noise, so their
 losses agree to float rounding; on CUDA the noise streams differ (CPU vs device RNG) and the
 default path runs in bf16, so the losses agree only statistically.
 
+Model FLOPs utilisation (MFU): after the timed steps, one more step of each path runs under
+torch.utils.flop_counter.FlopCounterMode (not timed; its loss is dropped) to count that step's
+FLOPs (forward + backward: matmuls, convolutions, attention; elementwise ops and the optimizer
+are not counted). The *model* FLOPs of a step are the default path's count (what the step needs;
+the naive REKD step also recomputes the teacher, counted apart as its own FLOPs); achieved FLOP/s
+= model FLOPs / median s/step, and MFU = achieved / peak. The peak: on CUDA a table of dense bf16
+peaks by device name (H100 / H200 989 TFLOP/s, A100 312), else --peak-tflops; on the CPU no
+peak is queryable, so unless --peak-tflops is given the peak is the *measured* rate of a
+2048 x 2048 fp32 matmul at the start of the run ("matmul peak", ~0.09 TFLOP/s on the 2 shared
+cores this was written on): CPU MFU is relative to that measured rate, not to a datasheet.
+
 Each configuration runs in its own subprocess, so peak RSS (ru_maxrss) is per configuration.
-Prints a Markdown table and writes bench/results/bench_step.json.
+Prints a Markdown table and writes bench/results/bench_step.json (--out elsewhere).
 """
 
 from __future__ import annotations
@@ -46,11 +57,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rekd_core.config import ExperimentConfig, TextBackbone, VisionBackbone, parse_config  # noqa: E402
+from rekd_core.config import Backbone, ExperimentConfig, TextBackbone, VisionBackbone, parse_config  # noqa: E402
 from rekd_core.data.features import Inputs  # noqa: E402
 from rekd_core.model import losses  # noqa: E402
 from rekd_core.model.masks import gumbel_noise, hard_mask, relaxed_sample, straight_through  # noqa: E402
@@ -64,6 +76,9 @@ from rekd_core.train.trainer import train_step  # noqa: E402
 
 VOCAB = 30522  # the BERT uncased vocabulary (MiniLM-L6 and bert-base-uncased share it)
 CLS_ID, SEP_ID = 101, 102
+
+# dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched as substrings of the CUDA device name
+CUDA_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
 
 # name -> (student preset, teacher preset, spec overrides), sizes as the presets'
 SIZES: dict[str, dict[str, Any]] = {
@@ -147,7 +162,7 @@ def make_stream(cfg: ExperimentConfig, num_classes: int, n: int, device: torch.d
                   bool(cfg.loss.count_special), length)
 
 
-def build(cfg: ExperimentConfig, spec: VisionBackbone | TextBackbone, num_classes: int, *,
+def build(cfg: ExperimentConfig, spec: Backbone, num_classes: int, *,
           with_generator: bool) -> RationaleModel:
     text = isinstance(spec, TextBackbone)
     return RationaleModel(spec, num_classes=num_classes, with_generator=with_generator,
@@ -294,6 +309,46 @@ def set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor 
         torch.cuda.set_rng_state(state[1], device)
 
 
+# --- FLOPs and peaks --------------------------------------------------------------------------------
+
+def count_step_flops(path: NaivePath | DefaultPath, cfg: ExperimentConfig, step: int, total: int) -> int:
+    """FLOPs of one more (untimed) step of `path`, forward + backward; its loss is not kept."""
+    s = cfg.schedule
+    tau = tau_at(min(step, total - 1), total_steps=total, tau0=s.tau0, tau_final=s.tau_final,
+                 update_every=s.tau_update_every)
+    with FlopCounterMode(display=False) as counter:
+        path.step(step, tau)
+    path.window.pop()
+    if isinstance(path, NaivePath):
+        path.metrics.pop()
+    return int(counter.get_total_flops())
+
+
+def matmul_tflops(n: int = 2048, repeats: int = 5) -> float:
+    """The measured fp32 matmul rate on this CPU (median of `repeats`), the CPU's "matmul peak"."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def peak_tflops(device: str, given: float | None) -> tuple[float | None, str]:
+    """(peak TFLOP/s, where it came from)."""
+    if given is not None:
+        return given, "--peak-tflops"
+    if device == "cuda":
+        name = torch.cuda.get_device_name(0)
+        for key, peak in CUDA_PEAK_TFLOPS.items():
+            if key in name:
+                return peak, f"bf16 dense datasheet peak ({key})"
+        return None, f"unknown device {name!r}: pass --peak-tflops"
+    return matmul_tflops(), "measured 2048x2048 fp32 matmul (matmul peak)"
+
+
 # --- one configuration ----------------------------------------------------------------------------
 
 def interleave(naive: NaivePath, default: DefaultPath, cfg: ExperimentConfig, *, total: int, warmup: int,
@@ -331,7 +386,7 @@ def interleave(naive: NaivePath, default: DefaultPath, cfg: ExperimentConfig, *,
 
 
 def run_case(size: str, mode: str, *, device: torch.device, steps: int, warmup: int, seed: int,
-             cpu_bf16: bool, blocks: bool = False) -> dict[str, Any]:
+             cpu_bf16: bool, blocks: bool = False, peak_tf: float | None = None) -> dict[str, Any]:
     autocast = device.type == "cuda" or cpu_bf16
     cfg = size_config(size, mode, device=device.type, precision="bf16" if autocast else "fp32")
     total = warmup + steps
@@ -339,17 +394,25 @@ def run_case(size: str, mode: str, *, device: torch.device, steps: int, warmup: 
     naive, default, params = make_paths(cfg, SIZES[size]["classes"], stream, device, autocast=autocast, seed=seed)
     times, peak = interleave(naive, default, cfg, total=total, warmup=warmup, device=device, seed=seed,
                              blocks=blocks)
+    flops = {name: count_step_flops(path, cfg, total, total) for name, path in (("naive", naive), ("default", default))}
     res: dict[str, Any] = {"size": size, "mode": mode, "batch": cfg.train.batch_size, "steps": steps,
                            "warmup": warmup, "schedule": "blocks" if blocks else "interleaved",
                            "params": params, "autocast_bf16": autocast,
                            "teacher_cache_s": default.cache_s,
-                           "teacher_cache_s_per_sample": default.cache_s / len(stream.y)}
+                           "teacher_cache_s_per_sample": default.cache_s / len(stream.y),
+                           "model_flops_per_step": flops["default"], "peak_tflops": peak_tf}
     for name, path in (("naive", naive), ("default", default)):
         ts = times[name]
         med = statistics.median(ts)
         ls = path.losses()
         res[name] = {"s_per_step": med, "s_per_step_mean": statistics.fmean(ts), "s_per_step_all": ts,
-                     "samples_per_s": cfg.train.batch_size / med, "loss_last": ls[-1], "losses": ls}
+                     "samples_per_s": cfg.train.batch_size / med, "loss_last": ls[-1], "losses": ls,
+                     "flops_per_step": flops[name],
+                     # model FLOPs (the default path's count) per second: the naive path's extra
+                     # teacher recomputation is work the step does not need
+                     "model_tflops_per_s": flops["default"] / med / 1e12}
+        if peak_tf:
+            res[name]["mfu"] = res[name]["model_tflops_per_s"] / peak_tf
         if device.type == "cuda":
             res[name]["cuda_peak_mb"] = peak[name] / 2**20
     res["ratio"] = res["naive"]["s_per_step"] / res["default"]["s_per_step"]  # of medians
@@ -358,19 +421,88 @@ def run_case(size: str, mode: str, *, device: torch.device, steps: int, warmup: 
     return res
 
 
+# --- the predictor reading only the selected positions ---------------------------------------------
+
+def predictor_speed(sizes: list[str], *, fractions: tuple[float, ...], reps: int, seed: int) -> list[dict[str, Any]]:
+    """Seconds of the student predictor's forward (eval, no grad) and forward + backward (train mode),
+    `model.predictor_attention` full against selected, one random mask of exactly `fraction` of the
+    selectable positions per input, the two interleaved rep by rep; medians."""
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        cfg = size_config(size, "re", device="cpu", precision="fp32")
+        torch.manual_seed(seed)
+        model = build(cfg, cfg.model.student, SIZES[size]["classes"], with_generator=False)
+        stream = make_stream(cfg, SIZES[size]["classes"], cfg.train.batch_size, torch.device("cpu"), seed)
+        inputs, y, _ = stream.batch(0)
+        for frac in fractions:
+            g = torch.Generator().manual_seed(seed)
+            score = torch.rand(inputs.selectable.shape, generator=g).masked_fill(inputs.selectable <= 0, -1)
+            k = (inputs.selectable.sum(1) * frac).round().clamp(min=1)
+            rank = score.argsort(1, descending=True).argsort(1)
+            mask = (rank < k[:, None]).float() * inputs.selectable
+            times: dict[str, dict[str, list[float]]] = {a: {"eval": [], "train": []} for a in ("full", "selected")}
+            for rep in range(reps + 1):
+                for att in ("full", "selected"):
+                    model.predictor_attention = att
+                    model.eval()
+                    with torch.inference_mode():
+                        t0 = time.perf_counter()
+                        model.predict(inputs, mask)
+                        t_eval = time.perf_counter() - t0
+                    model.train()
+                    m = mask.clone().requires_grad_(True)  # as the straight-through mask: values 0/1, a gradient
+                    t0 = time.perf_counter()
+                    losses.prediction_ce(model.predict(inputs, m), y).backward()
+                    t_train = time.perf_counter() - t0
+                    model.zero_grad(set_to_none=True)
+                    if rep:  # the first rep warms up
+                        times[att]["eval"].append(t_eval)
+                        times[att]["train"].append(t_train)
+            row: dict[str, Any] = {"size": size, "batch": cfg.train.batch_size, "positions": stream.num_positions,
+                                   "fraction": frac, "reps": reps}
+            for att in ("full", "selected"):
+                for kind in ("eval", "train"):
+                    row[f"{att}_{kind}_s"] = statistics.median(times[att][kind])
+            for kind in ("eval", "train"):
+                row[f"speedup_{kind}"] = row[f"full_{kind}_s"] / row[f"selected_{kind}_s"]
+            rows.append(row)
+            print(f"# {size} p={frac}: eval {row['full_eval_s']:.4f} -> {row['selected_eval_s']:.4f} s "
+                  f"({row['speedup_eval']:.2f}x), train {row['full_train_s']:.4f} -> {row['selected_train_s']:.4f} s "
+                  f"({row['speedup_train']:.2f}x)", file=sys.stderr, flush=True)
+    return rows
+
+
+def predictor_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| size | batch | positions | selected fraction | forward full s | forward selected s | speed-up "
+            "| fwd+bwd full s | fwd+bwd selected s | speed-up |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        out.append(f"| {r['size']} | {r['batch']} | {r['positions']} | {r['fraction']:.2f} | {r['full_eval_s']:.4f} | "
+                   f"{r['selected_eval_s']:.4f} | {r['speedup_eval']:.2f}x | {r['full_train_s']:.4f} | "
+                   f"{r['selected_train_s']:.4f} | {r['speedup_train']:.2f}x |")
+    return "\n".join(out)
+
+
 # --- the driver ------------------------------------------------------------------------------------
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
 
 def table(rows: list[dict[str, Any]], device: str) -> str:
     cuda = device == "cuda"
     head = ("| size | mode | batch | steps | naive s/step | default s/step | naive/default | default samples/s "
-            "| loss naive | loss default | teacher cache /sample | peak RSS MB |")
+            "| loss naive | loss default | teacher cache /sample | peak RSS MB | model GFLOP/step "
+            "| default TFLOP/s | MFU naive | MFU default |")
     head += " CUDA peak MB naive / default |" if cuda else ""
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         n, d = r["naive"], r["default"]
         line = (f"| {r['size']} | {r['mode']} | {r['batch']} | {r['steps']} | {n['s_per_step']:.4f} | "
                 f"{d['s_per_step']:.4f} | {r['ratio']:.2f}x | {d['samples_per_s']:.1f} | {n['loss_last']:.4f} | "
-                f"{d['loss_last']:.4f} | {r['teacher_cache_s_per_sample'] * 1000:.2f} ms | {r['peak_rss_mb']:.0f} |")
+                f"{d['loss_last']:.4f} | {r['teacher_cache_s_per_sample'] * 1000:.2f} ms | {r['peak_rss_mb']:.0f} | "
+                f"{r['model_flops_per_step'] / 1e9:.2f} | {d['model_tflops_per_s']:.4f} | {pct(n.get('mfu'))} | "
+                f"{pct(d.get('mfu'))} |")
         if cuda:
             line += f" {n['cuda_peak_mb']:.0f} / {d['cuda_peak_mb']:.0f} |"
         out.append(line)
@@ -391,20 +523,39 @@ def main() -> None:
                     help="bf16 autocast on the CPU too (slower than fp32 on CPUs without fast bf16 matmuls)")
     ap.add_argument("--blocks", action="store_true",
                     help="time all naive steps, then all default steps (instead of alternating step by step)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="peak for MFU (default: CUDA datasheet table by device name; on the CPU the measured "
+                    "rate of a 2048x2048 fp32 matmul, ~0.09 TFLOP/s on the 2-core machine this was written on)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_step.json"))
+    ap.add_argument("--predictor", action="store_true",
+                    help="instead: time the student predictor, predictor_attention full vs selected (CPU), "
+                    "at selected fractions --fractions, and write --out")
+    ap.add_argument("--fractions", default="0.1,0.15,0.2,1.0")
+    ap.add_argument("--reps", type=int, default=10, help="timed repetitions per cell with --predictor")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: SIZE:MODE in this process
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.predictor:
+        sizes = [s for s in SIZES if args.only is None or s.startswith(args.only)]
+        prow = predictor_speed(sizes, fractions=tuple(float(f) for f in args.fractions.split(",")), reps=args.reps,
+                               seed=args.seed)
+        penv = {"device": "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "command": " ".join(["python", "bench/bench_step.py"] + sys.argv[1:])}
+        Path(args.out).write_text(json.dumps({"env": penv, "rows": prow}, indent=2))
+        print(predictor_table(prow))
+        return
     if args.case:
         size, mode = args.case.split(":")
         steps = args.paper_steps if size.startswith("paper") else args.steps
         res = run_case(size, mode, device=device, steps=steps, warmup=args.warmup, seed=args.seed,
-                       cpu_bf16=args.cpu_bf16, blocks=args.blocks)
+                       cpu_bf16=args.cpu_bf16, blocks=args.blocks, peak_tf=args.peak_tflops)
         print("RESULT " + json.dumps(res))
         return
 
+    peak_tf, peak_source = peak_tflops(args.device, args.peak_tflops)
+    print(f"# peak {peak_tf} TFLOP/s ({peak_source})", file=sys.stderr, flush=True)
     sizes = [s for s in SIZES if args.only is None or s.startswith(args.only)]
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
@@ -413,7 +564,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--case", f"{size}:{mode}", "--device", args.device, "--steps",
                    str(args.steps), "--paper-steps", str(args.paper_steps), "--warmup", str(args.warmup),
                    "--seed", str(args.seed)] + (["--threads", str(args.threads)] if args.threads else []) + (
-                   ["--cpu-bf16"] if args.cpu_bf16 else []) + (["--blocks"] if args.blocks else [])
+                   ["--cpu-bf16"] if args.cpu_bf16 else []) + (["--blocks"] if args.blocks else []) + (
+                   ["--peak-tflops", str(peak_tf)] if peak_tf else [])
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
