@@ -69,7 +69,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
 
 
 def worker_cmd(queues: str, name: str = "rekd-worker") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo", "--concurrency", "1",
+    return [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "threads", "--concurrency", "1",
             "--prefetch-multiplier", "1", "-Q", queues, "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "INFO",
             "--without-mingle", "--without-gossip"]
 

@@ -23,7 +23,8 @@ from .settings import Settings, get_settings
 
 
 def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
-    """A Celery app configured from Settings: JSON only, late acks, prefetch 1, one run at a time.
+    """A Celery app configured from Settings: JSON only, late acks, prefetch 1, one run at a time,
+    task events on (for Flower).
     `include`: the task modules a worker imports (a sender has none)."""
     if not settings.redis_url:
         raise RuntimeError("REKD_REDIS_URL is not set (`rekd up` sets it for the processes it starts)")
@@ -36,6 +37,10 @@ def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         task_acks_late=True,  # a task is acknowledged when it ends, so a dead worker's run is redelivered
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # a worker holds no queued run it cannot start
+        # one run per worker process, trained in a thread of it: the main thread stays free to answer
+        # inspection and send heartbeats mid-run (worker/app.py says why not solo, or prefork)
+        worker_pool="threads",
+        worker_concurrency=1,
         task_default_queue=settings.queue,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
@@ -46,7 +51,10 @@ def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Celery's monitor (Flower, `celery events`) sees each run's task: sent by the API, received,
+        # started and ended by a worker; the worker's heartbeats go out whatever this says
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     return app
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from rekd_core.store.runstore import TERMINAL_STATES, RunStore
 from service import keys
@@ -19,6 +19,7 @@ from service.send import send_run
 from service.settings import get_settings
 
 from .app import app
+from .pool import pool_problem
 from .reconcile import start_background
 from .runner import run_training
 
@@ -75,6 +76,14 @@ def train_run(self: Task, run_id: str) -> dict[str, Any]:
         # the run's lease is released by now; the retry is the same task (and chain) again, later
         raise self.retry(countdown=teacher_wait_s(self.request.retries))
     return out
+
+
+@worker_init.connect
+def _check_pool(sender: Any = None, **_: Any) -> None:
+    # SystemExit, not an exception: Celery logs and swallows a signal handler's exceptions
+    problem = pool_problem(sender.pool_cls, sender.concurrency) if sender is not None else None
+    if problem:
+        raise SystemExit(f"rekd worker: {problem}")
 
 
 @worker_shutting_down.connect

@@ -1,6 +1,6 @@
 """Workers killed, stopped and cancelled under a real service (guarantees 1, 5 and 6).
 
-Real redis-server, real Celery worker processes (solo pool: the run trains in the worker
+Real redis-server, real Celery worker processes (the run trains in a thread of the worker
 process, so SIGKILL takes the run with it), real uvicorn; faults are real signals.
 """
 
