@@ -231,21 +231,26 @@ def test_a_tracker_that_fails_does_not_fail_the_run(tmp_path, monkeypatch, caplo
 
 
 def test_resumed_run_continues_the_same_mlflow_run_and_tensorboard_folder(tmp_path, monkeypatch):
+    """A worker loses the run after step 4 (preempted: it writes nothing more), its checkpoint is at
+    step 3; the resumed run replays step 4. Both trackers continue where they were and show each
+    step once, as events.jsonl does."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv(ENV, raising=False)
     cfg = parse_config(tiny_vision("re", track=["tensorboard", "mlflow"]))
     run = tmp_path / "run"
     calls = iter(range(100))
-    first = train(cfg, run, should_stop=lambda: "suspend" if next(calls) == 4 else False)
-    assert first["state"] == "suspended"
+    first = train(cfg, run, should_stop=lambda: "preempt" if next(calls) == 5 else False)
+    assert first == {"state": "preempted", "step": 5}
     saved = json.loads((run / "tracking.json").read_text())["mlflow"]
     client = MlflowClient(tracking_uri=uri)
-    assert client.get_run(saved["run_id"]).info.status == "RUNNING"  # handed back, not ended
+    assert client.get_run(saved["run_id"]).info.status == "RUNNING"  # not ended: someone resumes it
+    assert [m.step for m in client.get_metric_history(saved["run_id"], "loss/total")] == [2, 4]
     assert train(cfg, run)["state"] == "completed"
     assert json.loads((run / "tracking.json").read_text())["mlflow"] == saved
     assert len(client.search_runs([saved["experiment_id"]])) == 1
-    _check_tensorboard(run / "tensorboard", run)
+    assert [e["step"] for e in _events(run) if e["type"] == "log"] == [2, 4, 6]
+    _check_tensorboard(run / "tensorboard", run)  # every step once
     _check_mlflow(client, saved["run_id"], run, source="live")
 
 

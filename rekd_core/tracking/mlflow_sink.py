@@ -75,6 +75,7 @@ class MlflowSink:
         self.client: Any = None
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self.logged: dict[str, int] = {}  # a continued MLflow run: per metric, the last step it holds
 
     def _previous(self) -> str | None:
         """The MLflow run this rekd run mirrored into before (same store), if it still exists."""
@@ -100,6 +101,11 @@ class MlflowSink:
         if previous is not None:
             self.run_id = previous
             self.client.update_run(previous, status="RUNNING")
+            # a process that died after its last checkpoint logged steps the resumed run replays (with
+            # the same values: resume is exact on CPU); MLflow cannot drop points, so skip those steps
+            for key in self.client.get_run(previous).data.metrics:
+                steps = [m.step for m in self.client.get_metric_history(previous, key)]
+                self.logged[key] = max(steps, default=-1)
             return
         self.experiment_id = experiment_id(self.client, self.uri)
         cfg = json.loads((self.store.root / "config.json").read_text())
@@ -125,7 +131,8 @@ class MlflowSink:
         assert self.run_id is not None
         ms = int(float(event.get("time", 0)) * 1000)
         step = int(event.get("step", 0))
-        metrics = [Metric(tag, value, ms, step) for tag, value in scalars(event).items()]
+        metrics = [Metric(tag, value, ms, step) for tag, value in scalars(event).items()
+                   if step > self.logged.get(tag, -1)]
         tags: list[Any] = []
         if event.get("type") == "start":
             tags = [RunTag(k, v[:_MAX_PARAM]) for k, v in start_tags(event).items()]
