@@ -272,7 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ValueError("export --format hf: give the output folder, e.g. `rekd export RUN --format hf OUT`")
         from .store.hub import export_hf
 
-        where = export_hf(Path(args.run), Path(out))
+        where: Path | str = export_hf(Path(args.run), Path(out))
     else:
         from .tracking import export_run
 

@@ -80,6 +80,7 @@ def test_folder_holds_config_weights_preprocessing_and_card(exported):
     model_keys = {k for k in tensors if k.startswith("model.")}
     assert set(stored) == model_keys  # the model's weights alone (a `last` checkpoint has optimizer state too)
     assert all(torch.equal(stored[k], tensors[k]) for k in model_keys)
+    assert (out / "model.safetensors").stat().st_mode == (out / "config.json").stat().st_mode  # shareable
     pre = json.loads((out / "preprocessor_config.json").read_text())
     assert pre["size"] == {"height": 28, "width": 28} and pre["in_chans"] == 1 and pre["grid"] == [4, 4]
     assert pre["image_mean"] == [0.5] and pre["image_std"] == [0.5] and pre["rescale_factor"] == 1 / 255

@@ -203,6 +203,8 @@ class RekdModel(nn.Module, PyTorchModelHubMixin, library_name="rekd",
         (save_directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         save_file(weights, str(save_directory / WEIGHTS),
                   metadata={"format": "pt", DIGEST_KEY: config["checkpoint"]["sha256"]})
+        # safetensors writes 0600; a folder to share is readable like its other files
+        shutil.copymode(save_directory / CONFIG, save_directory / WEIGHTS)
         feat = self.featurizer
         if isinstance(feat, TextFeaturizer):
             feat.tokenizer.save_pretrained(str(save_directory))
