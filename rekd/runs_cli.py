@@ -197,7 +197,7 @@ def follow(api: Api, run_id: str, show: Callable[[dict[str, Any]], None], last: 
            backoff_s: float = 0.5, on_retry: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
     """Show each event of the run with id > `last` once, in order, until its `finished` event (returned).
 
-    A dropped connection, a stream that ends early or an id out of order: reconnect with Last-Event-ID
+    A dropped connection, a stream that ends early, a 5xx or an id out of order: reconnect with Last-Event-ID
     of the last event shown, after `backoff_s` doubling to 10 s; give up after `retries` tries in a row
     without a new event."""
     failures = 0
@@ -208,20 +208,22 @@ def follow(api: Api, run_id: str, show: Callable[[dict[str, Any]], None], last: 
                                    timeout=httpx.Timeout(30, read=READ_TIMEOUT_S)) as resp:
                 if resp.status_code != 200:
                     resp.read()
+                    if resp.status_code >= 500:  # an API restarting, a proxy without its upstream: try again
+                        raise _Retry(f"the API answered {resp.status_code}: {_detail(resp)}")
                     raise api.refused(resp, run_id)
                 for sid, ev in parse_sse(resp.iter_lines()):
                     eid = sid if sid is not None else int(ev["id"])
                     if eid <= last:
                         continue  # shown already
                     if eid != last + 1:
-                        raise _OutOfOrder(f"event {eid} came after {last}")
+                        raise _Retry(f"event {eid} came after {last}")
                     last = eid
                     failures = 0
                     show(ev)
                     if ev.get("type") == "finished":
                         return ev
             why = "the stream ended before the run finished"
-        except (httpx.TransportError, _OutOfOrder) as err:
+        except (httpx.TransportError, _Retry) as err:
             why = str(err) or type(err).__name__
             if isinstance(err, httpx.ConnectError) and failures >= retries:
                 raise api.unreachable(err) from None
@@ -235,8 +237,8 @@ def follow(api: Api, run_id: str, show: Callable[[dict[str, Any]], None], last: 
         time.sleep(delay)
 
 
-class _OutOfOrder(Exception):
-    pass
+class _Retry(Exception):
+    """Reconnect: an event out of order, or an answer that may be better next time (5xx)."""
 
 
 class Watcher:

@@ -88,13 +88,14 @@ def test_watch_ls_and_show_a_run(svc, api):
 
 class CuttingProxy:
     """A TCP proxy in front of the API that cuts the first `cuts` event streams through it, each after
-    `every` whole events and a few bytes of the next (a half-sent event); it records each event
-    request's Last-Event-ID (None when it had none)."""
+    `every` whole events and a few bytes of the next (a half-sent event), after answering the first
+    event request with a 503 if `refuse_first`; it records each event request's Last-Event-ID (None
+    when it had none)."""
 
-    def __init__(self, upstream: str, every: int, cuts: int) -> None:
+    def __init__(self, upstream: str, every: int, cuts: int, refuse_first: bool = False) -> None:
         host, port = upstream.removeprefix("http://").rsplit(":", 1)
         self.upstream = (host, int(port))
-        self.every, self.cuts = every, cuts
+        self.every, self.cuts, self.refuse = every, cuts, refuse_first
         self.last_event_ids: list[str | None] = []
         self.lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -123,6 +124,14 @@ class CuttingProxy:
                         lei = re.search(rb"(?im)^last-event-id: *(\S+)", m.group(1))
                         with self.lock:
                             self.last_event_ids.append(lei.group(1).decode() if lei else None)
+                            if self.refuse:  # as a proxy whose upstream is restarting answers
+                                self.refuse = False
+                                body = b'{"detail": "upstream restarting"}'
+                                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n"
+                                               b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                                               % (len(body), body))
+                                up.shutdown(socket.SHUT_RDWR)  # and this connection is over
+                                return
                             if self.cuts > 0:
                                 self.cuts -= 1
                                 cut.set()
@@ -169,7 +178,7 @@ class CuttingProxy:
 def test_watch_resumes_a_cut_stream_with_last_event_id_and_shows_each_event_once(svc, api):
     cfg = tiny_vision("re", max_steps=30, log_every=1, eval_every=10, checkpoint_every=10)
     run_id = launch_run(api, cfg)
-    proxy = CuttingProxy(svc.base, every=6, cuts=3)
+    proxy = CuttingProxy(svc.base, every=6, cuts=3, refuse_first=True)
     try:
         out = rekd("watch", run_id, "--json", url=proxy.url)
     finally:
@@ -180,9 +189,11 @@ def test_watch_resumes_a_cut_stream_with_last_event_id_and_shows_each_event_once
     assert ids == list(range(1, len(ids) + 1)), ids  # strictly increasing, none twice, none skipped
     assert shown == stored_events(svc, run_id)  # every event, as the run recorded it
     assert shown[-1]["type"] == "finished" and shown[-1]["state"] == "completed"
-    # three cuts, each after 6 more events: the client came back after the last event it had shown
-    assert proxy.last_event_ids == [None, "6", "12", "18"], proxy.last_event_ids
-    assert [int(n) for n in re.findall(r"reconnecting after event (\d+)", out.stderr)] == [6, 12, 18], out.stderr
+    # a 503 first (tried again), then three cuts, each after 6 more events: the client came back
+    # after the last event it had shown
+    assert proxy.last_event_ids == [None, None, "6", "12", "18"], proxy.last_event_ids
+    assert "the API answered 503: upstream restarting" in out.stderr
+    assert [int(n) for n in re.findall(r"reconnecting after event (\d+)", out.stderr)] == [0, 6, 12, 18], out.stderr
 
 
 def test_cancel_and_clone_need_the_token_and_watch_reports_the_end(svc, api):
