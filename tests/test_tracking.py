@@ -145,8 +145,7 @@ def test_export_to_tensorboard_replays_events_and_replaces_on_reexport(tracked, 
     logdir = Path(out.stdout.strip().splitlines()[-1])
     assert logdir == tmp_path / "tb" / run.name
     _check_tensorboard(logdir, run)
-    again = _rekd("export", str(run), "--to", "tensorboard", "--tracking-uri", str(tmp_path / "tb"))
-    assert again.returncode == 0, again.stderr
+    assert export_run(run, "tensorboard", uri=str(tmp_path / "tb")) == str(logdir)  # again, in-process
     assert len(list(logdir.glob("events.out.tfevents.*"))) == 1  # replaced, not doubled
     _check_tensorboard(logdir, run)
 
