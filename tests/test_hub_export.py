@@ -267,6 +267,13 @@ def test_refusals(exported, tmp_path):
         (tmp_path / "half").mkdir()
         shutil.copy(out / "config.json", tmp_path / "half" / "config.json")
         RekdModel.from_pretrained(tmp_path / "half")
+    bigger = tmp_path / "bigger"  # a config.json that describes another model than the weights hold
+    shutil.copytree(out, bigger)
+    cfg = json.loads((bigger / "config.json").read_text())
+    cfg["experiment"]["model"]["student"]["embed_dim"] = 4096
+    (bigger / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not fit the model config.json describes"):
+        RekdModel.from_pretrained(bigger)  # refused from the shapes, on the meta device: nothing allocated
     damaged = tmp_path / "damaged"
     shutil.copytree(out, damaged)
     data = bytearray((damaged / "model.safetensors").read_bytes())
@@ -315,6 +322,23 @@ def test_pretrained_encoder_exports_its_config_not_its_weights(tmp_path):
     assert enc["num_hidden_layers"] == 1 and not list((out / "backbone").glob("*.safetensors"))
     for text in TEXTS[:2]:
         assert_same_explanation(explain(tmp_path / "run", text), explain(out, text))
+
+
+def test_api_refuses_a_folder_over_the_parameter_budget(exported, tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from backend.routes import explain as explain_route
+    from service.settings import Settings, get_settings
+
+    _, out = exported["text"]
+    shutil.copytree(out, tmp_path / "model")
+    app = FastAPI()
+    app.include_router(explain_route.router)
+    fixed = Settings(runs_dir=tmp_path, max_params=1000)
+    app.dependency_overrides[get_settings] = lambda: fixed
+    r = TestClient(app).post("/api/explain", data={"model_dir": "model", "text": "fine"})
+    assert r.status_code == 422 and "over this server's budget of 1,000" in r.json()["detail"]
 
 
 # --- the API, on a real server ---------------------------------------------------------------------

@@ -55,7 +55,7 @@ from rekd_core.analysis.explain import Explanation, decode_utf8, explain, load_r
 from rekd_core.checks import outside_roots
 from rekd_core.excerpts import excerpt
 from rekd_core.model.runmodel import LoadedRun
-from rekd_core.store.hub import is_export
+from rekd_core.store.hub import is_export, weights_parameter_count
 from service.settings import Settings, get_settings
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
@@ -351,7 +351,15 @@ def model_dir_or_422(settings: Settings, given: str) -> Path:
     return path.resolve()
 
 
-async def _loaded_export(path: Path, given: str) -> LoadedRun:
+async def _loaded_export(path: Path, given: str, settings: Settings) -> LoadedRun:
+    try:
+        n = await run_in_threadpool(weights_parameter_count, path)
+    except Exception as err:
+        raise HTTPException(409, f"model_dir {excerpt(given)!r}: the exported model cannot be read "
+                                 f"({type(err).__name__}); nothing was loaded from it") from None
+    if n > settings.max_params:  # as for a run: the model is not built
+        raise HTTPException(422, f"model_dir {excerpt(given)!r}: {n:,} parameters is over this server's budget of "
+                                 f"{settings.max_params:,} (REKD_MAX_PARAMS)")
     try:
         return await run_in_threadpool(load_run, path)
     except Exception as err:  # a damaged or crafted folder: refused as data (safetensors never unpickles)
@@ -368,7 +376,8 @@ async def _loaded_export(path: Path, given: str) -> LoadedRun:
                  e413="request body over max_upload_bytes",
                  e415="the file is not a PNG, JPEG, GIF, BMP or WEBP image",
                  e422="invalid run id; neither or both of run_id/model_dir; a model_dir outside the runs "
-                      "directory and data roots, or that is not an exported model folder; a form field that "
+                      "directory and data roots, that is not an exported model folder, or whose model is over "
+                      "max_params; a form field that "
                       "is not UTF-8 (naming it and the byte offset); neither "
                       "or both of file/text; a text too long or with nothing to explain; corrupt or too "
                       "large image or evidence mask; an image for a text run or a text for an image run; an "
@@ -413,7 +422,7 @@ async def explain_input(
     has_evidence = _uploaded(evidence)
     ground = _checked_rationale(rationale, settings.max_text_chars) if rationale is not None else None
     loaded = (await _loaded(run_dir, run_id, checkpoint) if run_id is not None
-              else await _loaded_export(run_dir, model_dir or ""))
+              else await _loaded_export(run_dir, model_dir or "", settings))
     modality = loaded.featurizer.modality
     if has_evidence and modality != "vision":
         raise HTTPException(422, "evidence: a mask image is ground truth for an image run; this run explains texts "

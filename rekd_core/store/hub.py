@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from huggingface_hub.repocard_data import EvalResult
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -315,16 +316,37 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu") -> RekdM
             raise FileNotFoundError(f"{root}: no {name}; not an exported rekd model (a run is exported with "
                                     "`rekd export RUN --format hf OUT`)")
     config = _export_config(root)
+    # shapes first, on the meta device: a config.json that describes another (say a far larger) model
+    # than model.safetensors holds is refused before anything is allocated
+    with torch.device("meta"):
+        skeleton = RekdModel(config, folder=str(root))
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = weights_shapes(root)
+    if want != have:
+        odd = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        raise ValueError(f"{root / WEIGHTS}: its tensors do not fit the model config.json describes (first "
+                         f"difference: {odd[0][:120]})")
     model = RekdModel(config, folder=str(root))
     tensors, _ = load_checkpoint(root / WEIGHTS)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{root / WEIGHTS}: its tensors do not fit the model config.json describes "
-                         f"({str(err).splitlines()[0][:200]})") from None
+    model.load_state_dict(tensors, strict=True)
     card = root / CARD
     model.card = card.read_text(encoding="utf-8") if card.is_file() else None
     return model.to(device)
+
+
+def weights_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in the folder's model.safetensors, from its header alone (nothing loaded)."""
+    path = Path(folder) / WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error type
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def weights_parameter_count(folder: str | Path) -> int:
+    """How many numbers the folder's model holds (the API's REKD_MAX_PARAMS check), from the header."""
+    return sum(int(np.prod(shape)) for shape in weights_shapes(folder).values())
 
 
 def load_export(folder: str | Path, device: str | torch.device = "cpu") -> ExportedRun:
