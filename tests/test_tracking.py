@@ -275,3 +275,26 @@ def test_text_rationales_are_highlighted(tmp_path):
     page = written["rationales.html"].read_text()
     assert "a <mark>&lt;great&gt;</mark> film" in page and "<great>" not in page  # escaped
     assert "a **<great>** film" in rationale_markdown(store)
+
+
+@pytest.mark.service
+def test_a_service_worker_mirrors_every_run_by_rekd_track(tmp_path):
+    """The real service (redis, Celery worker, API): REKD_TRACK in the worker's environment mirrors a
+    run submitted over HTTP whose config names no tracker."""
+    from tests.support.service import launch_run, sse_events, start_service  # imported here: the harness
+    # at module level would mark every test of this file `service`
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    svc = start_service(tmp_path, workers=1, REKD_TRACK="tensorboard,mlflow", MLFLOW_TRACKING_URI=uri)
+    try:
+        with svc.client() as c:
+            run_id = launch_run(c, tiny_vision("re"))
+            events = sse_events(c, run_id, timeout=300)
+        assert events[-1]["type"] == "finished" and events[-1]["state"] == "completed"
+    finally:
+        svc.stop()
+    run = svc.runs_dir / run_id
+    assert json.loads((run / "config.json").read_text())["train"]["track"] == []
+    _check_tensorboard(run / "tensorboard", run)
+    saved = json.loads((run / "tracking.json").read_text())["mlflow"]
+    _check_mlflow(MlflowClient(tracking_uri=uri), saved["run_id"], run, source="live")
