@@ -352,7 +352,8 @@ def _posthoc(baseline: LoadedRun, inp: Any, ex: Explanation, steps: int) -> dict
 
 def explain(run: str | Path | LoadedRun, inp: Any, *, which: str = "best", with_teacher: bool = True,
             baseline: LoadedRun | None = None, ig_steps: int = IG_STEPS, evidence: Any = None) -> Explanation:
-    """Explain one image (PIL image or array) or text with a trained run (directory or LoadedRun).
+    """Explain one image (PIL image or array) or text with a trained run (directory or LoadedRun), or
+    an exported model folder (store/hub.py; it explains without a teacher).
 
     `baseline`, a CLS run on the same data (see faithfulness.baseline_problem), adds `posthoc`:
     its integrated-gradients selection at the rationale's sparsity, with its ERASER scores.

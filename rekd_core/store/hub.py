@@ -249,9 +249,9 @@ class RekdModel(nn.Module, PyTorchModelHubMixin, library_name="rekd",
         return Inputs(x=x, attention=None, selectable=torch.ones(len(tensors), feat.num_positions, device=dev),
                       keep=None)
 
-    @torch.no_grad()
     def forward(self, inputs: Inputs) -> RationaleOutput:
-        """The deterministic rationale (argmax Z, or top-k) and the prediction made from it alone."""
+        """The deterministic rationale (argmax Z, or top-k) and the prediction made from it alone
+        (under autograd if the caller wants gradients w.r.t. the inputs; `predict` runs without)."""
         m = self.model
         if m.with_generator:
             z = m.generate(inputs)
@@ -265,6 +265,7 @@ class RekdModel(nn.Module, PyTorchModelHubMixin, library_name="rekd",
         return RationaleOutput(logits=logits, probabilities=torch.softmax(logits.float(), -1), mask=mask,
                                selection_prob=sel)
 
+    @torch.no_grad()
     def predict(self, items: Any) -> list[dict[str, Any]]:
         """Per item: {label, label_index, probabilities (class -> p), mask (per position)}."""
         out = self(self.preprocess(items))
