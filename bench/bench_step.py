@@ -581,6 +581,7 @@ def main() -> None:
     env = {"device": args.device, "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.processor() or
            platform.machine(), "cuda": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+           "peak_tflops": peak_tf, "peak_source": peak_source,
            "command": " ".join(["python", "bench/bench_step.py"] + sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"env": env, "rows": rows}, indent=2))
