@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from conftest import tiny_vision
+from rekd.runs_cli import parse_sse
 from tests.support.service import ROOT, launch_run, start_service
 
 TOKEN = "cli-s3cret"
@@ -63,6 +64,11 @@ def test_watch_ls_and_show_a_run(svc, api):
                for x in lines) == 2, out.stdout
     assert lines[-1] == "finished completed at step 12/12"
     assert f"run {run_id} completed: test accuracy" in out.stderr
+
+    # a finished run is replayed from its record; --after starts later
+    replay = rekd("watch", run_id, "--json", "--after", "5", url=svc.base)
+    assert replay.returncode == 0, replay.stderr
+    assert [json.loads(x) for x in replay.stdout.splitlines()] == stored_events(svc, run_id)[5:]
 
     ls = rekd("ls", url=svc.base, token=None)  # reading needs no token
     assert ls.returncode == 0, ls.stderr
@@ -237,3 +243,9 @@ def test_errors_are_one_line_and_exit_2(svc):
         assert missing.returncode == 2 and "no run 'no-such-run'" in missing.stderr, (cmd, missing.stderr)
     not_url = rekd("ls", url="localhost:8000")
     assert not_url.returncode == 2 and "REKD_API_URL" in not_url.stderr
+
+
+def test_the_sse_parser_keeps_whole_events_only():
+    lines = ["retry: 1000", "", ": ping", "", "event: log", 'data: {"id": 1,', 'data: "type": "log"}', "id: 1", "",
+             "id: 2", "event: eval", 'data:{"id": 2, "type": "eval"}', "", "event: log", 'data: {"id": 3']
+    assert list(parse_sse(lines)) == [(1, {"id": 1, "type": "log"}), (2, {"id": 2, "type": "eval"})]
