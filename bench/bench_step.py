@@ -423,20 +423,22 @@ def run_case(size: str, mode: str, *, device: torch.device, steps: int, warmup: 
 
 # --- the predictor reading only the selected positions ---------------------------------------------
 
-def predictor_speed(sizes: list[str], *, fractions: tuple[float, ...], reps: int, seed: int) -> list[dict[str, Any]]:
+def predictor_speed(sizes: list[str], *, fractions: tuple[float, ...], reps: int, seed: int,
+                    device: torch.device) -> list[dict[str, Any]]:
     """Seconds of the student predictor's forward (eval, no grad) and forward + backward (train mode),
     `model.predictor_attention` full against selected, one random mask of exactly `fraction` of the
     selectable positions per input, the two interleaved rep by rep; medians."""
     rows: list[dict[str, Any]] = []
     for size in sizes:
-        cfg = size_config(size, "re", device="cpu", precision="fp32")
+        cfg = size_config(size, "re", device=device.type, precision="fp32")
         torch.manual_seed(seed)
-        model = build(cfg, cfg.model.student, SIZES[size]["classes"], with_generator=False)
-        stream = make_stream(cfg, SIZES[size]["classes"], cfg.train.batch_size, torch.device("cpu"), seed)
+        model = build(cfg, cfg.model.student, SIZES[size]["classes"], with_generator=False).to(device)
+        stream = make_stream(cfg, SIZES[size]["classes"], cfg.train.batch_size, device, seed)
         inputs, y, _ = stream.batch(0)
         for frac in fractions:
             g = torch.Generator().manual_seed(seed)
-            score = torch.rand(inputs.selectable.shape, generator=g).masked_fill(inputs.selectable <= 0, -1)
+            score = torch.rand(inputs.selectable.shape, generator=g).to(device)
+            score = score.masked_fill(inputs.selectable <= 0, -1)
             k = (inputs.selectable.sum(1) * frac).round().clamp(min=1)
             rank = score.argsort(1, descending=True).argsort(1)
             mask = (rank < k[:, None]).float() * inputs.selectable
@@ -446,13 +448,17 @@ def predictor_speed(sizes: list[str], *, fractions: tuple[float, ...], reps: int
                     model.predictor_attention = att
                     model.eval()
                     with torch.inference_mode():
+                        sync(device)
                         t0 = time.perf_counter()
                         model.predict(inputs, mask)
+                        sync(device)
                         t_eval = time.perf_counter() - t0
                     model.train()
                     m = mask.clone().requires_grad_(True)  # as the straight-through mask: values 0/1, a gradient
+                    sync(device)
                     t0 = time.perf_counter()
                     losses.prediction_ce(model.predict(inputs, m), y).backward()
+                    sync(device)
                     t_train = time.perf_counter() - t0
                     model.zero_grad(set_to_none=True)
                     if rep:  # the first rep warms up
@@ -528,7 +534,7 @@ def main() -> None:
                     "rate of a 2048x2048 fp32 matmul, ~0.09 TFLOP/s on the 2-core machine this was written on)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_step.json"))
     ap.add_argument("--predictor", action="store_true",
-                    help="instead: time the student predictor, predictor_attention full vs selected (CPU), "
+                    help="instead: time the student predictor (fp32), predictor_attention full vs selected, "
                     "at selected fractions --fractions, and write --out")
     ap.add_argument("--fractions", default="0.1,0.15,0.2,1.0")
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions per cell with --predictor")
@@ -540,8 +546,9 @@ def main() -> None:
     if args.predictor:
         sizes = [s for s in SIZES if args.only is None or s.startswith(args.only)]
         prow = predictor_speed(sizes, fractions=tuple(float(f) for f in args.fractions.split(",")), reps=args.reps,
-                               seed=args.seed)
-        penv = {"device": "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               seed=args.seed, device=device)
+        penv = {"device": args.device, "cuda": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+                "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "command": " ".join(["python", "bench/bench_step.py"] + sys.argv[1:])}
         Path(args.out).write_text(json.dumps({"env": penv, "rows": prow}, indent=2))
         print(predictor_table(prow))
