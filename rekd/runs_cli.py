@@ -317,7 +317,8 @@ class Watcher:
         elif kind == "start" and ev.get("resumed"):
             bar.write(f"resumed at step {ev.get('step')}", file=sys.stderr)
         bar.set_postfix_str("  ".join(f"{k} {v}" for k, v in self.postfix.items()), refresh=False)
-        bar.refresh()
+        if time.time() - bar.last_print_t >= bar.mininterval:  # a replay of thousands of events: not each drawn
+            bar.refresh()
 
     def retry(self, why: str, last: int, delay: float) -> None:
         self.say(f"connection lost ({why}); reconnecting after event {last} in {delay:.1f} s")
