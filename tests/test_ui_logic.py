@@ -10,7 +10,7 @@ from rekd_core.presets import get_preset
 from ui import charts, form, render
 from ui.client import error_from
 from ui.experiments import _field_errors
-from ui.runs_table import duration, progress_bar, table_rows
+from ui.runs_table import duration, id_of, progress_bar, table_rows
 
 SCHEMA = ExperimentConfig.model_json_schema()
 
@@ -126,7 +126,8 @@ def test_run_table_rows():
              "finished": "2026-11-29T00:01:05+00:00"}]
     row = table_rows(runs)[0]
     assert row[0] == "x · re · ab12" and row[2].endswith("50%") and row[3] == "1.23" and row[4] == "50.0"
-    assert row[-1] == runs[0]["id"] and duration(runs[0]) == "1m05s"
+    assert id_of(row[-1]) == runs[0]["id"] and f'title="{runs[0]["id"]}"' in row[-1] and duration(runs[0]) == "1m05s"
+    assert id_of("plain-id") == "plain-id" and id_of('<span title="a&amp;b">a&amp;b</span>') == "a&b"
     assert progress_bar(1.0).startswith("█" * 10)
 
 
@@ -376,3 +377,55 @@ def test_dataset_choices_list_the_registry_with_benchmarks_marked_then_preset_da
                                                  ("csv:/x.csv", "csv:/x.csv")]
     # without the API's list the form still offers what the presets use
     assert dataset_choices(presets, Api(None)) == [("csv:/x.csv", "csv:/x.csv"), ("fashion_mnist", "fashion_mnist")]
+
+
+# --- the UI as a scripting surface (gradio_client) ----------------------------------------------------------
+def test_info_lines_have_no_markup_to_escape():
+    described = form.describe(form.lookup(SCHEMA, "loss.alpha"))
+    line = form.info_text(described)
+    assert "\\" not in line and "*" not in line and "α · L_RE + (1 − α) · L_KD" in line
+    # a product keeps its factors, a lone star stays a character: nothing between two stars turns italic
+    assert form.info_text("L = a*b + (1-a)*c") == "L = a·b + (1-a)·c"
+    assert form.info_text("glob * and *") == "glob ∗ and ∗"
+    for f in form.MAIN_FIELDS:
+        assert "\\" not in form.info_text(form.describe(form.lookup(SCHEMA, f.path) or {})), f.path
+
+
+def test_launch_parameters_are_unique_identifiers():
+    names = [form.param_name(f.path) for f in form.MAIN_FIELDS]
+    assert len(set(names)) == len(names) and all(n.isidentifier() for n in names)
+    assert {"alpha", "max_steps", "teacher_run", "dataset"} <= set(names)
+
+
+def test_explain_details_spell_out_the_selection():
+    from ui.scripting import explain_details
+
+    positions = [{"index": i, "token": t, "span": [0, 1], "selectable": 0 < i < 3}
+                 for i, t in enumerate(["[CLS]", "great", "film", "[SEP]"])]
+    ex = {"modality": "text", "label": "pos", "probabilities": {"neg": 0.2, "pos": 0.8}, "mask": [1, 0, 1, 1],
+          "selection_prob": [1.0, 0.1, 0.9, 1.0], "positions": positions, "run": "r1",
+          "teacher": {"modality": "text", "label": "pos", "mask": [1, 1, 0, 1], "positions": positions}}
+    out = explain_details(ex, "great film")
+    assert out["selected_positions"] == [0, 2, 3] and out["selected_tokens"] == ["[CLS]", "film", "[SEP]"]
+    assert out["tokens"] == ["[CLS]", "great", "film", "[SEP]"] and out["text"] == "great film"
+    assert out["teacher"]["selected_tokens"] == ["[CLS]", "great", "[SEP]"]
+    assert ex.get("selected_positions") is None  # the API's answer itself is left as it was
+    vision = explain_details({"modality": "vision", "mask": [0, 1], "positions": [{"index": 0}, {"index": 1}]})
+    assert vision["selected_positions"] == [1] and "tokens" not in vision
+
+
+def test_every_ui_action_is_named_and_the_rest_is_private():
+    from ui.app import build_ui
+    from ui.client import ApiClient
+    from ui.scripting import ENDPOINTS
+
+    info = build_ui(ApiClient("http://127.0.0.1:9")).get_api_info()  # nothing is called while building
+    assert not info["unnamed_endpoints"] and set(info["named_endpoints"]) == set(ENDPOINTS)
+    for name, ep in info["named_endpoints"].items():
+        params = [p["parameter_name"] for p in ep["parameters"]]
+        assert not any(p.startswith("param_") for p in params), (name, params)
+        assert not any(r["label"].startswith("value_") for r in ep["returns"]), name
+    launch = {p["parameter_name"]: p for p in info["named_endpoints"]["/launch_run"]["parameters"]}
+    # every form field may be left out (it keeps the preset's value): none defaults to a first choice
+    assert all(launch[form.param_name(f.path)]["parameter_has_default"] for f in form.MAIN_FIELDS)
+    assert all(launch[form.param_name(f.path)]["parameter_default"] is None for f in form.MAIN_FIELDS)

@@ -12,7 +12,7 @@ from . import form
 from .client import ApiClient, ApiError
 from .render import message
 from .runs_table import ACTIVE, COLUMN_WIDTHS, DATATYPES, HEADERS, ID_COLUMN, choices, id_of, newest_first, table_rows
-from .scripting import PRIVATE
+from .scripting import PRIVATE, with_optional_keywords
 
 # (pipeline, button label, what it shows): the ground-truth demos first, where every rationale is scored
 DEMOS = (("demo-fmnist-clutter", "Fashion-MNIST with ground truth",
@@ -52,7 +52,8 @@ class ExperimentsView:
 def _widget(f: form.Field) -> gr.components.Component:
     kw: dict[str, Any] = {"label": f.label, "elem_id": _elem(f.path), "interactive": True}
     if f.path in ("mode",):
-        return gr.Dropdown(choices=["cls", "re", "rekd"], **kw)
+        # no value until a preset fills it (not the first choice): a script that leaves mode out keeps the preset's
+        return gr.Dropdown(choices=["cls", "re", "rekd"], value=None, **kw)
     if f.path in ("data.dataset", "model.teacher_run"):
         return gr.Dropdown(choices=[], allow_custom_value=True, **kw)
     ints = ("embed_dim", "depth", "hidden_size", "num_layers", "max_steps", "batch_size", "seed")
@@ -115,7 +116,8 @@ def build(api: ApiClient) -> ExperimentsView:
     launched = gr.JSON([], visible=False, label="queued run ids")
 
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=360):
+        # the run table gets the wider half: at 1400 px every run fits on one line of it
+        with gr.Column(scale=4, min_width=360):
             gr.Markdown("### Launch a run")
             # any value: a script names a preset without the page having listed them (the API checks it)
             preset = gr.Dropdown(label="preset", elem_id="f-preset", interactive=True, allow_custom_value=True,
@@ -137,7 +139,7 @@ def build(api: ApiClient) -> ExperimentsView:
                 reference = gr.Markdown("", elem_id="advanced-reference")
             launch_msg = gr.HTML("", elem_id="launch-msg", label="message")
             launch_btn = gr.Button("Launch", variant="primary", elem_id="btn-launch")
-        with gr.Column(scale=3, min_width=480):
+        with gr.Column(scale=7, min_width=480):
             gr.Markdown("### Runs")
             # one line per run (render.CSS cuts a long cell with an ellipsis): ten or more runs in view
             table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="runs-table",
@@ -226,7 +228,8 @@ def build(api: ApiClient) -> ExperimentsView:
     init_outputs = [preset, presets_state, meta, launch_msg, *fields, reference]
 
     # --- your own data: read and summarised before anything is queued ----------------------------------
-    def check_dataset(preset: str | None, presets: dict[str, Any], overrides: str | None, dataset: str | None):
+    def check_dataset(preset: str | None, presets: dict[str, Any], overrides: str | None = None,
+                      dataset: str | None = None):
         """Read and summarise a dataset (its classes, splits, ground truth) before anything is queued."""
         name, adv = preset, overrides
         try:
@@ -264,7 +267,7 @@ def build(api: ApiClient) -> ExperimentsView:
                     api_name="check_dataset")
 
     # --- launch ------------------------------------------------------------------------------------
-    def launch(preset: str | None, presets: dict[str, Any], info: dict[str, Any], overrides: str | None,
+    def launch(preset: str | None, presets: dict[str, Any], info: dict[str, Any], overrides: str | None = None,
                **values: Any):
         """Queue a run: a preset, the form's fields (each named by its last config key: alpha, max_steps, …;
         left empty they keep the preset's value) and more `key.path=value` overrides, one per line."""
@@ -297,14 +300,17 @@ def build(api: ApiClient) -> ExperimentsView:
             on_field, general = _field_errors(err)
             marked = [gr.update(info=f"⚠ {on_field[path]}") if path in on_field else u
                       for path, u in zip(widgets, plain)]
-            text = "the run was not launched: " + ("; ".join(general) if general else "see the fields marked ⚠")
+            # named here too, not only under the fields: a script reads this message, not the form
+            text = "the run was not launched: " + "; ".join(general or [f"{k}: {v} (⚠ on the form)"
+                                                                        for k, v in on_field.items()])
             return [message(text), *marked, gr.skip()]
         changed = ", ".join(overrides) or "no changes"
         origin = f"clone of {source}" if source else f"preset {name}"
         return [message(f"queued {created['id']} ({origin}; {changed})", "ok-msg"), *plain, [created["id"]]]
 
-    launch_btn.click(launch, [preset, presets_state, meta, advanced],
-                     inputs_kwargs={form.param_name(path): w for path, w in widgets.items()},
+    by_name = {form.param_name(path): w for path, w in widgets.items()}
+    launch_btn.click(with_optional_keywords(launch, list(by_name)), [preset, presets_state, meta, advanced],
+                     inputs_kwargs=by_name,
                      outputs=[launch_msg, *fields, launched], api_name="launch_run")
 
     def launch_demo(name: str):

@@ -115,7 +115,7 @@ def info_text(text: str) -> str:
     """A description as Gradio's info line shows it: that line is a mini-Markdown that knows no escapes
     (a backslash would show as one), so a product `a*b` becomes `a·b` and any other `*` the operator
     sign `∗`: no pair of them turns the text between into italics."""
-    text = re.sub(r"(?<=[\w)])\s*\*\s*(?=[\w(])", "·", text)
+    text = re.sub(r"(?<=[\w)])\*(?=[\w(])", "·", text)
     return text.replace("*", "∗")
 
 

@@ -16,8 +16,8 @@ PAGE = 12
 FILTERS = [("all", "all"), ("student correct", "correct"), ("student wrong", "wrong"),
            ("teacher and student disagree", "disagree")]
 ALL_CLASSES = "all classes"
-# the slider's range before a run is picked, when a script (a fresh gradio_client session) calls with it: any
-# index up to this passes Gradio's bounds check and is clamped to the run's evaluations, so its default is the latest
+# the slider's range before a run is picked, which a fresh gradio_client session checks /rationales_at against:
+# any index up to this passes (clamped to the run's evaluations), and the default, this, is the latest
 LAST_EVALUATION = 10_000
 
 
@@ -77,13 +77,14 @@ def build(api: ApiClient) -> RationalesView:
                                   "beside the teacher's for a distilled run.", "info"), elem_id="rat-grid",
                    label="examples")
     steps_state = gr.State([])
+    shown_step = gr.State(None)  # [run id, training step] of the evaluation on display; None before any
     offset_state = gr.State(0)
 
     def show(run_id: str | None, step_idx: float | None, filter_: str, label: str, offset: int,
              steps: list[int], latest: bool = False):
         if not run_id:
             return (gr.skip(), "", render.message("pick a run (one that has evaluated at least once)", "info"),
-                    steps, 0, gr.skip(), "", "")
+                    steps, 0, gr.skip(), "", "", gr.skip())
         try:
             if not latest and not steps and step_idx is not None:
                 steps = api.examples(run_id, limit=1)["steps"]  # a script's call: no page has listed them
@@ -96,7 +97,7 @@ def build(api: ApiClient) -> RationalesView:
             page = api.examples(run_id, step=want, offset=offset, limit=PAGE, filter=filter_, label=label_idx)
         except ApiError as err:
             return (gr.skip(), "", render.message(err.message, "info" if err.status == 409 else "error"),
-                    steps, 0, gr.skip(), "", "")
+                    steps, 0, gr.skip(), "", "", gr.skip())
         except ValueError:
             return show(run_id, step_idx, filter_, ALL_CLASSES, 0, steps)
         new_steps = page["steps"]
@@ -118,9 +119,10 @@ def build(api: ApiClient) -> RationalesView:
         links = render.download_links([(f"rationales at step {page['step']} (JSONL)",
                                         api.link(f"/api/runs/{run_id}/rationales", step=page["step"]))])
         return (slider, head, render.examples_grid(page), new_steps, page["offset"], classes, links,
-                render.examples_quality(page))
+                render.examples_quality(page), [run_id, page["step"]])
 
-    outputs = [step, header, grid, steps_state, offset_state, cls, downloads, quality]
+    outputs = [step, header, grid, steps_state, offset_state, cls, downloads, quality, shown_step]
+
     def rationales(run_id: str | None, which: str = "all", true_class: str = ALL_CLASSES):
         """The run's saved dev examples at its latest evaluation, each with its rationale (the teacher's
         beside it for a distilled run). `which`: all, correct, wrong or disagree."""
@@ -146,20 +148,17 @@ def build(api: ApiClient) -> RationalesView:
     refresh_btn.click(lambda r, f, c: show(r, None, f, c, 0, [], latest=True), [run, flt, cls], outputs,
                       show_progress="hidden", **PRIVATE)
 
-    def faithfulness(run_id: str | None, baseline_run: str | None = None, evaluation: float | None = None,
-                     steps: list[int] | None = None):
-        """Comprehensiveness and sufficiency of the run's rationales on its saved dev examples at an evaluation
-        (0 the first; past the last: the latest), beside integrated gradients on a CLS run at the same sparsity."""
-        base, step_idx = baseline_run, evaluation
+    def faithfulness(run_id: str | None, baseline_run: str | None = None, shown: list[Any] | None = None):
+        """Comprehensiveness and sufficiency of the run's rationales on its saved dev examples (at the evaluation
+        on display; from a script, the latest), beside integrated gradients on a CLS run at the same sparsity."""
         if not run_id:
             return "pick a run first"
         try:
-            if not steps and evaluation is not None:
-                steps = api.examples(run_id, limit=1)["steps"]  # a script's call: no page has listed them
-            want = steps[min(int(step_idx or 0), len(steps) - 1)] if steps else None
-            return faithfulness_table(api.faithfulness(run_id, baseline=base or None, step=want))
+            # the evaluation on display, if it is this run's (a script has none: the latest)
+            want = shown[1] if shown and shown[0] == run_id else None
+            return faithfulness_table(api.faithfulness(run_id, baseline=baseline_run or None, step=want))
         except ApiError as err:
             return f"⚠ {err.message}"
 
-    faith_btn.click(faithfulness, [run, baseline, step, steps_state], faith, api_name="faithfulness")
+    faith_btn.click(faithfulness, [run, baseline, shown_step], faith, api_name="faithfulness")
     return RationalesView(run=run, choice_outputs=[run, baseline])

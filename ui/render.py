@@ -502,8 +502,9 @@ CSS = """
   text-decoration:none}.rk-download:before{content:"⤓ "}
 #runs-table td,#runs-table th{padding-top:4px;padding-bottom:4px}
 #runs-table td .cell-wrap,#runs-table td .cell-wrap *{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-#runs-table td{font-family:var(--font);font-size:0.85em}#runs-table th .cell-wrap{white-space:nowrap}
-#runs-table .rk-id{display:block;direction:rtl;text-align:left;cursor:help}
+#runs-table td,#runs-table th,#runs-table .cell-wrap{font-family:var(--font)}#runs-table td{font-size:0.85em}
+#runs-table th .cell-wrap{white-space:nowrap}
+#runs-table .rk-id{display:block;direction:rtl;text-align:left;cursor:help}#runs-table .rk-progress{width:40px}
 .rk-progress{display:inline-block;width:90px;height:8px;border-radius:4px;background:#e5e7eb;overflow:hidden;vertical-align:middle}
 .rk-progress>span{display:block;height:100%;background:#60a5fa}
 """

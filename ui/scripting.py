@@ -10,6 +10,8 @@ which ones exist), and a handler that reads per-session state loads what it need
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -23,6 +25,16 @@ PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 ENDPOINTS = ("/list_runs", "/list_pipelines", "/launch_pipeline", "/launch_run", "/check_dataset", "/cancel_run",
              "/run_again", "/clone_into_form", "/monitor", "/rationales", "/rationales_at", "/faithfulness",
              "/compare", "/explain", "/list_sweeps", "/launch_sweep", "/sweep", "/cancel_sweep")
+
+
+def with_optional_keywords(fn: Callable[..., Any], names: list[str]) -> Callable[..., Any]:
+    """`fn(..., **values)` as Gradio and gradio_client see it: one keyword parameter per name, each
+    optional (default None), instead of a `**values` that the client would make required."""
+    sig = inspect.signature(fn)
+    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any) for n in names]
+    fn.__signature__ = sig.replace(parameters=[*fixed, *extra])  # type: ignore[attr-defined]
+    return fn
 
 
 def explain_details(ex: dict[str, Any], text: str | None = None) -> dict[str, Any]:

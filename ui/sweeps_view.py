@@ -173,7 +173,7 @@ def build(api: ApiClient) -> SweepsView:
     gr.Timer(2.0).tick(show, [picked, drawn], outputs, show_progress="hidden", queue=False, **PRIVATE)
     figures.change(None, figures, None, js=DRAW_JS)
 
-    def launch(preset: str | None, overrides: str | None):
+    def launch(preset: str | None, overrides: str | None = None):
         """Queue a named sweep (`sweep-*` offline, `paper-*`): overrides for every run, one key.path=value per line."""
         name, text = preset, overrides
         if not name:
