@@ -23,6 +23,7 @@ from safetensors import safe_open
 
 from conftest import tiny_text, tiny_vision
 from rekd_core.analysis.explain import explain, load_run
+from rekd_core.cli import main as engine_main
 from rekd_core.config import parse_config
 from rekd_core.data.load import load_dataset
 from rekd_core.store.checkpoint import load_checkpoint
@@ -209,11 +210,9 @@ def test_cli_export_then_explain_the_folder(exported, tmp_path):
     got = json.loads(r.stdout)
     want = explain(run_dir, TEXTS[0])
     assert got["label"] == want.label and got["mask"] == want.mask and got["probabilities"] == want.probabilities
-    vision_run, _ = exported["vision"]
+    vision_run, out_v = exported["vision"]
     img = tmp_path / "x.png"
     Image.fromarray(images(1)[0]).save(img)
-    out_v = tmp_path / "shared-vision"
-    assert rekd_cli("export", str(vision_run), "--format", "hf", str(out_v)).returncode == 0
     r = rekd_cli("explain", str(out_v), str(img))
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
@@ -221,7 +220,7 @@ def test_cli_export_then_explain_the_folder(exported, tmp_path):
     assert got["label"] == want.label and got["selected_positions"] == [i for i, m in enumerate(want.mask) if m]
 
 
-def test_cli_refusals_name_the_problem(exported, tmp_path):
+def test_cli_refusals_name_the_problem(exported, tmp_path, capsys):
     run_dir, _ = exported["vision"]
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -229,8 +228,13 @@ def test_cli_refusals_name_the_problem(exported, tmp_path):
     r = rekd_cli("export", str(run_dir), "--format", "hf", str(busy))
     assert r.returncode == 2 and str(busy) in r.stderr and "not empty" in r.stderr
     assert (busy / "notes.txt").read_text() == "mine"  # untouched
-    r = rekd_cli("export", str(run_dir), "--format", "hf")
-    assert r.returncode == 2 and "give the output folder" in r.stderr
+    # the rest in-process: the engine's commands as `rekd` runs them
+    for args, why in ((["hf"], "give the output folder"), (["pt", str(tmp_path / "o")], "'pt'; allowed: hf"),
+                      (["hf", str(tmp_path / "o"), str(tmp_path / "p")], "give one output folder")):
+        assert engine_main(["export", str(run_dir), "--format", *args]) == 2
+        assert why in capsys.readouterr().err
+    assert engine_main(["export", str(run_dir), str(tmp_path / "o"), "--format", "hf"]) == 0  # OUT first works too
+    assert capsys.readouterr().out.strip() == str(tmp_path / "o") and is_export(tmp_path / "o")
 
 
 # --- refusals ----------------------------------------------------------------------------------
