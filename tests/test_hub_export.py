@@ -27,7 +27,7 @@ from rekd_core.cli import main as engine_main
 from rekd_core.config import parse_config
 from rekd_core.data.load import load_dataset
 from rekd_core.store.checkpoint import load_checkpoint
-from rekd_core.store.hub import RekdModel, export_hf, is_export
+from rekd_core.store.hub import RekdModel, dataset_name, export_hf, is_export
 from rekd_core.train.trainer import train
 
 TEXTS = ["A gorgeous, witty film; the ending drags though.", "dull, long and badly acted",
@@ -196,6 +196,25 @@ def test_plausibility_is_on_the_card_when_the_data_has_evidence(tmp_path):
     card = (out / "README.md").read_text()
     assert "| plausibility precision (rationale that is evidence) |" in card
     assert f"{test['plausibility']['precision']:.3f} |" in card and "not measured" not in card
+
+
+def test_a_cls_run_exports_and_reads_the_whole_input(tmp_path):
+    train(parse_config(tiny_vision("cls", max_steps=3, eval_every=3, checkpoint_every=3)), tmp_path / "cls")
+    out = export_hf(tmp_path / "cls", tmp_path / "cls-hf")
+    model = RekdModel.from_pretrained(out)
+    x = images(2)
+    got = model(model.preprocess(x))
+    assert torch.equal(got.mask, torch.ones(2, 16))  # no generator: the predictor reads every patch
+    for img in x:
+        assert_same_explanation(explain(tmp_path / "cls", img), explain(out, img))
+    card = (out / "README.md").read_text()
+    assert "no rationale" in card and "comprehensiveness" not in card.split("## Results", 1)[1].split("\n\n")[1]
+
+
+def test_the_card_names_your_own_data_without_its_path():
+    assert dataset_name("fashion_mnist") == "fashion_mnist"
+    assert dataset_name("hf:glue:sst2") == "glue"
+    assert dataset_name("csv:/home/alice/private/reviews.csv") == "csv:reviews.csv"
 
 
 # --- the command line --------------------------------------------------------------------------

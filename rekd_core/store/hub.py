@@ -563,16 +563,26 @@ def _card_examples(model: RekdModel, run_dir: Path, out: Path) -> list[str]:
     return lines
 
 
+def dataset_name(spec: str) -> str:
+    """The dataset as a card names it: a built-in name or a Hub id as given, your own data by its
+    kind and file or folder name only (a server path is no business of the card's readers)."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind == "hf":
+        return rest.partition(":")[0] if sep else spec
+    return f"{kind}:{Path(rest).name}"
+
+
 def _card_data(model: RekdModel, test: dict[str, Any] | None, dev: dict[str, Any] | None) -> ModelCardData:
     cfg = model.experiment
+    data = dataset_name(cfg.data.dataset)
     results = []
     for split, metrics in (("test", test), ("validation", dev)):
         for name, value in (("accuracy", (metrics or {}).get("accuracy")),
                             ("comprehensiveness", ((metrics or {}).get("faithfulness") or {}).get("comprehensiveness")),
                             ("sufficiency", ((metrics or {}).get("faithfulness") or {}).get("sufficiency"))):
             if isinstance(value, (int, float)) and np.isfinite(value):
-                results.append(EvalResult(task_type=PIPELINE_TAGS[cfg.task], dataset_type=cfg.data.dataset,
-                                          dataset_name=cfg.data.dataset, dataset_split=split, metric_type=name,
+                results.append(EvalResult(task_type=PIPELINE_TAGS[cfg.task], dataset_type=data,
+                                          dataset_name=data, dataset_split=split, metric_type=name,
                                           metric_value=round(float(value), 4), metric_name=f"{split} {name}"))
     return ModelCardData(library_name="rekd", pipeline_tag=PIPELINE_TAGS[cfg.task], model_name=cfg.name,
                          tags=["rationale-extraction", "interpretability", "rekd", f"rekd-{cfg.mode}"],
@@ -598,7 +608,7 @@ def model_card(model: RekdModel, run_dir: Path, examples: list[str]) -> str:
     lines = [
         f"# {cfg.name}", "",
         f"A rekd {MODE_NAMES[cfg.mode]} for {cfg.task} classification on "
-        f"`{cfg.data.dataset}` ({len(model.class_names)} classes: {_md(classes)}), exported from run "
+        f"`{dataset_name(cfg.data.dataset)}` ({len(model.class_names)} classes: {_md(classes)}), exported from run "
         f"`{ck['run_id']}` at step {step} (its `{ck['which']}` checkpoint). "
         + (f"A generator picks {what} and the predictor classifies from those alone, so the highlighted part "
            "*is* what the decision used." if cfg.mode != "cls" else "It reads the whole input (no rationale)."),
