@@ -347,7 +347,7 @@ def test_pretrained_encoder_exports_its_config_not_its_weights(tmp_path):
         assert_same_explanation(explain(tmp_path / "run", text), explain(out, text))
 
 
-def test_api_refuses_a_folder_over_the_parameter_budget(exported, tmp_path):
+def test_api_refuses_a_folder_over_the_budget_and_odd_paths(exported, tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -360,8 +360,15 @@ def test_api_refuses_a_folder_over_the_parameter_budget(exported, tmp_path):
     app.include_router(explain_route.router)
     fixed = Settings(runs_dir=tmp_path, max_params=1000)
     app.dependency_overrides[get_settings] = lambda: fixed
-    r = TestClient(app).post("/api/explain", data={"model_dir": "model", "text": "fine"})
+    client = TestClient(app)
+    r = client.post("/api/explain", data={"model_dir": "model", "text": "fine"})
     assert r.status_code == 422 and "over this server's budget of 1,000" in r.json()["detail"]
+    # odd paths are refused as input, never a 500
+    r = client.post("/api/explain", data={"model_dir": "", "text": "fine"})  # an empty field is no field
+    assert r.status_code == 422 and "exactly one model" in r.json()["detail"]
+    for given in (".", "..", "~", "a" * 300, "model/" + "b" * 300, "x\x00y", "/", "model/../../.."):
+        r = client.post("/api/explain", data={"model_dir": given, "text": "fine"})
+        assert r.status_code == 422 and r.json()["detail"].startswith("model_dir"), (given, r.text)
 
 
 # --- the API, on a real server ---------------------------------------------------------------------

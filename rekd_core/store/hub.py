@@ -70,7 +70,10 @@ MODE_NAMES = {"cls": "classifier (no rationale: CLS baseline)", "re": "rationale
 def is_export(path: str | Path) -> bool:
     """Whether `path` is an exported model folder (config.json + model.safetensors), not a run directory."""
     p = Path(path)
-    return (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+    try:
+        return (p / CONFIG).is_file() and (p / WEIGHTS).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL: no folder of any kind
+        return False
 
 
 def _export_config(path: Path) -> dict[str, Any]:
