@@ -339,7 +339,10 @@ async def _loaded(run_dir: Path, run_id: str, which: str) -> LoadedRun:
 def model_dir_or_422(settings: Settings, given: str) -> Path:
     """The exported model folder `model_dir` names (resolved): it must lie in the runs directory or a
     data root (checked before anything there is read) and hold an export (config.json + model.safetensors)."""
-    path = Path(given).expanduser()
+    try:
+        path = Path(given).expanduser()
+    except RuntimeError:  # ~ without a home directory to expand to
+        path = Path(given)
     if not path.is_absolute():
         path = settings.runs_dir / path
     if outside_roots(path, settings.allowed_run_roots()):
