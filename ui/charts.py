@@ -216,7 +216,8 @@ def reality_point(r: RunSeries) -> dict[str, Any]:
 
 SUMMARY_HEADERS = ["run", "state", "step", "best dev acc %", "test acc %", "test macro-F1 %", "selected %",
                    "IoU w/ teacher", "plaus. F1", "distinct %", "probe / chance %"]
-SUMMARY_WIDTHS = ["25%", "9%", "7%", "7%", "7%", "7%", "7%", "7%", "7%", "7%", "10%"]  # all eleven in view
+# all eleven in view
+SUMMARY_WIDTHS: list[str | int] = ["25%", "9%", "7%", "7%", "7%", "7%", "7%", "7%", "7%", "7%", "10%"]
 
 
 def sweep_bars(table: list[dict[str, Any]], revision: str) -> go.Figure:

@@ -288,14 +288,14 @@ def build(api: ApiClient) -> ExperimentsView:
         if (by_path.get("mode") or p["config"].get("mode")) != "rekd":
             by_path.pop("model.teacher_run", None)
         try:
-            overrides = form.overrides_from(p["config"], by_path, p["config"].get("task"))
-            overrides += form.parse_advanced(adv or "")
+            changes = form.overrides_from(p["config"], by_path, p["config"].get("task"))
+            changes += form.parse_advanced(adv or "")
         except ValueError as err:
             return [message(str(err)), *plain, gr.skip()]
         source = p.get("cloned_from")
         try:
             # a clone starts from the run's exact config; the API records where it came from
-            created = api.clone(source, overrides) if source else api.launch(preset=name, overrides=overrides)
+            created = api.clone(source, changes) if source else api.launch(preset=name, overrides=changes)
         except ApiError as err:
             on_field, general = _field_errors(err)
             marked = [gr.update(info=f"⚠ {on_field[path]}") if path in on_field else u
@@ -304,7 +304,7 @@ def build(api: ApiClient) -> ExperimentsView:
             text = "the run was not launched: " + "; ".join(general or [f"{k}: {v} (⚠ on the form)"
                                                                         for k, v in on_field.items()])
             return [message(text), *marked, gr.skip()]
-        changed = ", ".join(overrides) or "no changes"
+        changed = ", ".join(changes) or "no changes"
         origin = f"clone of {source}" if source else f"preset {name}"
         return [message(f"queued {created['id']} ({origin}; {changed})", "ok-msg"), *plain, [created["id"]]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from .charts import run_label
 from .render import esc
@@ -13,10 +13,10 @@ from .render import esc
 HEADERS = ["run", "state", "progress", "τ", "dev %", "test %", "started", "took", "id"]
 # the state column is HTML (escaped here): a run with warnings gets a ⚠ that names them on hover; the id
 # column too: one line cut with an ellipsis (the run column already ends in the id's suffix), whole on hover
-DATATYPES = ["html" if h in ("state", "progress", "id") else "str" for h in HEADERS]
+DATATYPES: list[Literal["str", "html"]] = ["html" if h in ("state", "progress", "id") else "str" for h in HEADERS]
 ID_COLUMN = HEADERS.index("id")
 # the widths that keep every cell on one line in the ~800 px the table gets beside the form at 1400 px
-COLUMN_WIDTHS = ["20%", "12%", "12%", "4%", "9%", "9%", "12%", "8%", "14%"]
+COLUMN_WIDTHS: list[str | int] = ["20%", "12%", "12%", "4%", "9%", "9%", "12%", "8%", "14%"]
 ACTIVE = ("queued", "running")
 
 
