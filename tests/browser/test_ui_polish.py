@@ -103,3 +103,26 @@ def test_the_launch_form_describes_alpha_in_plain_symbols(page, svc):
     # and no other field of the form shows an escape or a star
     for other in page.locator("[id^=f-] .info-text").all_inner_texts():
         assert "\\" not in other and "*" not in other, other
+
+
+def test_a_person_explains_as_before_and_can_read_the_data(page, svc, runs, tmp_path):
+    from PIL import Image
+
+    from tests.browser.test_ui import explain_with, pick, tab
+
+    with svc.client() as c:
+        rid = next(r for r in c.get("/api/runs").json() if r["id"] in runs and r["mode"] == "re")["id"]
+    page.goto(svc.base + "/")
+    page.wait_for_selector("#rk-health", state="attached")
+    tab(page, "Explain")
+    pick(page, "exp-run", rid[-4:])
+    path = tmp_path / "item.png"
+    Image.new("L", (28, 28), 90).save(path)
+    out = explain_with(page, path=path)
+    assert "rk-explain" in out and "what the predictor saw" in out
+    # the same explanation as data, folded away under the picture
+    page.locator("#exp-data-acc").get_by_text("The explanation as data").first.click()
+    data = page.locator("#exp-data")
+    data.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#exp-data').innerText.includes('selected_positions')")
+    assert "probabilities" in data.inner_text() and rid in data.inner_text()
