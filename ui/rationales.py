@@ -57,7 +57,8 @@ def build(api: ApiClient) -> RationalesView:
         flt = gr.Radio(FILTERS, value="all", label="show", elem_id="rat-filter", scale=3)
         cls = gr.Dropdown([ALL_CLASSES], value=ALL_CLASSES, label="true class", elem_id="rat-class", scale=1,
                           allow_custom_value=True)
-    step = gr.Slider(0, LAST_EVALUATION, value=LAST_EVALUATION, step=1, interactive=False, elem_id="rat-step",
+    # hidden until a run is shown: its range before then is only for a script's call
+    step = gr.Slider(0, LAST_EVALUATION, value=LAST_EVALUATION, step=1, visible=False, elem_id="rat-step",
                      label="evaluation (drag to see the rationale change as τ falls)")
     header = gr.Markdown("", elem_id="rat-header", label="header")
     with gr.Row():
@@ -113,6 +114,7 @@ def build(api: ApiClient) -> RationalesView:
         head = (f"**step {page['step']}**{tau} · {page['total']} examples match · showing {shown} · {teacher} · "
                 f"amber = selected{outline}; hover a patch or token for its keep probability")
         slider = gr.update(minimum=0, maximum=max(len(new_steps) - 1, 1), value=idx, interactive=len(new_steps) > 1,
+                           visible=True,
                            label=f"evaluation {idx + 1} of {len(new_steps)} (step {page['step']}{tau}); "
                                  "drag to see the rationale change as τ falls")
         classes = gr.update(choices=[ALL_CLASSES, *page["class_names"]])
