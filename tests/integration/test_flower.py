@@ -137,4 +137,5 @@ def test_flower_sees_the_worker_online_and_its_task_running_mid_run(svc: Harness
                  lambda: (lambda r: r.status_code == 200 and r.json().get("state") == "SUCCESS" and r.json())(
                      flower.get(f"/api/task/info/{task['uuid']}")), timeout=15)
     assert run_id in str(info["args"]) and info["worker"] == listed
+    assert "'state': 'completed'" in str(info["result"])  # the task's result says how the run ended
     assert flower.get("/api/workers", params={"status": 1}).json().get(listed) is True
