@@ -120,6 +120,17 @@ def test_a_person_explains_as_before_and_can_read_the_data(page, svc, runs, tmp_
     Image.new("L", (28, 28), 90).save(path)
     out = explain_with(page, path=path)
     assert "rk-explain" in out and "what the predictor saw" in out
+    result = page.locator("#exp-out")
+    assert result.locator("svg.rk-overlay").count() == 1, out  # the rationale over the upload
+    assert result.locator("img.rk-masked").count() == 1  # and exactly what the predictor saw
+    # a second upload replaces the first answer (it is cleared while the new one is computed)
+    from tests.browser.test_ui import clear_file
+
+    clear_file(page)
+    second = tmp_path / "other.png"
+    Image.new("L", (28, 28), 200).save(second)
+    again = explain_with(page, path=second)
+    assert again != out and result.locator("svg.rk-overlay").count() == 1, again
     # the same explanation as data, folded away under the picture
     page.locator("#exp-data-acc").get_by_text("The explanation as data").first.click()
     data = page.locator("#exp-data")
