@@ -536,7 +536,8 @@ def test_explain_an_uploaded_image(page, svc, shots, tmp_path):
     pick(page, "exp-run", f"{DEMO}-rekd")
     out = explain_with(page, path=_clutter_png(tmp_path))
     result = page.locator("#exp-out")
-    assert result.locator(".rk-student svg.rk-overlay").count() == 1, out[:600]  # the rationale over the upload
+    # the rationale over the upload (on failure: what the page shows now, after the answer the helper read)
+    assert result.locator(".rk-student svg.rk-overlay").count() == 1, (out[-1500:], result.inner_html()[-1500:])
     assert result.locator(".rk-teacher svg.rk-overlay").count() == 1  # and the teacher's, for REKD
     assert result.locator("img.rk-masked").count() == 2  # exactly what each predictor saw
     assert result.locator(".rk-bar").count() >= 5 and "what the predictor saw" in out
