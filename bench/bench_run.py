@@ -21,11 +21,16 @@ time, *exclusive* of the hooked calls inside it, to one bucket:
 - events: appending events and writing the status file
 - other: the rest of the stage's wall time (the loop itself, the τ schedule, log windows, ...)
 
-The fraction outside the training step is 1 - step / wall. Module imports happen before the
-clock starts and are not counted. CPU only is measured; `--device cuda` passes train.device=cuda
-and train.precision=bf16 to every stage (written for the GPU check, bench/gpu_check.sh; not run
-here). The paper's sizes with synthetic data are not provided by this script (see
-docs/performance.md).
+The fraction outside the step is 1 - step / wall. Module imports happen before the
+clock starts and are not counted. `--device cuda` passes train.device=cuda and
+train.precision=bf16 to every stage (for bench/gpu_check.sh; not run on a GPU yet).
+
+`--paper STEPS`: instead of a preset pipeline, the paper's vision pipeline at its sizes —
+a ViT-Base/16 RE teacher (cifar10-teacher), then ViT-Tiny/16 RE and REKD students
+(cifar10-vit-tiny), 224 px, batch 32, random init (no pretrained weights are fetched) — for STEPS
+steps each, on synthetic data of CIFAR-10's shapes (uint8 3 x 32 x 32 images, upscaled by the
+featurizer as CIFAR-10 would be; 10 random labels; --paper-train / --paper-eval examples; no
+ground truth, so no plausibility). Meant for the GPU; only smoke-tested on the CPU with a few steps.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rekd_core.train.evaluate as evaluate_mod  # noqa: E402
 import rekd_core.train.trainer as trainer_mod  # noqa: E402
-from rekd_core.presets import get_pipeline  # noqa: E402
+from rekd_core.data.raw import DatasetBundle, Split  # noqa: E402
+from rekd_core.presets import Stage, get_pipeline  # noqa: E402
 from rekd_core.store.runstore import RunStore  # noqa: E402
 from rekd_core.train.evaluate import evaluate_run  # noqa: E402
 
@@ -99,6 +106,27 @@ def install(clock: Clock) -> None:
     t.build_featurizer = featurizer
     RunStore.append_event = clock.wrap("events", RunStore.append_event)  # type: ignore[method-assign]
     RunStore.write_status = clock.wrap("events", RunStore.write_status)  # type: ignore[method-assign]
+
+
+def paper_stages(steps: int) -> list[Stage]:
+    """The paper's vision pipeline at its sizes, random init, `steps` steps a stage."""
+    common = ("model.student.pretrained=false", f"train.max_steps={steps}", f"train.eval_every={max(steps // 2, 1)}",
+              f"train.checkpoint_every={steps}", f"train.log_every={max(steps // 10, 1)}")
+    return [Stage("teacher", "cifar10-teacher", ("name=paper-teacher", *common)),
+            Stage("re", "cifar10-vit-tiny", ("mode=re", "name=paper-re", *common)),
+            Stage("rekd", "cifar10-vit-tiny", ("mode=rekd", "name=paper-rekd", *common), needs_teacher=True)]
+
+
+def synthetic_cifar(n_train: int, n_eval: int, seed: int = 0) -> DatasetBundle:
+    """Random uint8 images of CIFAR-10's shape and random labels among its 10 classes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> Split:
+        return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+                     torch.randint(0, 10, (n,), generator=g))
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    return DatasetBundle("cifar10", "vision", names, split(n_train), split(n_eval), split(n_eval))
 
 
 def run_stage(clock: Clock, cfg: Any, run_dir: Path, *, final_eval: bool) -> dict[str, Any]:
@@ -162,20 +190,30 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--runs", default=None, help="where the runs go (default: a fresh folder under /tmp)")
     ap.add_argument("--no-final-eval", action="store_true")
+    ap.add_argument("--paper", type=int, default=None, metavar="STEPS",
+                    help="the paper's vision pipeline at its sizes on synthetic CIFAR-10-shaped data, STEPS a stage")
+    ap.add_argument("--paper-train", type=int, default=3200)
+    ap.add_argument("--paper-eval", type=int, default=500)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_run_cpu.json"))
     args = ap.parse_args()
     runs = Path(args.runs) if args.runs else Path(f"/tmp/bench_run_{int(time.time())}")
     overrides = list(args.overrides)
     if args.device == "cuda":
         overrides += ["train.device=cuda", "train.precision=bf16"]
-    pipeline = get_pipeline(args.pipeline)
     clock = Clock()
     install(clock)
+    if args.paper:
+        bundle = synthetic_cifar(args.paper_train, args.paper_eval)
+        trainer_mod.load_for_config = clock.wrap("data", lambda cfg: bundle)
+        evaluate_mod.load_for_config = lambda cfg: bundle
+        pipeline_stages = paper_stages(args.paper)
+    else:
+        pipeline_stages = list(get_pipeline(args.pipeline).stages)
     teacher_run = args.teacher_run
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for role in args.stages.split(","):
-        stage = next(s for s in pipeline.stages if s.role == role)
+        stage = next(s for s in pipeline_stages if s.role == role)
         extra = overrides if role == "teacher" else [*overrides, *args.student_set]
         cfg = stage.build(extra, teacher_run=teacher_run if stage.needs_teacher else None)
         run_dir = runs / role
