@@ -11,6 +11,8 @@
 #    selected fractions 0.1 / 0.15 / 0.2 / 1.0 (fp32), paper sizes
 # 3. bench_run --device cuda: the demo-fmnist-clutter pipeline (teacher -> RE, REKD) whole, bf16,
 #    wall time split by bucket (needs the offline Fashion-MNIST data the CPU runs use)
+# 4. only with PAPER_RUN=1 (past the 8 minutes): bench_run --paper 200 --device cuda, the paper's
+#    vision pipeline (ViT-Base -> ViT-Tiny, 224 px) on synthetic CIFAR-10-shaped data
 set -u
 PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-bench/results}
@@ -33,4 +35,8 @@ step bench_step_predictor 60 "$PY" bench/bench_step.py --device cuda --predictor
     --out "$OUT/bench_step_predictor_cuda.json"
 step bench_run_demo 150 "$PY" bench/bench_run.py --device cuda --runs "/tmp/gpu_check_runs_$$" \
     --out "$OUT/bench_run_cuda_demo.json"
+if [ "${PAPER_RUN:-0}" = 1 ]; then
+    step bench_run_paper 300 "$PY" bench/bench_run.py --device cuda --paper 200 --runs "/tmp/gpu_check_paper_$$" \
+        --out "$OUT/bench_run_cuda_paper.json"
+fi
 exit $status
