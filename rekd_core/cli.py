@@ -224,7 +224,7 @@ class InputError(ValueError):
 
 def _explain_target(args: argparse.Namespace) -> Any:
     """INPUT as the text or image to explain: --text takes it as the text; else it must be a file."""
-    from .analysis.explain import decode_utf8
+    from .data.inputs import decode_utf8
 
     if args.text:
         return decode_utf8(os.fsencode(args.input), what="the text given")
@@ -270,7 +270,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = rest[0] if rest else args.out
         if not out:
             raise ValueError("export --format hf: give the output folder, e.g. `rekd export RUN --format hf OUT`")
-        from .store.hub import export_hf
+        from .analysis.hub_export import export_hf
 
         where: Path | str = export_hf(Path(args.run), Path(out))
     else:

@@ -23,11 +23,12 @@ from safetensors import safe_open
 
 from conftest import tiny_text, tiny_vision
 from rekd_core.analysis.explain import explain, load_run
+from rekd_core.analysis.hub_export import dataset_name, export_hf
 from rekd_core.cli import main as engine_main
 from rekd_core.config import parse_config
 from rekd_core.data.load import load_dataset
 from rekd_core.store.checkpoint import load_checkpoint
-from rekd_core.store.hub import RekdModel, dataset_name, export_hf, is_export
+from rekd_core.store.hub import RekdModel, is_export
 from rekd_core.train.trainer import train
 
 TEXTS = ["A gorgeous, witty film; the ending drags though.", "dull, long and badly acted",
@@ -105,7 +106,7 @@ def test_round_trip_vision_is_exact(exported):
     xs = images()
     for x in xs:
         assert_same_explanation(explain(run, x), explain(out, x))
-        assert_same_explanation(explain(run, x), model.explain(Image.fromarray(x)))
+        assert_same_explanation(explain(run, x), explain(model.as_run(), Image.fromarray(x)))
     inputs = model.preprocess(xs)
     got = model(inputs)
     z = run.model.generate(inputs)

@@ -10,7 +10,7 @@ Untrusted input is checked before it reaches the model:
   its own below the body cap, so an oversized field reaches its own check (a 422 naming it), not
   the multipart parser's 400;
 - texts must be at most `max_text_chars` characters and are normalised as `rekd explain` does
-  (rekd_core.analysis.explain.normalise_text: control characters other than tab, newline and carriage
+  (rekd_core.data.inputs.normalise_text: control characters other than tab, newline and carriage
   return become spaces); a text with nothing left to explain is 422 (the body was within its size
   limit, the *content* is what is refused);
 - optional ground truth: an `evidence` mask image passes the same checks as the image (formats,
@@ -51,8 +51,9 @@ from backend.routes.datasets import outside_message
 from backend.routes.examples import ExampleFaithfulness, PatchPosition, TokenPosition
 from backend.routes.faithfulness import baseline_run_or_422
 from backend.runs_fs import SettingsDep, error_responses, run_dir_or_404
-from rekd_core.analysis.explain import Explanation, decode_utf8, explain, load_run, normalise_text
+from rekd_core.analysis.explain import Explanation, explain, load_run
 from rekd_core.checks import outside_roots
+from rekd_core.data.inputs import decode_utf8, normalise_text
 from rekd_core.excerpts import excerpt
 from rekd_core.model.runmodel import LoadedRun
 from rekd_core.store.hub import is_export, weights_parameter_count

@@ -12,7 +12,7 @@ counts). It is mapped to positions by the run's own featurizer, as its training 
 is, and each rationale gets its precision and recall against it. Every explanation also carries
 its run's warnings (quality.py): a rationale that barely depends on its input says so.
 
-A text is normalised by one documented rule before it is explained (`normalise_text`, which the
+A text is normalised by one documented rule before it is explained (data/inputs.py `normalise_text`, which the
 API and the CLI share): control characters other than tab, newline and carriage return become
 spaces (so character offsets are kept), and a text with nothing left to explain is refused.
 Bytes become text only as UTF-8 (`decode_utf8`: an error names the first invalid byte's offset).
@@ -21,7 +21,6 @@ Bytes become text only as UTF-8 (`decode_utf8`: an error names the first invalid
 from __future__ import annotations
 
 import functools
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ import numpy as np
 import torch
 
 from ..data.features import Inputs, TextFeaturizer, VisionFeaturizer, to_device_inputs
+from ..data.inputs import controls_to_spaces, normalise_text
+from ..data.inputs import image_array as _image_array
 from ..model.masks import selection_probs
 from ..model.runmodel import LoadedRun
 from ..store.hub import ExportedRun, is_export, load_export
@@ -120,30 +121,6 @@ def load_run(run_dir: str | Path, which: str = "best") -> LoadedRun:
     return _load(str(root.resolve()), which, path.stat().st_mtime_ns)
 
 
-def _image_array(image: Any) -> np.ndarray:
-    """A PIL image or array as uint8 (H, W) or (H, W, C)."""
-    if hasattr(image, "convert"):  # PIL, without importing it here
-        if image.mode not in ("L", "RGB"):
-            # palette indices, 16-bit and alpha modes become plain gray or RGB pixel values
-            image = image.convert("L" if image.mode in ("1", "I", "I;16", "F", "LA") else "RGB")
-        arr = np.asarray(image)
-    else:
-        arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.float32)
-        arr = arr * 255.0 if arr.size and arr.max() <= 1.0 else arr
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        arr = arr[..., :3]  # drop alpha
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"an image must be 2-D (gray) or 3-D (color), got shape {arr.shape}")
-    return arr
-
-
 def _vision_inputs(feat: VisionFeaturizer, arr: np.ndarray, device: torch.device) -> Inputs:
     t = torch.from_numpy(arr.copy())
     t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # (C, H, W)
@@ -153,42 +130,6 @@ def _vision_inputs(feat: VisionFeaturizer, arr: np.ndarray, device: torch.device
 
 def _excerpt(s: str) -> str:
     return repr(s if len(s) <= EXCERPT else s[:EXCERPT] + "…")
-
-
-# --- text normalisation: what counts as a text (the API and the CLI apply the same rule) -------
-_KEPT_CONTROLS = frozenset("\t\n\r")
-
-
-def decode_utf8(data: bytes, what: str = "the text") -> str:
-    """`data` as UTF-8; ValueError naming the first invalid byte's offset (never a silent Latin-1)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{what} is not valid UTF-8: byte {err.start} (counting from 0) is 0x{data[err.start]:02x}; "
-                         "send or save the text as UTF-8") from None
-
-
-def _controls_to_spaces(text: str) -> str:
-    return "".join(" " if unicodedata.category(c) == "Cc" and c not in _KEPT_CONTROLS else c for c in text)
-
-
-def normalise_text(text: str, what: str = "the text") -> str:
-    """The text as it is explained. The rule: every control character (Unicode category Cc: NUL,
-    the other C0 controls, DEL and the C1 controls) except tab, newline and carriage return becomes
-    a space, so the character offsets of `positions` stay those of the text given. ValueError for
-    a lone surrogate (not text: what invalid UTF-8 becomes in a command-line argument), and for a
-    text with nothing left to explain (empty, or only whitespace and control characters)."""
-    for i, c in enumerate(text):
-        if unicodedata.category(c) == "Cs":
-            raise ValueError(f"{what} is not valid text: character {i} is a lone surrogate (U+{ord(c):04X}; "
-                             "invalid UTF-8 in a command-line argument arrives as one); give it as UTF-8")
-    clean = _controls_to_spaces(text)
-    if not clean.strip():
-        if not text.strip():
-            raise ValueError(f"{what} is empty")
-        raise ValueError(f"{what} has nothing to explain: it holds only control characters and whitespace "
-                         "(control characters other than tab, newline and carriage return count as spaces)")
-    return clean
 
 
 def rationale_spans(text: str, rationale: str | list[str]) -> list[tuple[int, int]]:
@@ -254,9 +195,9 @@ def _evidence_targets(feat: Any, inp: Any, arr: np.ndarray | None, evidence: Any
             raise ValueError("evidence: a mask image is ground truth for an image run; this run explains texts "
                              "(give the highlighted substrings)")
         if isinstance(evidence, str):  # matched against the normalised text, so normalised the same way
-            evidence = _controls_to_spaces(evidence)
+            evidence = controls_to_spaces(evidence)
         else:
-            evidence = [_controls_to_spaces(e) for e in evidence]
+            evidence = [controls_to_spaces(e) for e in evidence]
         target = feat.evidence_targets([inp], [rationale_spans(inp, evidence)])
     return _fit(target.float(), length)
 
