@@ -275,7 +275,10 @@ class TrainConfig(_Strict):
     batch_size: int = Field(32, gt=0, le=8192)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a CUDA device that supports it, fp32 elsewhere (on this "
+        "project's CPUs bf16 autocast was slower than fp32); fp32 or bf16 force one"
+    )
     eval_every: int = Field(200, gt=0, description="steps between dev evaluations")
     checkpoint_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     log_every: int = Field(20, gt=0, description="steps between log events")

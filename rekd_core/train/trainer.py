@@ -50,6 +50,13 @@ def resolve_device(pref: str) -> torch.device:
     return torch.device(pref)
 
 
+def resolve_precision(pref: str, device: torch.device) -> bool:
+    """train.precision as "autocast to bf16?": auto is bf16 on a CUDA device that has it, else fp32."""
+    if pref == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return pref == "bf16"
+
+
 def train_step(task: ClsTask | ReTask, model: RationaleModel, opt: torch.optim.Optimizer, inputs: Inputs,
                y: torch.Tensor, idx: torch.Tensor, tau: float, gen: torch.Generator | None, *,
                autocast: bool, grad_clip: float | None) -> StepOut:
@@ -97,7 +104,7 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = resolve_device(cfg.train.device)
-        self.autocast = cfg.train.precision == "bf16"
+        self.autocast = resolve_precision(cfg.train.precision, self.device)
         torch.manual_seed(cfg.train.seed)
         d = cfg.data
         bundle = self._bundle or load_for_config(cfg)
