@@ -36,7 +36,7 @@ def test_reference_variant_switches_every_difference_but_explicit_options_win():
 @pytest.mark.parametrize("data, field, allowed", [
     ({"mode": "distil"}, "mode", "'cls', 're' or 'rekd'"),
     ({"train": {"device": "tpu", "max_steps": 1}}, "train.device", "'auto', 'cpu' or 'cuda'"),
-    ({"train": {"precision": "fp16", "max_steps": 1}}, "train.precision", "'fp32' or 'bf16'"),
+    ({"train": {"precision": "fp16", "max_steps": 1}}, "train.precision", "'auto', 'fp32' or 'bf16'"),
     ({"loss": {"distill": "all"}}, "loss.distill", "'both', 'rationale' or 'prediction'"),
     ({"loss": {"alpha": 1.5}}, "loss.alpha", "less than or equal to 1"),
     ({"loss": {"p_target": 0}}, "loss.p_target", "greater than 0"),
