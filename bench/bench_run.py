@@ -21,7 +21,9 @@ time, *exclusive* of the hooked calls inside it, to one bucket:
 - events: appending events and writing the status file
 - other: the rest of the stage's wall time (the loop itself, the τ schedule, log windows, ...)
 
-The fraction outside the step is 1 - step / wall. Module imports happen before the
+The naive path of a REKD stage is `--student-set model.teacher_outputs=live`: the frozen teacher
+runs on every batch (the reference code's way) instead of being read from its cache, its time then
+counted in the step. The fraction outside the step is 1 - step / wall. Module imports happen before the
 clock starts and are not counted. `--device cuda` passes train.device=cuda and
 train.precision=bf16 to every stage (for bench/gpu_check.sh; not run on a GPU yet).
 

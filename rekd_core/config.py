@@ -176,6 +176,10 @@ class ModelConfig(_Strict):
     )
     teacher_run: str | None = Field(None, description="run directory of the trained RE teacher (mode rekd)")
     teacher_checkpoint: Literal["best", "last"] = "best"
+    teacher_outputs: Literal["cached", "live"] = Field(
+        "cached", description="cached: the frozen teacher's Z and Q computed once per split and kept in its run "
+        "directory (shared by every student); live: computed from each batch, one teacher forward pass per "
+        "step (the reference code's way: slower, the naive path of bench/bench_run.py)")
     share_backbone: bool = Field(
         False, description="one backbone for generator and predictor (default: two separate ones)"
     )

@@ -150,3 +150,31 @@ def test_finished_run_is_not_trained_again_and_other_configs_are_refused(tmp_pat
     other = parse_config(tiny_vision("cls", max_steps=3, eval_every=2, checkpoint_every=2))
     with pytest.raises(ValueError, match="another config"):
         train(other, tmp_path / "r")
+
+
+@pytest.mark.parametrize("modality", ["vision", "text"])
+def test_a_live_teacher_trains_the_same_run_as_the_cached_one(modality, tmp_path, teacher_runs):
+    # model.teacher_outputs=live runs the frozen teacher on each batch (the naive path) instead of
+    # reading its cached outputs: the same targets, so the same run up to float rounding
+    hist = {}
+    for how in ("cached", "live"):
+        cfg = MAKERS[modality]("rekd")
+        cfg["model"].update(teacher_run=str(teacher_runs[modality]), teacher_outputs=how)
+        res = train(parse_config(cfg), tmp_path / how)
+        assert res["state"] == "completed"
+        hist[how] = [e for e in _events(tmp_path / how) if e["type"] in ("log", "eval")]
+    assert [e["step"] for e in hist["live"]] == [e["step"] for e in hist["cached"]]
+    def numbers(e, prefix=""):
+        for key, v in e.items():
+            if isinstance(v, dict):
+                yield from numbers(v, f"{prefix}{key}.")
+            elif isinstance(v, float) and key not in ("time", "samples_per_s"):
+                yield f"{prefix}{key}", v
+
+    compared = set()
+    for a, b in zip(hist["cached"], hist["live"]):
+        got = dict(numbers(b))
+        for key, va in numbers(a):
+            assert got[key] == pytest.approx(va, rel=1e-3, abs=1e-4), (key, a["step"])
+            compared.add(key)
+    assert {"loss.kd_r", "loss.kd_y", "loss.total", "accuracy", "iou"} <= compared, compared

@@ -107,7 +107,7 @@ def evaluate(model: RationaleModel, feat: Featurizer, data: Prepared, *, num_cla
                 q = model.predict(inputs, None)
             per_pos["valid"].append(_pad(inputs.selectable, width))
             if teacher is not None:
-                zt, qt = teacher.own(idx, inputs.selectable.shape[1])
+                zt, qt = teacher.own(idx, inputs)
                 mt = teacher.teacher.select(zt, inputs.selectable)
                 per_pos["t_mask"].append(_pad(mt, width))
                 per_pos["t_sel"].append(_pad(selection_probs(zt), width))

@@ -123,7 +123,7 @@ class RekdTask(ReTask):
         lc = self.cfg.loss
         z_s, s_s, m = self.sample(model, inputs, tau, gen)
         q_s, terms = self.re_terms(model, inputs, y, m)
-        z_t, q_t_own = self.teacher.own(idx, inputs.selectable.shape[1])
+        z_t, q_t_own = self.teacher.own(idx, inputs)
         m_t = self.teacher.teacher.select(z_t, inputs.selectable)
 
         kd_r = kd_y = None

@@ -60,14 +60,30 @@ class TeacherOutputs:
                 qs.append(q.float())
         return cls(teacher, torch.cat(zs), torch.cat(qs), device=device, autocast=autocast)
 
-    def own(self, idx: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Z^T, Q^T with the teacher's own deterministic mask) for dataset rows `idx`."""
-        return self.z[idx, :length], self.q[idx]
+    def own(self, idx: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Z^T, Q^T with the teacher's own deterministic mask) for dataset rows `idx` (batched as `inputs`)."""
+        return self.z[idx, :inputs.selectable.shape[1]], self.q[idx]
 
     def predict_with(self, inputs: Inputs, mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             q = self.teacher.predict(inputs, mask)
         return q.float().clone()  # cloned outside inference_mode: an ordinary tensor for the KD loss
+
+
+class LiveTeacher(TeacherOutputs):
+    """The same outputs computed from each batch as it comes (`model.teacher_outputs: live`): the
+    reference code's way, one teacher forward pass per student step. Equal to the cached values up to
+    float rounding (the batch groups examples differently); kept for benchmarks of the naive path
+    (bench/bench_run.py --naive) and for a teacher too large to cache its outputs on a split."""
+
+    def __init__(self, teacher: RationaleModel, *, device: torch.device, autocast: bool) -> None:
+        super().__init__(teacher, torch.empty(0, 0, 2), torch.empty(0, 0), device=device, autocast=autocast)
+
+    def own(self, idx: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            z = self.teacher.generate(inputs)
+            q = self.teacher.predict(inputs, self.teacher.select(z, inputs.selectable))
+        return z.float().clone(), q.float().clone()  # ordinary tensors, outside inference_mode
 
 
 def load_teacher(cfg: ExperimentConfig, class_names: list[str], device: torch.device) -> LoadedRun:
@@ -89,6 +105,8 @@ def teacher_outputs(run: LoadedRun, cfg: ExperimentConfig, feat: Featurizer, dat
     The key covers everything the values depend on: the teacher checkpoint file, the data
     split, how inputs are featurised and the precision; any change computes them afresh.
     """
+    if cfg.model.teacher_outputs == "live":
+        return LiveTeacher(run.model, device=device, autocast=autocast)
     ckpt = run.checkpoint_path
     st = ckpt.stat()
     d = cfg.data

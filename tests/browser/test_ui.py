@@ -249,7 +249,7 @@ def test_the_demo_pipeline_trains_teacher_then_students(page, svc, shots):
         wait_until(lambda: f"{DEMO}-rekd" in summary.inner_text() and summary.inner_text().count("completed") >= 4,
                    60, "the summary")
     except AssertionError as err:
-        shown = summary.inner_text(), page.locator("#monitor-msg").inner_text(), page.locator("#monitor-runs").inner_text()
+        shown = [page.locator(f"#{e}").inner_text() for e in ("monitor-summary", "monitor-msg", "monitor-runs")]
         raise AssertionError(f"{err}; summary {shown[0]!r}; notes {shown[1]!r}; picked {shown[2]!r}") from None
     legend = page.evaluate("""() => document.querySelector('#plot-losses .js-plotly-plot').data
                                     .filter(t => t.showlegend !== false).map(t => t.name)""")
