@@ -53,9 +53,7 @@ class TeacherOutputs:
         # it, so the cache holds ordinary tensors that a student step may use in its graph.
         with torch.inference_mode():
             for inputs in batches:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    z = teacher.generate(inputs)
-                    q = teacher.predict(inputs, teacher.select(z, inputs.selectable))
+                z, q = _own_outputs(teacher, inputs, device, autocast)
                 zs.append(torch.nn.functional.pad(z.float(), (0, 0, 0, num_positions - z.shape[1])))
                 qs.append(q.float())
         return cls(teacher, torch.cat(zs), torch.cat(qs), device=device, autocast=autocast)
@@ -74,16 +72,24 @@ class LiveTeacher(TeacherOutputs):
     """The same outputs computed from each batch as it comes (`model.teacher_outputs: live`): the
     reference code's way, one teacher forward pass per student step. Equal to the cached values up to
     float rounding (the batch groups examples differently); kept for benchmarks of the naive path
-    (bench/bench_run.py --naive) and for a teacher too large to cache its outputs on a split."""
+    (bench/bench_run.py --student-set model.teacher_outputs=live) and for a teacher too large to cache
+    its outputs on a split."""
 
     def __init__(self, teacher: RationaleModel, *, device: torch.device, autocast: bool) -> None:
         super().__init__(teacher, torch.empty(0, 0, 2), torch.empty(0, 0), device=device, autocast=autocast)
 
     def own(self, idx: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            z = self.teacher.generate(inputs)
-            q = self.teacher.predict(inputs, self.teacher.select(z, inputs.selectable))
+        with torch.inference_mode():
+            z, q = _own_outputs(self.teacher, inputs, self.device, self.autocast)
         return z.float().clone(), q.float().clone()  # ordinary tensors, outside inference_mode
+
+
+def _own_outputs(teacher: RationaleModel, inputs: Inputs, device: torch.device,
+                 autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's generator logits Z and its prediction Q from its own deterministic mask."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        z = teacher.generate(inputs)
+        return z, teacher.predict(inputs, teacher.select(z, inputs.selectable))
 
 
 def load_teacher(cfg: ExperimentConfig, class_names: list[str], device: torch.device) -> LoadedRun:
